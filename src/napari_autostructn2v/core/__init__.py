@@ -1,0 +1,1 @@
+"""The engine: numpy / scipy / scikit-image / torch only, no Qt or napari."""

@@ -1,0 +1,81 @@
+"""Input checks and normalisation shared by training, inference and ROI selection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class InputError(ValueError):
+    """An input image cannot be used; the message says why and what to do."""
+
+
+def check_image(image, name: str = "image", min_size: int | None = None) -> np.ndarray:
+    """Return `image` as an ndarray of 2D slices (..., Y, X), or raise InputError.
+
+    Accepts 2D images and stacks of any leading axes (Z, T, ...), integer, float or bool.
+    Refuses RGB(A), complex, non-finite values and images smaller than `min_size` pixels.
+    """
+    array = np.asarray(image)
+    if array.dtype.kind not in "biuf":
+        raise InputError(f"{name} has dtype {array.dtype}; expected an integer or floating-point image.")
+    if array.ndim < 2:
+        raise InputError(f"{name} has shape {array.shape}; expected a 2D image (Y, X) or a stack (..., Y, X).")
+    if array.ndim >= 3 and array.shape[-1] in (3, 4):
+        raise InputError(
+            f"{name} has shape {array.shape}, which looks like an RGB(A) image. "
+            "Denoise one channel at a time: pass image[..., c], or convert it to grey first "
+            "(skimage.color.rgb2gray)."
+        )
+    if min(array.shape[-2:]) == 0:
+        raise InputError(f"{name} is empty (shape {array.shape}).")
+    if min_size is not None and min(array.shape[-2:]) < min_size:
+        raise InputError(
+            f"{name} is {array.shape[-2]}x{array.shape[-1]} pixels, smaller than the patch size {min_size}. "
+            f"Choose a patch size of at most {_largest_patch(min(array.shape[-2:]))} or use a larger image."
+        )
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise InputError(
+            f"{name} contains {bad} NaN or infinite value(s). Replace them first, "
+            "for example with numpy.nan_to_num or by inpainting."
+        )
+    return array
+
+
+def _largest_patch(size: int) -> int:
+    return max(16, (size // 8) * 8)
+
+
+def as_slices(image: np.ndarray) -> np.ndarray:
+    """View an (..., Y, X) array as (N, Y, X) without copying where possible."""
+    return image.reshape((-1, *image.shape[-2:]))
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Affine map between image units and the network's units: (x - mean) / std."""
+
+    mean: float
+    std: float
+
+    @classmethod
+    def fit(cls, images: list[np.ndarray]) -> Normalisation:
+        """Mean and standard deviation over all pixels, one 2D slice at a time (bounded memory)."""
+        slices = [plane for im in images for plane in as_slices(im)]
+        count = sum(plane.size for plane in slices)
+        mean = sum(float(np.sum(plane, dtype=np.float64)) for plane in slices) / count
+        squares = sum(float(np.sum((plane.astype(np.float64) - mean) ** 2)) for plane in slices)
+        std = (squares / count) ** 0.5
+        return cls(mean=mean, std=std if std > 0 else 1.0)
+
+    def forward(self, array: np.ndarray) -> np.ndarray:
+        return ((np.asarray(array, dtype=np.float32) - np.float32(self.mean)) / np.float32(self.std)).astype(
+            np.float32, copy=False
+        )
+
+    def inverse(self, array: np.ndarray) -> np.ndarray:
+        return (np.asarray(array, dtype=np.float32) * np.float32(self.std) + np.float32(self.mean)).astype(
+            np.float32, copy=False
+        )
