@@ -54,7 +54,7 @@ def estimate_struct_mask(
     detrend_sigma: float = 6.0,
     flat_fraction: float = 0.3,
 ) -> MaskEstimate:
-    """Estimate the structured mask from a raw image (or stack), or from a noise/residual array.
+    """Estimate the structured mask from raw images (2D, stacks or a list), or from noise/residuals.
 
     For a raw image the smooth signal is removed (difference to a Gaussian of `detrend_sigma`)
     and the autocorrelation is measured on the flattest `flat_fraction` of the image (lowest
@@ -64,12 +64,15 @@ def estimate_struct_mask(
     degree rotation, within `config.max_radius` and at most a cross's worth of pixels.
     """
     config = config or MaskConfig()
-    array = check_image(data, "noise" if is_noise else "image")
+    arrays = data if isinstance(data, (list, tuple)) else [data]
+    if not arrays:
+        raise InputError("No image was given to estimate the mask from.")
+    planes = [plane for array in arrays for plane in as_slices(check_image(array, "noise" if is_noise else "image"))]
     radius = config.max_radius
     window = radius + 2
     numerator = np.zeros((2 * window + 1,) * 2)
     pairs = np.zeros_like(numerator)
-    for plane in as_slices(array):
+    for plane in planes:
         plane = plane.astype(np.float64)
         if is_noise:
             residual, weights = plane, np.ones_like(plane)

@@ -1,0 +1,92 @@
+"""Denoising of 2D images and stacks by overlapping tiles.
+
+Each tile is read with a margin of `overlap` pixels on every side (mirrored at the image's
+borders) and only its centre is kept. The margin exceeds the UNet's receptive radius, so the
+kept pixels equal what the network computes on the whole image: tiles meet without seams and
+need no blending, and memory stays bounded by the tile size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+
+import numpy as np
+import torch
+
+from .images import InputError, as_slices, check_image
+from .model import DenoisingModel
+
+
+def _mirror(index: np.ndarray, length: int) -> np.ndarray:
+    """Indices reflected into [0, length) (mirror without repeating the edge), any distance out."""
+    if length == 1:
+        return np.zeros_like(index)
+    period = 2 * (length - 1)
+    index = np.abs(index) % period
+    return np.where(index >= length, period - index, index)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def _tiles(height: int, width: int, tile_h: int, tile_w: int, margin: int):
+    """Inner regions (y, x, h, w) covering the image; tile_* include the margins."""
+    inner_h, inner_w = tile_h - 2 * margin, tile_w - 2 * margin
+    for y in range(0, height, inner_h):
+        for x in range(0, width, inner_w):
+            yield y, x, min(inner_h, height - y), min(inner_w, width - x)
+
+
+def denoise_steps(
+    model: DenoisingModel,
+    image,
+    tile_size: int = 256,
+    overlap: int = 32,
+    batch_size: int = 4,
+) -> Generator[tuple[int, int], None, np.ndarray]:
+    """Denoise `image` (Y, X) or (..., Y, X), yielding (tiles done, tiles total) after each batch.
+
+    Returns (as the generator's value) a float32 array of the input's shape in the input's units.
+    """
+    array = check_image(image)
+    multiple = 2**model.net.depth
+    if overlap < 0:
+        raise InputError(f"overlap must be >= 0, got {overlap}.")
+    if tile_size < 2 * overlap + multiple:
+        raise InputError(f"tile_size ({tile_size}) must be at least 2 * overlap + {multiple} ({2 * overlap + multiple}).")
+    net = model.net.eval()
+    device = next(net.parameters()).device
+    slices = as_slices(array)
+    height, width = slices.shape[-2:]
+    tile_h = min(_round_up(tile_size, multiple), _round_up(height + 2 * overlap, multiple))
+    tile_w = min(_round_up(tile_size, multiple), _round_up(width + 2 * overlap, multiple))
+    regions = list(_tiles(height, width, tile_h, tile_w, overlap))
+    jobs = [(index, region) for index in range(len(slices)) for region in regions]
+    output = np.empty(slices.shape, dtype=np.float32)
+    for start in range(0, len(jobs), batch_size):
+        chunk = jobs[start : start + batch_size]
+        tiles = np.stack(
+            [
+                slices[index][np.ix_(_mirror(np.arange(y - overlap, y - overlap + tile_h), height),
+                                     _mirror(np.arange(x - overlap, x - overlap + tile_w), width))]
+                for index, (y, x, _, _) in chunk
+            ]
+        )
+        batch = torch.from_numpy(model.normalisation.forward(tiles)[:, None]).to(device)
+        with torch.inference_mode():
+            predicted = model.normalisation.inverse(net(batch)[:, 0].float().cpu().numpy())
+        for (index, (y, x, h, w)), tile in zip(chunk, predicted):
+            output[index, y : y + h, x : x + w] = tile[overlap : overlap + h, overlap : overlap + w]
+        yield min(start + batch_size, len(jobs)), len(jobs)
+    return output.reshape(array.shape)
+
+
+def denoise(model: DenoisingModel, image, tile_size: int = 256, overlap: int = 32, batch_size: int = 4) -> np.ndarray:
+    """Denoised float32 copy of `image` (2D or stack of 2D slices) in the input's units."""
+    steps = denoise_steps(model, image, tile_size, overlap, batch_size)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as finished:
+            return finished.value
