@@ -1,0 +1,45 @@
+"""The napari manifest: discovered by npe2, valid, and its contributions work in a viewer."""
+
+import subprocess
+import sys
+
+import numpy as np
+import npe2
+
+from napari_autostructn2v.widgets.roi import RoiWidget
+
+PLUGIN = "napari-autostructn2v"
+
+
+def test_manifest_is_discovered_and_lists_the_contributions():
+    pm = npe2.PluginManager()
+    pm.discover()
+    manifest = pm.get_manifest(PLUGIN)
+    assert manifest.display_name == "autoStructN2V"
+    assert all(command.id.startswith(f"{PLUGIN}.") for command in manifest.contributions.commands)
+    assert [w.display_name for w in pm.iter_widgets() if w.plugin_name == PLUGIN] == ["ROI selection"]
+    samples = dict(pm.iter_sample_data())[PLUGIN]
+    assert [s.key for s in samples] == ["structured_noise"]
+    manifest.validate_imports()
+
+
+def test_npe2_validate_passes():
+    result = subprocess.run(
+        [sys.executable, "-m", "npe2", "validate", PLUGIN], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_plugins_menu_widget_and_sample_open_in_a_viewer(make_napari_viewer):
+    viewer = make_napari_viewer()
+    layers = viewer.open_sample(PLUGIN, "structured_noise")
+    assert [layer.name for layer in layers] == ["structured noise sample", "structured noise sample (clean reference)"]
+    noisy, clean = layers
+    assert noisy.data.shape == (512, 512) and noisy.data.dtype == np.float32
+    assert noisy.visible and not clean.visible
+    assert np.abs(noisy.data - clean.data).std() > 0.05
+
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "ROI selection")
+    assert isinstance(widget, RoiWidget)
+    assert widget.image.value is noisy
+    assert len(viewer.layers["ROI patches stage 1"].data) > 0

@@ -1,0 +1,213 @@
+"""The ROI selection dock widget in a real napari viewer (run under xvfb-run)."""
+
+import numpy as np
+import pytest
+
+from napari_autostructn2v._sample_data import structured_noise_sample
+from napari_autostructn2v.core.roi import select_roi_patches, suggest_threshold
+from napari_autostructn2v.widgets._session import settings_for
+from napari_autostructn2v.widgets.roi import RoiWidget
+
+SAMPLE = "structured noise sample"
+OVERLAY1, OVERLAY2 = "ROI patches stage 1", "ROI patches stage 2"
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer()
+
+
+@pytest.fixture
+def widget(viewer):
+    """The widget docked in a viewer that holds the sample, with the sample chosen."""
+    for data, kwargs, _ in structured_noise_sample():
+        viewer.add_image(data, **kwargs)
+    roi = RoiWidget(viewer)
+    viewer.window.add_dock_widget(roi, name="ROI selection")
+    roi.image.value = viewer.layers[SAMPLE]
+    roi.refresh()
+    return roi
+
+
+def n_boxes(viewer, name=OVERLAY1):
+    return len(viewer.layers[name].data)
+
+
+def corners_of(viewer, name=OVERLAY1):
+    """Top-left pixel (y, x) of every drawn rectangle."""
+    return {tuple(c) for c in np.rint(np.array(viewer.layers[name].data).min(axis=1) + 0.5).astype(int)}
+
+
+def bright_disk(size=256, radius=60, centre=(128, 128)):
+    yy, xx = np.mgrid[:size, :size]
+    image = 0.1 + 0.8 * (((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2) < radius**2)
+    return (image + np.random.default_rng(0).normal(0, 0.05, image.shape)).astype(np.float32)
+
+
+def test_docked_widget_draws_the_core_selection_aligned_with_the_image(viewer, widget):
+    layer = viewer.layers[SAMPLE]
+    layer.scale, layer.translate = (2.0, 2.0), (10.0, -4.0)
+    widget.refresh()
+    expected = select_roi_patches(layer.data, patch_size=64, threshold=0.5, select_background=True)
+    overlay = viewer.layers[OVERLAY1]
+    assert len(overlay.data) == len(expected) > 8
+    assert set(overlay.shape_type) == {"rectangle"}
+    assert corners_of(viewer) == {tuple(c) for c in expected}
+    box = np.array(overlay.data[0])
+    assert np.ptp(box, axis=0).tolist() == [64, 64]
+    np.testing.assert_allclose(overlay.scale, layer.scale)
+    np.testing.assert_allclose(overlay.translate, layer.translate)
+    assert f"{len(expected)} patches (" in widget.status.value and "% of the image)" in widget.status.value
+
+
+def test_threshold_moves_the_number_of_boxes_in_the_expected_direction(viewer, widget, qtbot):
+    counts = []
+    for value in (0.2, 0.5, 0.8):
+        widget.threshold.value = value
+        widget.refresh()
+        counts.append(n_boxes(viewer))
+    assert counts[0] < counts[1] < counts[2]
+    assert settings_for(viewer).stage1.roi_threshold == pytest.approx(0.8)
+
+    widget.select_background.value = False
+    widget.refresh()
+    high = n_boxes(viewer)
+    widget.threshold.value = 0.2  # through the throttled path, as when dragging the slider
+    qtbot.waitUntil(lambda: n_boxes(viewer) > high, timeout=2000)
+    assert settings_for(viewer).stage1.select_background is False
+
+
+def test_background_and_structure_select_disjoint_regions(viewer):
+    viewer.add_image(bright_disk(), name="disk")
+    widget = RoiWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    settings_for(viewer).stage2.use_roi = True
+    widget.refresh()
+    background, structure = corners_of(viewer, OVERLAY1), corners_of(viewer, OVERLAY2)
+    assert background and structure and not background & structure
+
+    def covers(corners, y, x):
+        return any(cy <= y < cy + 64 and cx <= x < cx + 64 for cy, cx in corners)
+
+    assert covers(structure, 128, 128) and not covers(background, 128, 128)
+    assert covers(background, 2, 2) and not covers(structure, 2, 2)
+
+
+def test_image_data_is_never_modified(viewer, widget):
+    layer = viewer.layers[SAMPLE]
+    original, copy = layer.data, layer.data.copy()
+    widget.show_map.value = True
+    widget.suggest.native.click()
+    for value in (0.1, 0.9):
+        widget.threshold.value = value
+        widget.refresh()
+    widget.stage.value = "stage2"
+    widget.use_roi.value = True
+    widget.refresh()
+    assert layer.data is original
+    np.testing.assert_array_equal(layer.data, copy)
+
+
+def test_deleting_the_shapes_and_image_layers_is_survived(viewer, widget, qtbot):
+    count = n_boxes(viewer)
+    viewer.layers.remove(OVERLAY1)
+    widget.refresh()
+    assert n_boxes(viewer) == count
+
+    viewer.layers.remove(SAMPLE)
+    viewer.layers.remove(f"{SAMPLE} (clean reference)")
+    qtbot.waitUntil(lambda: widget.status.value == "Choose an image layer.", timeout=2000)
+    assert widget.image.value is None
+    assert n_boxes(viewer) == 0
+
+    viewer.add_image(bright_disk(), name="disk")
+    qtbot.waitUntil(lambda: OVERLAY1 in viewer.layers and n_boxes(viewer) > 0, timeout=2000)
+    assert widget.image.value is viewer.layers["disk"]
+
+
+def test_selection_follows_the_dims_slider_on_a_stack(viewer, qtbot):
+    left, right = bright_disk(centre=(128, 60)), bright_disk(centre=(128, 196))
+    viewer.add_image(np.stack([left, right]), name="stack")
+    widget = RoiWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.select_background.value = False
+    viewer.dims.set_current_step(0, 0)
+    widget.refresh()
+    mean_x = np.mean([x for _, x in corners_of(viewer)])
+    assert mean_x < 100
+
+    viewer.dims.set_current_step(0, 1)
+    qtbot.waitUntil(lambda: np.mean([x for _, x in corners_of(viewer)]) > 100, timeout=2000)
+    assert viewer.layers[OVERLAY1].ndim == 2
+
+
+def test_suggest_button_sets_the_otsu_threshold(viewer, widget):
+    widget.threshold.value = 0.05
+    widget.suggest.native.click()
+    level = suggest_threshold(viewer.layers[SAMPLE].data, 64, 0.25, 0.5)
+    assert widget.threshold.value == pytest.approx(level, abs=0.006)
+    assert settings_for(viewer).stage1.roi_threshold == widget.threshold.value
+
+
+def test_stages_have_their_own_settings_in_the_shared_config(viewer, widget):
+    config = settings_for(viewer)
+    assert widget.settings is config
+    assert (config.stage1.use_roi, config.stage1.select_background) == (True, True)
+    assert (config.stage2.use_roi, config.stage2.select_background) == (False, False)
+
+    widget.patch_size.value = 32
+    widget.stage.value = "stage2"
+    assert widget.patch_size.value == 64 and widget.use_roi.value is False
+    assert not widget.threshold.enabled
+    assert "ROI selection is off" in widget.status.value
+    widget.use_roi.value = True
+    widget.overlap.value = 0.25
+    assert config.stage1.patch_size == 32 and config.stage2.use_roi and config.stage2.roi_overlap == 0.25
+    assert config.stage1.roi_overlap == 0.5
+
+    config.stage1.roi_threshold = 0.3
+    widget.stage.value = "stage1"
+    assert widget.threshold.value == pytest.approx(0.3) and widget.patch_size.value == 32
+
+
+def test_too_few_patches_warns_with_what_to_change(viewer, widget):
+    widget.threshold.value = 0.0
+    widget.refresh()
+    assert n_boxes(viewer) == 0
+    assert "Too few patches" in widget.status.value and "raise the threshold" in widget.status.value
+    widget.select_background.value = False
+    widget.threshold.value = 1.0
+    widget.refresh()
+    assert "lower the threshold" in widget.status.value
+
+
+def test_max_patches_caps_what_is_drawn_and_the_total_is_reported(viewer, widget):
+    total = n_boxes(viewer)
+    widget.max_patches.value = 10
+    widget.refresh()
+    assert n_boxes(viewer) == 10
+    assert widget.status.value.startswith(f"stage 1: {total} patches") and ", 10 shown" in widget.status.value
+
+
+def test_preprocessed_map_is_shown_at_the_image_scale(viewer, widget):
+    widget.show_map.value = True
+    widget.refresh()
+    layer = viewer.layers["ROI map"]
+    assert layer.data.shape == (128, 128)
+    np.testing.assert_allclose(layer.scale, (4, 4))
+    assert widget.image.choices == (viewer.layers[SAMPLE], viewer.layers[f"{SAMPLE} (clean reference)"])
+    widget.show_map.value = False
+    widget.refresh()
+    assert "ROI map" not in viewer.layers
+
+
+def test_rgb_and_too_small_images_show_the_core_message(viewer, widget):
+    viewer.add_image(np.zeros((128, 128, 3), np.uint8), rgb=True, name="rgb")
+    widget.image.value = viewer.layers["rgb"]
+    widget.refresh()
+    assert "RGB" in widget.status.value and n_boxes(viewer) == 0
+
+    viewer.add_image(np.random.default_rng(0).random((40, 40)), name="small")
+    widget.image.value = viewer.layers["small"]
+    widget.refresh()
+    assert "smaller than the patch size" in widget.status.value and n_boxes(viewer) == 0
