@@ -12,7 +12,7 @@ import tifffile
 from tqdm import tqdm
 
 from .core.config import Config, ConfigError
-from .core.images import InputError
+from .core.images import InputError, as_slices, check_image
 from .core.inference import denoise_steps
 from .core.mask import estimate_struct_mask
 from .core.model import DenoisingModel, ModelFileError, load_model, save_model
@@ -41,11 +41,9 @@ def _write(path: Path, image: np.ndarray) -> None:
 
 
 def _plane(image: np.ndarray, index: int) -> np.ndarray:
-    if image.ndim == 2:
-        return image
-    planes = image.reshape((-1, *image.shape[-2:]))
+    planes = as_slices(check_image(image))
     if not 0 <= index < len(planes):
-        raise CommandError(f"--slice {index} is out of range: the image has {len(planes)} 2D slices.")
+        raise CommandError(f"--slice {index} is out of range: the image has {len(planes)} 2D slice(s).")
     return planes[index]
 
 
@@ -156,6 +154,7 @@ def cmd_demo(args) -> None:
     config = Config(seed=args.seed, device=args.device or "auto")
     for stage in (config.stage1, config.stage2):
         stage.epochs, stage.steps_per_epoch = args.epochs, 40
+        stage.patch_size = 64 if args.size >= 256 else 32
     stage1_output = {}
     live_model = {}
 
@@ -247,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="denoise the embedded structured-noise sample and report PSNR")
     demo.add_argument("-o", "--output", default="demo_output", help="folder for the TIFFs and the PNG")
-    demo.add_argument("--size", type=int, default=256)
+    demo.add_argument("--size", type=int, default=256, help="side of the sample image (at least 128)")
     demo.add_argument("--epochs", type=int, default=10, help="epochs of each stage (40 steps each)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--tile-size", type=int, default=256)

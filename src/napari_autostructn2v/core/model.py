@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,7 +77,7 @@ def load_model(path: str | Path, device: str = "cpu") -> DenoisingModel:
         raise ModelFileError(f"Model file {path} does not exist.")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as err:
+    except Exception as err:  # a damaged archive can fail anywhere inside the unpickler
         raise ModelFileError(f"{path} is not a readable napari-autostructn2v model ({err}).") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelFileError(f"{path} is a torch file but not a napari-autostructn2v model.")

@@ -1,0 +1,24 @@
+import pytest
+
+from napari_autostructn2v import Config, StageConfig
+
+
+def make_tiny_config(**changes) -> Config:
+    """A model and budget small enough for tests: seconds on 2 CPU cores."""
+    stage = dict(patch_size=32, batch_size=4, epochs=2, steps_per_epoch=4, learning_rate=2e-3)
+    config = Config(
+        stage1=StageConfig(**stage),
+        stage2=StageConfig(use_roi=False, select_background=False, **stage),
+        base_channels=8,
+        depth=2,
+        device="cpu",
+        seed=0,
+    )
+    for key, value in changes.items():
+        setattr(config, key, value)
+    return config.validate()
+
+
+@pytest.fixture
+def tiny_config() -> Config:
+    return make_tiny_config()

@@ -1,0 +1,159 @@
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from napari_autostructn2v import (
+    Done,
+    EpochEnd,
+    InputError,
+    MaskEstimated,
+    Preview,
+    StageFinished,
+    StageStarted,
+    Step,
+    TooFewPatchesError,
+    denoise,
+    fit,
+    make_sample,
+    preset_mask,
+    train,
+)
+
+
+@pytest.fixture(scope="module")
+def noisy():
+    return make_sample((96, 96), "horizontal", 0.1, seed=0)[1]
+
+
+def test_events_come_in_order_and_the_mask_is_estimated(noisy, tiny_config):
+    events = list(train(noisy, tiny_config, preview_every=3))
+    kinds = [type(e).__name__ for e in events]
+    assert kinds[0] == "StageStarted" and kinds[-1] == "Done"
+    assert kinds.index("StageFinished") < kinds.index("MaskEstimated") < kinds.index("StageStarted", 1)
+    steps = [e for e in events if isinstance(e, Step)]
+    assert len(steps) == 2 * 2 * 4
+    assert [e.step for e in steps if e.stage == 1] == list(range(1, 9))
+    epochs = [e for e in events if isinstance(e, EpochEnd)]
+    assert len(epochs) == 4 and all(np.isfinite([e.train_loss, e.val_loss]).all() for e in epochs)
+    previews = [e for e in events if isinstance(e, Preview)]
+    assert len(previews) == 16 // 3 and previews[0].image.shape == noisy.shape
+    mask = next(e for e in events if isinstance(e, MaskEstimated)).mask
+    assert mask[mask.shape[0] // 2].all() and mask.sum() == mask.shape[0]  # one horizontal line
+    model = events[-1].model
+    np.testing.assert_array_equal(model.struct_mask, mask)
+    assert len(model.history) == 4
+    started = [e for e in events if isinstance(e, StageStarted)]
+    assert all(len(e.patches) == 1 and len(e.patches[0]) > 0 for e in started)
+
+
+def test_training_lowers_the_masked_loss(tiny_config):
+    _, noisy = make_sample((128, 128), "white", 0.1, seed=1)
+    tiny_config.stage1.epochs, tiny_config.stage1.steps_per_epoch = 3, 10
+    tiny_config.stage2.epochs = 0
+    events = list(train(noisy, tiny_config))
+    untrained = np.mean([e.loss for e in events if isinstance(e, Step)][:3])
+    validation = [e.val_loss for e in events if isinstance(e, EpochEnd)]
+    assert validation[-1] < 0.7 * untrained
+
+
+def test_same_seed_same_model(noisy, tiny_config):
+    first = denoise(fit(noisy, tiny_config), noisy)
+    second = denoise(fit(noisy, tiny_config), noisy)
+    np.testing.assert_array_equal(first, second)
+    tiny_config.seed = 1
+    assert not np.array_equal(first, denoise(fit(noisy, tiny_config), noisy))
+
+
+def test_stop_flag_ends_training_and_keeps_a_usable_model(noisy, tiny_config):
+    stop = threading.Event()
+    events = []
+    for event in train(noisy, tiny_config, stop=stop):
+        events.append(event)
+        if isinstance(event, Step) and event.step == 3:
+            stop.set()
+    assert sum(isinstance(e, Step) for e in events) == 3
+    assert isinstance(events[-1], Done) and events[-1].stopped
+    assert not any(isinstance(e, MaskEstimated) for e in events)
+    assert np.isfinite(denoise(events[-1].model, noisy)).all()
+
+
+def test_closing_the_generator_keeps_the_best_weights(noisy, tiny_config):
+    events = train(noisy, tiny_config)
+    model = None
+    for event in events:
+        if isinstance(event, StageStarted):
+            model = event.model
+        if isinstance(event, EpochEnd):
+            best_state = {k: v.clone() for k, v in model.net.state_dict().items()}
+        if isinstance(event, Step) and event.step == 6:
+            break
+    events.close()
+    restored = model.net.state_dict()
+    # either the epoch-end weights (best so far) or better ones were kept, never a half-updated copy
+    assert model.history and np.isfinite(model.history[-1]["val_loss"])
+    assert all(torch.isfinite(v).all() for v in restored.values() if v.dtype.is_floating_point)
+    assert restored.keys() == best_state.keys()
+
+
+def test_given_mask_skips_estimation(noisy, tiny_config):
+    mask = preset_mask("vertical", 3)
+    events = list(train(noisy, tiny_config, struct_mask=mask))
+    assert not any(isinstance(e, MaskEstimated) for e in events)
+    np.testing.assert_array_equal(events[-1].model.struct_mask, mask)
+
+
+def test_consumer_can_replace_the_estimated_mask(noisy, tiny_config):
+    replacement = preset_mask("cross", 5)
+    generator = train(noisy, tiny_config)
+    for event in generator:
+        if isinstance(event, MaskEstimated):
+            event.mask = replacement
+        last = event
+    np.testing.assert_array_equal(last.model.struct_mask, replacement)
+
+
+def test_stacks_lists_and_integer_images(tiny_config):
+    _, noisy = make_sample((64, 64), "horizontal", 0.1, seed=2)
+    as_uint16 = np.round(noisy * 1000 + 500).astype(np.uint16)
+    stack = np.stack([as_uint16, as_uint16[::-1]])
+    model = fit([stack, as_uint16.T.copy()], tiny_config)
+    out = denoise(model, stack)
+    assert out.dtype == np.float32 and out.shape == stack.shape
+    assert abs(out.mean() - stack.mean()) < 0.5 * stack.std()  # in the input's units, not normalised ones
+
+
+def test_constant_image_trains_without_nan(tiny_config):
+    tiny_config.stage1.use_roi = False
+    model = fit(np.full((64, 64), 7.0, np.float32), tiny_config)
+    np.testing.assert_allclose(denoise(model, np.full((64, 64), 7.0)), 7.0, atol=1.0)
+
+
+@pytest.mark.parametrize(
+    ("images", "fragment"),
+    [
+        (np.zeros((64, 64, 3)), "RGB"),
+        (np.zeros((20, 64)), "smaller than the patch size"),
+        (np.where(np.eye(64) > 0, np.nan, 0.0), "NaN"),
+        (np.zeros((64, 64), complex), "dtype"),
+        ([], "No training images"),
+    ],
+)
+def test_bad_inputs_are_refused_before_training(images, fragment, tiny_config):
+    with pytest.raises(InputError, match=fragment):
+        train(images, tiny_config)
+
+
+def test_too_few_roi_patches_is_explained_early(tiny_config):
+    tiny_config.stage1.roi_threshold = 0.0
+    with pytest.raises(TooFewPatchesError, match=r"kept 0 of \d+ windows.*Raise the threshold.*use_roi=False"):
+        next(iter(train(make_sample((96, 96), seed=0)[1], tiny_config)))
+
+
+def test_stage_finished_reports_the_best_loss(noisy, tiny_config):
+    events = list(train(noisy, tiny_config))
+    finished = [e for e in events if isinstance(e, StageFinished)]
+    for stage in finished:
+        epoch_losses = [e.val_loss for e in events if isinstance(e, EpochEnd) and e.stage == stage.stage]
+        assert stage.best_val_loss == pytest.approx(min(epoch_losses))
