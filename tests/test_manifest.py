@@ -17,7 +17,7 @@ def test_manifest_is_discovered_and_lists_the_contributions():
     manifest = pm.get_manifest(PLUGIN)
     assert manifest.display_name == "autoStructN2V"
     assert all(command.id.startswith(f"{PLUGIN}.") for command in manifest.contributions.commands)
-    assert [w.display_name for w in pm.iter_widgets() if w.plugin_name == PLUGIN] == ["ROI selection"]
+    assert "ROI selection" in [w.display_name for w in pm.iter_widgets() if w.plugin_name == PLUGIN]
     samples = dict(pm.iter_sample_data())[PLUGIN]
     assert [s.key for s in samples] == ["structured_noise"]
     manifest.validate_imports()

@@ -73,7 +73,7 @@ def test_threshold_moves_the_number_of_boxes_in_the_expected_direction(viewer, w
     widget.refresh()
     high = n_boxes(viewer)
     widget.threshold.value = 0.2  # through the throttled path, as when dragging the slider
-    qtbot.waitUntil(lambda: n_boxes(viewer) > high, timeout=2000)
+    qtbot.waitUntil(lambda: n_boxes(viewer) > high, timeout=5000)
     assert settings_for(viewer).stage1.select_background is False
 
 
@@ -116,12 +116,12 @@ def test_deleting_the_shapes_and_image_layers_is_survived(viewer, widget, qtbot)
 
     viewer.layers.remove(SAMPLE)
     viewer.layers.remove(f"{SAMPLE} (clean reference)")
-    qtbot.waitUntil(lambda: widget.status.value == "Choose an image layer.", timeout=2000)
+    qtbot.waitUntil(lambda: widget.status.value == "Choose an image layer.", timeout=5000)
     assert widget.image.value is None
     assert n_boxes(viewer) == 0
 
     viewer.add_image(bright_disk(), name="disk")
-    qtbot.waitUntil(lambda: OVERLAY1 in viewer.layers and n_boxes(viewer) > 0, timeout=2000)
+    qtbot.waitUntil(lambda: OVERLAY1 in viewer.layers and n_boxes(viewer) > 0, timeout=5000)
     assert widget.image.value is viewer.layers["disk"]
 
 
@@ -137,7 +137,7 @@ def test_selection_follows_the_dims_slider_on_a_stack(viewer, qtbot):
     assert mean_x < 100
 
     viewer.dims.set_current_step(0, 1)
-    qtbot.waitUntil(lambda: np.mean([x for _, x in corners_of(viewer)]) > 100, timeout=2000)
+    qtbot.waitUntil(lambda: np.mean([x for _, x in corners_of(viewer)]) > 100, timeout=5000)
     assert viewer.layers[OVERLAY1].ndim == 2
 
 

@@ -74,7 +74,7 @@ class RoiWidget(Container):
         self.overlap = FloatSpinBox(label="overlap", min=0.0, max=0.95, step=0.05)
         self.max_patches = SpinBox(label="max patches shown", value=1000, min=1, max=3000, step=100)
         self.show_map = CheckBox(text="show preprocessed map")
-        self.status = Label(value="")
+        self.status = Label(value="Choose an image layer.")
         self.status.native.setWordWrap(True)
         super().__init__(
             widgets=[
@@ -207,11 +207,12 @@ class RoiWidget(Container):
         square = np.array([[0, 0], [0, patch_size], [patch_size, patch_size], [patch_size, 0]], float)
         boxes = corners[:, None, :] - 0.5 + square[None]
         overlay.data = (boxes, ["rectangle"] * len(boxes))
+        overlay.edge_width = max(1.0, patch_size / 32)  # napari gives new shapes width 1
 
     def _add_overlay(self, stage: str) -> Shapes:
         overlay = Shapes(
             ndim=2, name=f"ROI patches {STAGE_LABELS[stage]}", edge_color=EDGE_COLOURS[stage],
-            face_color="transparent", edge_width=2,
+            face_color="transparent",
         )
         self._overlays[stage] = overlay
         self._add_quietly(overlay)
@@ -282,13 +283,14 @@ class RoiWidget(Container):
         for emitter, callback in [
             *((getattr(self._viewer.layers.events, name), self.reset_choices)
               for name in ("inserted", "removed", "reordered", "renamed")),
+            (self._viewer.layers.events.removed, self._on_image),
             (self._viewer.dims.events.current_step, self._on_dims),
         ]:
             if connect:
                 emitter.connect(callback)
             else:
                 emitter.disconnect(callback)
-        if not connect:
+        if not connect and self._watched is not None:
             self._watch(None)
 
     def _on_stage(self) -> None:
@@ -298,13 +300,14 @@ class RoiWidget(Container):
         self.refresh([self.stage.value])
 
     def _on_image(self) -> None:
-        self._watch(self._image_layer())
-        self._on_layer_change()
+        """Redraw when the chosen layer changes, or is removed from the viewer."""
+        layer = self._image_layer()
+        if layer is not self._watched:
+            self._watch(layer)
+            self._on_layer_change()
 
     def _watch(self, layer: Image | None) -> None:
         """Follow data and placement changes of `layer` (and stop following the previous one)."""
-        if self._watched is layer:
-            return
         for event in ("data", "scale", "translate"):
             if self._watched is not None:
                 getattr(self._watched.events, event).disconnect(self._on_layer_change)
