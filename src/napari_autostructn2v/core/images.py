@@ -11,11 +11,12 @@ class InputError(ValueError):
     """An input image cannot be used; the message says why and what to do."""
 
 
-def check_image(image, name: str = "image", min_size: int | None = None) -> np.ndarray:
+def check_image(image, name: str = "image", min_size: int | None = None, finite: bool = True) -> np.ndarray:
     """Return `image` as an ndarray of 2D slices (..., Y, X), or raise InputError.
 
     Accepts 2D images and stacks of any leading axes (Z, T, ...), integer, float or bool.
-    Refuses RGB(A), complex, non-finite values and images smaller than `min_size` pixels.
+    Refuses RGB(A), complex, non-finite values (unless `finite=False` skips that full scan)
+    and images smaller than `min_size` pixels.
     """
     array = np.asarray(image)
     if array.dtype.kind not in "biuf":
@@ -35,7 +36,7 @@ def check_image(image, name: str = "image", min_size: int | None = None) -> np.n
             f"{name} is {array.shape[-2]}x{array.shape[-1]} pixels, smaller than the patch size {min_size}. "
             f"Choose a patch size of at most {_largest_patch(min(array.shape[-2:]))} or use a larger image."
         )
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
+    if finite and array.dtype.kind == "f" and not np.isfinite(array).all():
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
         raise InputError(
             f"{name} contains {bad} NaN or infinite value(s). Replace them first, "

@@ -84,8 +84,12 @@ def reduction_factor(scale_factor: float) -> int:
 
 
 def roi_map(image, scale_factor: float = 0.25, smoothing: float | None = None, patch_size: int = 64) -> RoiMap:
-    """The preprocessed map of a 2D image, computed once and cached for repeated queries."""
-    image = check_image(image)
+    """The preprocessed map of a 2D image, computed once and cached for repeated queries.
+
+    The cache recognises an image by its buffer and a sparse sample of its pixels: after editing
+    a few pixels of an array in place, pass a copy to have the map recomputed.
+    """
+    image = check_image(image, finite=False)
     if image.ndim != 2:
         raise InputError(f"ROI selection works on one 2D slice; got shape {image.shape}. Pass image[z] for a stack.")
     sigma = default_smoothing(patch_size, scale_factor) if smoothing is None else float(smoothing)
@@ -95,7 +99,7 @@ def roi_map(image, scale_factor: float = 0.25, smoothing: float | None = None, p
     if cached is not None:
         _cache.move_to_end(key)
         return cached
-    result = _preprocess(image, factor, sigma)
+    result = _preprocess(check_image(image), factor, sigma)
     _cache[key] = result
     while len(_cache) > _CACHE_SIZE:
         _cache.popitem(last=False)
