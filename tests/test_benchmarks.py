@@ -1,0 +1,103 @@
+"""Smoke tests of the benchmark suites: tiny sizes, seconds; the real runs stay out of the tests."""
+
+import numpy as np
+import pytest
+
+quality = pytest.importorskip("benchmarks.quality")
+speed = pytest.importorskip("benchmarks.speed")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One thread, as the suites use by default: on a loaded 2-core machine, 2 threads ran many times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_true_support_matches_the_kernels():
+    horizontal = quality.true_support(quality.Noise("horizontal"))
+    assert horizontal.shape == (5, 5) and horizontal.sum() == 5 and horizontal[2].all()
+    assert quality.true_support(quality.Noise("vertical")).T.tolist() == horizontal.tolist()
+    assert quality.true_support(quality.Noise("white")).tolist() == [[True]]
+    diagonal = quality.true_support(quality.Noise("diagonal"))
+    assert diagonal.sum() == 5 and np.diag(diagonal).all()
+    rows = quality.true_support(quality.Noise("row_offsets"))
+    assert rows.shape[0] == 2 * quality.ORACLE_RADIUS + 1 and rows[quality.ORACLE_RADIUS].all()
+
+
+def test_mask_metrics():
+    line5 = quality.preset_mask("horizontal", 5)
+    line3 = quality.preset_mask("horizontal", 3)
+    assert quality.mask_metrics(line5, line5) == {"iou": 1.0, "under": 0, "over": 0}
+    metrics = quality.mask_metrics(line3, line5)
+    assert metrics["under"] == 2 and metrics["over"] == 0 and metrics["iou"] == pytest.approx(3 / 5)
+
+
+def test_noise_psd_has_the_noise_power():
+    shape = (32, 48)
+    for kind in ("white", "horizontal", "row_offsets"):
+        psd = quality.noise_psd(quality.Noise(kind), 0.1, shape)
+        # mean PSD / (H * W) is the per-pixel variance
+        assert psd.mean() / (shape[0] * shape[1]) == pytest.approx(0.01, rel=1e-6)
+
+
+def test_quality_case_table(tmp_path):
+    budget = quality.Budget(steps=4, steps_per_epoch=2, batch_size=2, patch_size=32)
+    methods = ["noisy", "N2V", "structN2V true mask", "ours", "ours, true mask", "supervised"]
+    rows = quality.run_case(quality.Noise("horizontal"), 0.1, 0, methods, budget, shape=(128, 128))
+    assert [r["method"] for r in rows] == methods
+    for row in rows:
+        assert np.isfinite(row["psnr"]) and -1 <= row["ssim"] <= 1
+    by_method = {r["method"]: r for r in rows}
+    assert 19 < by_method["noisy"]["psnr"] < 21  # sigma 0.1 on a [0, 1] image is 20 dB
+    assert by_method["ours"]["iou"] == 1.0  # the 1x5 support of [1, 1, 1] noise is found
+    assert by_method["ours, true mask"].get("reused") == "ours"
+    survey = quality.mask_survey([quality.Noise("horizontal")], [0.1], [0], shape=(128, 128))
+    out = quality.tables(rows, survey)
+    assert {"psnr", "ssim", "masks", "times", "targets", "mask_survey"} <= set(out)
+    header = out["psnr"].splitlines()[0]
+    assert all(m in header for m in methods)
+    assert len(out["psnr"].splitlines()) == 3  # header, rule, one noise row
+    assert quality.write_json("quality_smoke", {"rows": rows}, tmp_path).is_file()
+
+
+def test_quality_bm3d_beats_noisy_when_installed():
+    if not quality.bm3d_available():
+        pytest.skip("bm3d is optional and not installed")
+    clean, noisy = quality.make_case(quality.Noise("horizontal"), 0.1, 0, (64, 64))
+    output = quality.run_bm3d(noisy, quality.noise_psd(quality.Noise("horizontal"), 0.1, noisy.shape))
+    if output is None:
+        pytest.skip("bm3d is installed but failed here")
+    error = lambda image: float(np.mean((image - clean) ** 2))  # noqa: E731
+    assert error(output) < error(noisy)
+
+
+def test_seed_roi_algorithm_and_core_agree_on_polarity():
+    image = speed.speed_image(256)
+    enhanced = speed.seed_preprocess(image)
+    assert enhanced.shape == (64, 64) and 0 <= enhanced.min() <= enhanced.max() <= 1
+    background = speed.seed_windows(enhanced, 64, 0.5, select_background=True)
+    structure = speed.seed_windows(enhanced, 64, 0.5, select_background=False)
+    assert len(background) + len(structure) > 0
+
+
+def test_speed_tables(tmp_path):
+    results = speed.run(roi_sizes=[256], inference_sizes=[128], memory_size=0, train_steps=5, threads=1,
+                        compare_threads=False)
+    assert results["roi"][0]["core_first_s"] > 0 and results["roi"][0]["first_ratio"] > 0
+    assert all(r["ms_per_batch"] > 0 for r in results["masking"])
+    assert all(r["patches_per_s"] > 0 for r in results["training"])
+    assert results["inference"][0]["mpix_per_s"] > 0
+    out = speed.tables(results)
+    assert {"roi", "masking", "training", "inference", "memory", "careamics"} <= set(out)
+    assert out["roi"].startswith("| image |")
+    assert speed.write_json("speed_smoke", results, tmp_path).is_file()
+
+
+def test_peak_memory_subprocess():
+    row = speed.bench_peak_memory(256)
+    assert row["peak_mib"] > row["image_mib"] > 0 and row["seconds"] > 0
