@@ -1,0 +1,158 @@
+"""Denoise dock widget: apply a trained or saved model to an image layer, tile by tile, in a worker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import napari.viewer
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, RadioButtons, SpinBox
+from napari.layers import Image
+from napari.qt.threading import thread_worker
+from napari.utils.notifications import show_error
+
+from ..core.images import InputError
+from ..core.inference import denoise_steps
+from ..core.model import ModelFileError, load_model
+from ._common import Failed, layer_data, show_image, user_message
+from ._session import model_for
+
+SESSION, FILE = "session", "file"
+
+
+def _denoise_worker(model, image, tile_size: int):
+    """Worker body: yield (done, total) per batch of tiles and return the denoised array."""
+    steps = denoise_steps(model, image, tile_size)
+    try:
+        while True:
+            try:
+                yield next(steps)
+            except StopIteration as end:
+                return end.value
+    except Exception as error:
+        message = user_message(error)
+        if message is None:
+            raise
+        yield Failed(message)
+    return None
+
+
+class DenoiseWidget(Container):
+    """Denoise an image layer (2D or stack, any size) with the model trained here or a model file."""
+
+    def __init__(self, viewer: napari.viewer.Viewer):
+        self._viewer = viewer
+        self.worker = None
+        self._loaded: tuple[Path, object] | None = None
+        self._source: Image | None = None
+        self.source = RadioButtons(
+            label="model", choices=(("trained in this viewer", SESSION), ("model file", FILE)), value=SESSION
+        )
+        self.model_path = FileEdit(label="model file", mode="r", filter="*.pt")
+        self.image = ComboBox(label="image", choices=self._image_layers)
+        self.tile_size = SpinBox(label="tile size", value=256, min=64, max=8192, step=32)
+        self.run_button = PushButton(text="Denoise")
+        self.stop_button = PushButton(text="Stop", enabled=False)
+        buttons = Container(layout="horizontal", labels=False, widgets=[self.run_button, self.stop_button])
+        buttons.margins = (0, 0, 0, 0)
+        self.progress = ProgressBar(label="tiles", value=0, max=1)
+        self.status = Label(value="")
+        self.status.native.setWordWrap(True)
+        super().__init__(
+            widgets=[self.source, self.model_path, self.image, self.tile_size, buttons, self.progress, self.status]
+        )
+        self.model_path.changed.connect(self._on_path)
+        self.run_button.changed.connect(self.run)
+        self.stop_button.changed.connect(self.stop)
+        for event in ("inserted", "removed", "reordered", "renamed"):
+            getattr(viewer.layers.events, event).connect(self.reset_choices)
+        self.native.destroyed.connect(self.stop)
+        self.reset_choices()
+
+    def model(self):
+        """The chosen model; raises ModelFileError when there is none or the file cannot be read."""
+        if self.source.value == SESSION:
+            model = model_for(self._viewer)
+            if model is None:
+                raise ModelFileError("No model was trained in this viewer yet: train one with the Train widget, "
+                                     "or choose 'model file' and a saved .pt model.")
+            return model
+        path = Path(self.model_path.value)
+        if self._loaded is None or self._loaded[0] != path:
+            self._loaded = (path, load_model(path))
+        return self._loaded[1]
+
+    def run(self) -> None:
+        """Denoise the chosen image layer in a background worker."""
+        if self.worker is not None:
+            show_error("Denoising is already running: press Stop first.")
+            return
+        layer = self.image.value
+        if layer is None:
+            show_error("Choose an image layer to denoise.")
+            return
+        try:
+            model = self.model()
+            data = layer_data(layer)
+        except (ModelFileError, InputError) as error:
+            self._fail(str(error))
+            return
+        self._source = layer
+        self.worker = thread_worker(_denoise_worker, start_thread=False)(model, data, self.tile_size.value)
+        self.worker.yielded.connect(self._on_progress)
+        self.worker.returned.connect(self._on_result)
+        self.worker.finished.connect(self._on_finished)
+        self.progress.value, self.progress.max = 0, 1
+        self._set_running(True)
+        self._show(f"Denoising {layer.name} ...")
+        self.worker.start()
+
+    def stop(self) -> None:
+        """Cancel the running denoising."""
+        if self.worker is not None:
+            self.worker.quit()
+
+    def _on_path(self) -> None:
+        self.source.value = FILE
+        try:
+            model = self.model()
+        except ModelFileError as error:
+            self._fail(str(error))
+            return
+        mask = "none (plain N2V)" if model.struct_mask is None else "x".join(map(str, model.struct_mask.shape))
+        self._show(f"Loaded {self.model_path.value.name}: structN2V mask {mask}, "
+                   f"{model.config.base_channels} channels, depth {model.config.depth}.")
+
+    def _on_progress(self, value) -> None:
+        if isinstance(value, Failed):
+            self._fail(value.message)
+            return
+        done, total = value
+        self.progress.max, self.progress.value = total, done
+
+    def _on_result(self, result) -> None:
+        if result is None or self._source not in self._viewer.layers:
+            return
+        source = self._source
+        show_image(self._viewer, result, f"{source.name} denoised", like=source,
+                   contrast_limits=source.contrast_limits, colormap=source.colormap.name)
+        self._show(f"Done: layer '{source.name} denoised'.")
+
+    def _on_finished(self) -> None:
+        if self.worker is not None and self.worker.abort_requested:
+            self._show("Denoising cancelled.")
+        self.worker = None
+        self._set_running(False)
+
+    def _set_running(self, running: bool) -> None:
+        self.run_button.enabled = not running
+        self.stop_button.enabled = running
+
+    def _image_layers(self, _widget=None) -> list[Image]:
+        return [layer for layer in self._viewer.layers if isinstance(layer, Image)]
+
+    def _fail(self, message: str) -> None:
+        show_error(message)
+        self._show(message)
+
+    def _show(self, text: str) -> None:
+        self.status.value = text

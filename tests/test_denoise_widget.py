@@ -1,0 +1,125 @@
+"""The Denoise dock widget in a real napari viewer (run under xvfb-run)."""
+
+import numpy as np
+import pytest
+
+from napari_autostructn2v.core.config import Config, StageConfig
+from napari_autostructn2v.core.inference import denoise
+from napari_autostructn2v.core.sample import make_sample
+from napari_autostructn2v.core.training import fit
+from napari_autostructn2v.widgets import denoise as denoise_module
+from napari_autostructn2v.widgets._session import set_model
+from napari_autostructn2v.widgets.denoise import FILE, DenoiseWidget
+from napari_autostructn2v.widgets.train import TrainWidget
+
+SCALE, TRANSLATE = (2.0, 0.5), (10.0, -5.0)
+TIMEOUT = 60000
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    stage = dict(patch_size=32, batch_size=4, epochs=1, steps_per_epoch=3)
+    config = Config(stage1=StageConfig(**stage), stage2=StageConfig(use_roi=False, **stage), base_channels=8, device="cpu")
+    return fit(make_sample((96, 96))[1], config)
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.add_image(make_sample((128, 128))[1], name="noisy", scale=SCALE, translate=TRANSLATE)
+    return viewer
+
+
+@pytest.fixture
+def widget(viewer):
+    widget = DenoiseWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Denoise")
+    return widget
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    messages = []
+    monkeypatch.setattr(denoise_module, "show_error", messages.append)
+    return messages
+
+
+def run_to_end(qtbot, widget):
+    widget.run()
+    assert widget.worker is not None
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT)
+    assert widget.worker is None and widget.run_button.enabled
+
+
+def test_trained_model_saved_then_loaded_reproduces_the_training_output(qtbot, tmp_path, viewer, widget):
+    trainer = TrainWidget(viewer)
+    for stage in (1, 2):
+        for field, value in dict(epochs=1, steps_per_epoch=3, batch_size=4, patch_size=32).items():
+            trainer._stage_controls[stage, field].value = value
+    trainer.base_channels.value = 8
+    trainer.start()
+    qtbot.waitUntil(lambda: not trainer.running, timeout=TIMEOUT)
+    trained = viewer.layers["noisy denoised"].data.copy()
+    trainer.model_path.value = tmp_path / "model.pt"
+    trainer.save()
+    viewer.layers.remove("noisy denoised")
+
+    widget.model_path.value = tmp_path / "model.pt"
+    assert widget.source.value == FILE and "Loaded model.pt" in widget.status.value
+    widget.image.value = viewer.layers["noisy"]
+    run_to_end(qtbot, widget)
+    output = viewer.layers["noisy denoised"]
+    np.testing.assert_allclose(output.data, trained, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(output.scale, SCALE)
+    np.testing.assert_allclose(output.translate, TRANSLATE)
+    assert widget.progress.value == widget.progress.max
+
+
+def test_session_model_denoises_a_stack_by_tiles(qtbot, viewer, widget, tiny_model):
+    set_model(viewer, tiny_model)
+    stack = np.stack([make_sample((150, 130), seed=s)[1] for s in range(3)])
+    viewer.add_image(stack, name="stack", scale=(3.0, *SCALE))
+    widget.image.value = viewer.layers["stack"]
+    widget.tile_size.value = 96  # several tiles per slice
+    run_to_end(qtbot, widget)
+    output = viewer.layers["stack denoised"]
+    assert output.data.shape == stack.shape and widget.progress.max > 3
+    np.testing.assert_allclose(output.data, denoise(tiny_model, stack, tile_size=96), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(output.scale, (3.0, *SCALE))
+
+
+def test_missing_model_bad_file_and_rgb_give_notifications(qtbot, tmp_path, viewer, widget, errors, tiny_model):
+    widget.image.value = viewer.layers["noisy"]
+    widget.run()
+    assert "No model was trained" in errors[-1] and widget.worker is None
+
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a model")
+    widget.model_path.value = bad
+    assert "not a readable" in errors[-1]
+    widget.run()
+    assert widget.worker is None
+
+    set_model(viewer, tiny_model)
+    widget.source.value = "session"
+    viewer.add_image(np.zeros((64, 64, 3), np.uint8), name="rgb", rgb=True)
+    widget.image.value = viewer.layers["rgb"]
+    widget.run()
+    assert "RGB" in errors[-1] and widget.worker is None
+    widget.image.value = viewer.layers["noisy"]
+    run_to_end(qtbot, widget)
+    assert "noisy denoised" in viewer.layers
+
+
+def test_stop_cancels_denoising(qtbot, viewer, widget, tiny_model):
+    set_model(viewer, tiny_model)
+    viewer.add_image(np.random.default_rng(0).random((8, 512, 512), np.float32), name="big")
+    widget.image.value = viewer.layers["big"]
+    widget.tile_size.value = 96
+    widget.run()
+    worker = widget.worker
+    qtbot.waitUntil(lambda: widget.progress.value >= 1, timeout=TIMEOUT)
+    with qtbot.waitSignal(worker.finished, timeout=TIMEOUT):
+        widget.stop()
+    assert "big denoised" not in viewer.layers and widget.status.value == "Denoising cancelled."
+    assert widget.run_button.enabled

@@ -1,0 +1,170 @@
+"""The Train dock widget in a real napari viewer (run under xvfb-run): tiny model, few steps."""
+
+import numpy as np
+import pytest
+
+from napari_autostructn2v.core.mask import preset_mask
+from napari_autostructn2v.core.sample import make_sample
+from napari_autostructn2v.widgets import train as train_module
+from napari_autostructn2v.widgets._session import model_for, settings_for
+from napari_autostructn2v.widgets.train import ACF_LAYER, MASK_LAYER, PATCHES_LAYER, PREVIEW_LAYER, TrainWidget
+
+SCALE, TRANSLATE = (2.0, 0.5), (10.0, -5.0)
+TIMEOUT = 60000
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    viewer = make_napari_viewer()
+    _, noisy = make_sample((128, 128))
+    viewer.add_image(noisy, name="noisy", scale=SCALE, translate=TRANSLATE)
+    return viewer
+
+
+@pytest.fixture
+def widget(viewer):
+    """The docked widget set, through its own controls, to a tiny model and 2 x 3 steps per stage."""
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Train")
+    set_budget(widget, epochs=2)
+    widget.base_channels.value = 8
+    widget.device.value = "cpu"
+    widget.preview_every.value = 2
+    return widget
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    messages = []
+    monkeypatch.setattr(train_module, "show_error", messages.append)
+    return messages
+
+
+def set_budget(widget, epochs, stages=(1, 2)):
+    for stage in stages:
+        for field, value in dict(epochs=epochs, steps_per_epoch=3, batch_size=4, patch_size=32).items():
+            widget._stage_controls[stage, field].value = value
+
+
+def run_to_end(qtbot, widget):
+    widget.start()
+    assert widget.running
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT)  # a signal could be missed: it may come first
+    assert not widget.running and widget.start_button.enabled
+
+
+def test_controls_edit_the_viewers_shared_settings(viewer, widget):
+    settings = settings_for(viewer)
+    assert settings.stage1.epochs == 2 and settings.stage2.patch_size == 32 and settings.base_channels == 8
+    widget.seed.value = -1
+    assert settings.seed is None
+    widget.n2v2.value = True
+    assert settings.stage1.n2v2 and settings.stage2.n2v2
+    settings.stage1.patch_size = 48  # as the ROI widget would
+    widget.load_settings()
+    assert widget._stage_controls[1, "patch_size"].value == 48
+
+
+def test_training_shows_progress_as_layers_and_ends_with_a_placed_denoised_layer(qtbot, viewer, widget, monkeypatch):
+    previews = []
+    on_preview = widget._on_preview
+    monkeypatch.setattr(widget, "_on_preview", lambda event: (previews.append(event.stage), on_preview(event)))
+    run_to_end(qtbot, widget)
+
+    assert previews.count(1) >= 2 and previews.count(2) >= 2
+    for name in (PREVIEW_LAYER, "noisy denoised"):
+        layer = viewer.layers[name]
+        assert layer.data.shape == (128, 128)
+        np.testing.assert_allclose(layer.scale, SCALE)
+        np.testing.assert_allclose(layer.translate, TRANSLATE)
+    acf, mask = viewer.layers[ACF_LAYER].data, viewer.layers[MASK_LAYER].data
+    assert acf.shape == mask.shape and acf[acf.shape[0] // 2, acf.shape[1] // 2] == pytest.approx(1.0)
+    centre = mask.shape[0] // 2
+    assert mask[centre, centre] == 1 and mask[centre, centre + 1] == 1  # the sample's noise is horizontal
+    assert "#" in widget.mask_text.value
+    patches = viewer.layers[PATCHES_LAYER]
+    assert len(patches.data) > 0 and np.allclose(patches.scale, SCALE)
+    assert [stage for stage, _, _ in widget.loss_plot.points] == [1, 1, 2, 2]
+    assert widget.progress[2].value == widget.progress[2].max == 6
+    assert model_for(viewer) is widget.model and widget.model.struct_mask is not None
+    assert widget.save_button.enabled
+
+
+def test_stop_keeps_a_usable_model_and_refuses_a_second_start(qtbot, viewer, widget, monkeypatch):
+    infos = []
+    monkeypatch.setattr(train_module, "show_info", infos.append)
+    set_budget(widget, epochs=500, stages=(1,))
+    widget.start()
+    worker = widget.worker
+    qtbot.waitUntil(lambda: widget.progress[1].value >= 2, timeout=TIMEOUT)
+    assert not widget.start_button.enabled
+    widget.start()
+    assert widget.worker is worker and len(widget._runs) == 1 and "already running" in infos[0]
+    with qtbot.waitSignal(worker.finished, timeout=TIMEOUT):
+        widget.stop()
+    assert widget.progress[1].value < widget.progress[1].max
+    assert widget.model is not None and model_for(viewer) is widget.model
+    assert viewer.layers["noisy denoised"].data.shape == (128, 128)
+    assert widget.start_button.enabled and not widget.stop_button.enabled
+
+    set_budget(widget, epochs=1)
+    run_to_end(qtbot, widget)
+    assert widget.progress[2].value == 3
+
+
+def test_mask_review_pauses_before_stage_2_and_uses_the_edited_preset(qtbot, viewer, widget):
+    widget.review.value = True
+    widget.start()
+    qtbot.waitUntil(lambda: not widget.review_panel.native.isHidden(), timeout=TIMEOUT)
+    qtbot.wait(300)
+    assert widget.progress[2].value == 0 and widget.running  # paused
+    widget.preset.value = "vertical"
+    widget.span.value = 3
+    canvas = viewer.layers[MASK_LAYER].data
+    centre = canvas.shape[0] // 2
+    np.testing.assert_array_equal(canvas[centre - 1 : centre + 2, centre - 1 : centre + 2], preset_mask("vertical", 3))
+    edited = canvas.copy()
+    edited[centre, centre + 2] = 1  # the user paints one more pixel
+    viewer.layers[MASK_LAYER].data = edited
+    with qtbot.waitSignal(widget.worker.finished, timeout=TIMEOUT):
+        widget.continue_training()
+    expected = np.zeros((5, 5), bool)
+    expected[1:4, 2] = True
+    expected[2, 4] = True
+    np.testing.assert_array_equal(widget.model.struct_mask, expected)
+    assert widget.progress[2].value == 6
+
+
+def test_rgb_too_small_and_roi_errors_are_notifications(qtbot, viewer, widget, errors):
+    viewer.add_image(np.zeros((64, 64, 3), np.uint8), name="rgb", rgb=True)
+    widget.images.value = [viewer.layers["rgb"]]
+    widget.start()
+    assert "RGB" in errors[-1] and not widget.running
+
+    viewer.add_image(np.random.default_rng(0).random((20, 20)), name="tiny")
+    widget.images.value = [viewer.layers["tiny"]]
+    widget.start()
+    assert "smaller than the patch size" in errors[-1] and not widget.running
+
+    widget.images.value = [viewer.layers["noisy"]]
+    settings_for(viewer).stage1.roi_threshold = 0.0  # no background window is darker than that
+    run_to_end(qtbot, widget)
+    assert "ROI selection" in errors[-1] and "threshold" in errors[-1]
+    assert widget.start_button.enabled and widget.model is None
+
+
+def test_saved_model_file(tmp_path, qtbot, widget):
+    set_budget(widget, epochs=1)
+    run_to_end(qtbot, widget)
+    widget.model_path.value = tmp_path / "model"
+    widget.save()
+    assert (tmp_path / "model.pt").is_file()
+
+
+def test_undocking_the_widget_stops_training(qtbot, viewer, widget):
+    set_budget(widget, epochs=500, stages=(1,))
+    widget.start()
+    qtbot.waitUntil(lambda: widget.progress[1].value >= 1, timeout=TIMEOUT)
+    with qtbot.waitSignal(widget.worker.finished, timeout=TIMEOUT):
+        viewer.window.remove_dock_widget(widget.native)
+    assert widget.progress[1].value < widget.progress[1].max
