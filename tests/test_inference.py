@@ -68,9 +68,9 @@ def test_small_images_and_progress(model):
     ("kwargs", "fragment"),
     [({"tile_size": 40, "overlap": 32}, "tile_size"), ({"overlap": -1}, "overlap")],
 )
-def test_bad_tiling_is_explained(model, image, kwargs, fragment):
+def test_bad_tiling_is_explained_at_the_call(model, image, kwargs, fragment):
     with pytest.raises(InputError, match=fragment):
-        denoise(model, image, **kwargs)
+        denoise_steps(model, image, **kwargs)  # before the first tile, not at the first next()
 
 
 def test_rgb_is_refused(model):

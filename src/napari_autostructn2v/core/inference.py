@@ -47,7 +47,8 @@ def denoise_steps(
 ) -> Generator[tuple[int, int], None, np.ndarray]:
     """Denoise `image` (Y, X) or (..., Y, X), yielding (tiles done, tiles total) after each batch.
 
-    Returns (as the generator's value) a float32 array of the input's shape in the input's units.
+    Inputs are checked at the call, before any tile runs. The generator returns a float32 array
+    of the input's shape in the input's units.
     """
     array = check_image(image)
     multiple = 2**model.net.depth
@@ -55,6 +56,12 @@ def denoise_steps(
         raise InputError(f"overlap must be >= 0, got {overlap}.")
     if tile_size < 2 * overlap + multiple:
         raise InputError(f"tile_size ({tile_size}) must be at least 2 * overlap + {multiple} ({2 * overlap + multiple}).")
+    return _denoise_tiles(model, array, tile_size, overlap, batch_size)
+
+
+def _denoise_tiles(model: DenoisingModel, array: np.ndarray, tile_size: int, overlap: int,
+                   batch_size: int) -> Generator[tuple[int, int], None, np.ndarray]:
+    multiple = 2**model.net.depth
     net = model.net.eval()
     device = next(net.parameters()).device
     slices = as_slices(array)

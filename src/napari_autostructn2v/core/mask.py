@@ -168,7 +168,8 @@ def _describe(mask: np.ndarray, acf: np.ndarray) -> str:
     extent_y, extent_x = int(np.ptp(ys)) + 1, int(np.ptp(xs)) + 1
     window = acf.shape[0] // 2
     neighbours = acf.copy()
-    neighbours[window, window] = -np.inf
+    neighbours[: window + 1, : window + 1] = -np.inf  # one of each pair of symmetric lags: dy > 0 or dx > 0
+    neighbours[:window, window + 1 :] = -np.inf
     dy, dx = np.unravel_index(np.argmax(neighbours), acf.shape)
     return (
         f"{int(mask.sum())} pixels spanning {extent_y} rows x {extent_x} columns "

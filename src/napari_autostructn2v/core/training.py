@@ -35,6 +35,8 @@ class TooFewPatchesError(InputError):
 
 @dataclass
 class StageStarted:
+    """A stage begins; `patches` holds the top-left corners in use per 2D slice, `model` is the live model."""
+
     stage: int
     epochs: int
     steps_per_epoch: int
@@ -44,6 +46,8 @@ class StageStarted:
 
 @dataclass
 class Step:
+    """One optimisation step; `step` counts from 1 within the stage, up to `total_steps`."""
+
     stage: int
     epoch: int
     step: int
@@ -53,6 +57,8 @@ class Step:
 
 @dataclass
 class EpochEnd:
+    """Mean training loss and masked validation loss of one epoch."""
+
     stage: int
     epoch: int
     train_loss: float
@@ -72,6 +78,8 @@ class MaskEstimated:
 
 @dataclass
 class Preview:
+    """The current model's output on the preview image; `step` counts steps of both stages together."""
+
     stage: int
     step: int
     image: np.ndarray
@@ -79,6 +87,8 @@ class Preview:
 
 @dataclass
 class StageFinished:
+    """A stage ended (`stopped` if asked to); the best weights of the stage are loaded."""
+
     stage: int
     best_val_loss: float
     stopped: bool
@@ -86,6 +96,8 @@ class StageFinished:
 
 @dataclass
 class Done:
+    """Training ended; `model` holds the best weights."""
+
     model: DenoisingModel
     stopped: bool
 
