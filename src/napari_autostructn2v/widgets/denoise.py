@@ -21,8 +21,8 @@ SESSION, FILE = "session", "file"
 
 def _denoise_worker(model, image, tile_size: int):
     """Worker body: yield (done, total) per batch of tiles and return the denoised array."""
-    steps = denoise_steps(model, image, tile_size)
     try:
+        steps = denoise_steps(model, image, tile_size)
         while True:
             try:
                 yield next(steps)
