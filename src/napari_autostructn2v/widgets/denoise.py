@@ -49,7 +49,7 @@ class DenoiseWidget(Container):
         )
         self.model_path = FileEdit(label="model file", mode="r", filter="*.pt")
         self.image = ComboBox(label="image", choices=self._image_layers)
-        self.tile_size = SpinBox(label="tile size", value=256, min=64, max=8192, step=32)
+        self.tile_size = SpinBox(label="tile size", value=256, min=96, max=8192, step=32)
         self.run_button = PushButton(text="Denoise")
         self.stop_button = PushButton(text="Stop", enabled=False)
         buttons = Container(layout="horizontal", labels=False, widgets=[self.run_button, self.stop_button])

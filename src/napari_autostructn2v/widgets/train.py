@@ -230,7 +230,7 @@ class TrainWidget(Container):
         self.seed = SpinBox(label="seed (-1: random)", min=-1, max=2**31 - 1)
         self.device = ComboBox(label="device", choices=DEVICES)
         self.preview_every = SpinBox(label="preview every (steps)", value=20, min=1, max=100000)
-        self.tile_size = SpinBox(label="tile size", value=256, min=64, max=4096, step=32)
+        self.tile_size = SpinBox(label="tile size", value=256, min=96, max=4096, step=32)
         self.advanced = Container(
             widgets=[self.n2v2, self.mask_percent, self.mask_source, self.significance, self.min_correlation,
                      self.max_radius, self.base_channels, self.depth, self.seed, self.device, self.preview_every,
