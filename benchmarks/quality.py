@@ -58,6 +58,9 @@ ABLATIONS = {
     "ours, mask from stage-1 residual": lambda c: dataclasses.replace(
         c, mask=dataclasses.replace(c.mask, source="stage1_residual")),
     "ours, stage 2 from scratch": lambda c: dataclasses.replace(c, stage2_from_stage1=False),
+    "ours, stage 1 skipped": lambda c: dataclasses.replace(
+        c, stage1=dataclasses.replace(c.stage1, epochs=0),
+        stage2=dataclasses.replace(c.stage2, epochs=c.stage1.epochs + c.stage2.epochs)),
     "ours, no ROI in stage 1": lambda c: dataclasses.replace(c, stage1=dataclasses.replace(c.stage1, use_roi=False)),
     "ours, mask 0.5 %": lambda c: _both_stages(c, mask_percent=0.5),
     "ours, mask 3 %": lambda c: _both_stages(c, mask_percent=3.0),
@@ -579,6 +582,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="+", default=None, help=f"default all: {ALL_METHODS}")
     parser.add_argument("--ablations", action="store_true",
                         help=f"also run variants of ours' defaults: {list(ABLATIONS)}")
+    parser.add_argument("--survey-only", action="store_true", help="only the mask estimation survey (no training)")
     parser.add_argument("--no-survey", action="store_true", help="skip the (cheap) mask estimation survey")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: on a shared 2-core CPU, 2 threads ran 4-10x slower)")
@@ -611,6 +615,15 @@ def main(argv=None) -> dict:
 
     if args.merge:
         return merge(args.merge, args)
+    if args.survey_only:
+        with stopwatch() as total:
+            survey = mask_survey(noises, sigmas, seeds, (size, size), args.image)
+        out = {"mask_survey": tables([], survey)["mask_survey"]}
+        print(f"Mask survey: image {args.image} {size}x{size}, seeds {len(seeds)}, wall time {total():.0f} s\n\n"
+              + render(out))
+        payload = {"args": vars(args), "wall_seconds": total(), "rows": [], "survey": survey, "tables": out}
+        print(f"\nwritten {write_json(args.name, payload, args.out)}", file=sys.stderr)
+        return payload
     rows = []
     with stopwatch() as total:
         for noise in noises:
