@@ -579,9 +579,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--patch-size", type=int, default=64)
     parser.add_argument("--size", type=int, default=None, help="image side in pixels (default 256)")
     parser.add_argument("--image", default="sample", help="sample (procedural) or a bundled skimage image: cell, camera")
-    parser.add_argument("--methods", nargs="+", default=None, help=f"default all: {ALL_METHODS}")
+    parser.add_argument("--methods", nargs="+", default=None, help=f"default all: {ALL_METHODS}".replace("%", "%%"))
     parser.add_argument("--ablations", action="store_true",
-                        help=f"also run variants of ours' defaults: {list(ABLATIONS)}")
+                        help=f"also run variants of ours' defaults: {list(ABLATIONS)}".replace("%", "%%"))
     parser.add_argument("--survey-only", action="store_true", help="only the mask estimation survey (no training)")
     parser.add_argument("--no-survey", action="store_true", help="skip the (cheap) mask estimation survey")
     parser.add_argument("--threads", type=int, default=1,

@@ -3,12 +3,7 @@
 import numpy as np
 import pytest
 
-try:  # `benchmarks` lives at the repository root: importable with `python3 -m pytest` run from there
-    from benchmarks import quality, speed
-except ModuleNotFoundError as err:
-    if err.name != "benchmarks":
-        raise
-    pytest.skip("run `python3 -m pytest` from the repository root to import benchmarks", allow_module_level=True)
+from benchmarks import quality, speed  # the repository root is on pytest's pythonpath (pyproject.toml)
 
 
 @pytest.fixture(autouse=True)
@@ -69,15 +64,16 @@ def test_quality_case_table(tmp_path):
     assert quality.write_json("quality_smoke", {"rows": rows}, tmp_path).is_file()
 
 
-def test_quality_bm3d_beats_noisy_when_installed():
+def test_quality_bm3d_beats_noisy_or_is_left_out():
+    """BM3D is optional: without it the suite leaves its row out instead of failing."""
+    noise = quality.Noise("horizontal")
+    clean, noisy = quality.make_case(noise, 0.1, 0, (64, 64))
+    row = quality.run_method("BM3D (true PSD)", clean, noisy, noise, 0.1, 0, quality.Budget(steps=40))
     if not quality.bm3d_available():
-        pytest.skip("bm3d is optional and not installed")
-    clean, noisy = quality.make_case(quality.Noise("horizontal"), 0.1, 0, (64, 64))
-    output = quality.run_bm3d(noisy, quality.noise_psd(quality.Noise("horizontal"), 0.1, noisy.shape))
-    if output is None:
-        pytest.skip("bm3d is installed but failed here")
-    error = lambda image: float(np.mean((image - clean) ** 2))  # noqa: E731
-    assert error(output) < error(noisy)
+        assert row is None
+        return
+    noisy_row = quality.run_method("noisy", clean, noisy, noise, 0.1, 0, quality.Budget(steps=40))
+    assert row["psnr"] > noisy_row["psnr"]
 
 
 def test_seed_roi_algorithm_and_core_agree_on_polarity():

@@ -67,8 +67,9 @@ def test_controls_edit_the_viewers_shared_settings(viewer, widget):
 
 def test_training_shows_progress_as_layers_and_ends_with_a_placed_denoised_layer(qtbot, viewer, widget, monkeypatch):
     previews = []
-    on_preview = widget._on_preview
-    monkeypatch.setattr(widget, "_on_preview", lambda event: (previews.append(event.stage), on_preview(event)))
+    on_preview = type(widget)._on_preview  # patched on the class: magicgui containers refuse attribute deletion
+    monkeypatch.setattr(type(widget), "_on_preview",
+                        lambda self, event: (previews.append(event.stage), on_preview(self, event)))
     run_to_end(qtbot, widget)
 
     assert previews.count(1) >= 2 and previews.count(2) >= 2
