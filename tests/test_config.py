@@ -3,6 +3,7 @@ import json
 import pytest
 
 from napari_autostructn2v import Config, ConfigError
+from napari_autostructn2v.core.config import split_epochs
 
 
 def test_defaults_follow_the_seed_document():
@@ -12,6 +13,12 @@ def test_defaults_follow_the_seed_document():
     assert config.stage2.select_background is False
     assert config.stage2.use_roi is False
     assert config.validate() is config
+
+
+def test_stage_1_is_a_short_warm_up():
+    config = Config()
+    assert (config.stage1.epochs, config.stage2.epochs) == split_epochs(20) == (2, 18)
+    assert split_epochs(1) == (0, 1) and split_epochs(0) == (0, 0)
 
 
 def test_json_round_trip(tmp_path):

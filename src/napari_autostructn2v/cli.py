@@ -11,7 +11,7 @@ import numpy as np
 import tifffile
 from tqdm import tqdm
 
-from .core.config import Config, ConfigError
+from .core.config import Config, ConfigError, split_epochs
 from .core.images import InputError, as_slices, check_image
 from .core.inference import denoise_steps
 from .core.mask import estimate_struct_mask
@@ -50,7 +50,7 @@ def _plane(image: np.ndarray, index: int) -> np.ndarray:
 def _config(args) -> Config:
     config = Config.from_json(args.config) if getattr(args, "config", None) else Config()
     if getattr(args, "epochs", None) is not None:
-        config.stage1.epochs = config.stage2.epochs = args.epochs
+        config.stage1.epochs, config.stage2.epochs = split_epochs(args.epochs)
     if getattr(args, "seed", None) is not None:
         config.seed = args.seed
     if getattr(args, "device", None) is not None:
@@ -152,8 +152,10 @@ def cmd_demo(args) -> None:
     out = Path(args.output)
     clean, noisy = make_sample((args.size, args.size), noise="horizontal", sigma=0.1, seed=args.seed)
     config = Config(seed=args.seed, device=args.device or "auto")
+    stage1_epochs, stage2_epochs = split_epochs(args.epochs)
+    config.stage1.epochs, config.stage2.epochs = max(1, stage1_epochs), max(1, stage2_epochs)
     for stage in (config.stage1, config.stage2):
-        stage.epochs, stage.steps_per_epoch = args.epochs, 40
+        stage.steps_per_epoch = 40
         stage.patch_size = 64 if args.size >= 256 else 32
     stage1_output = {}
     live_model = {}
@@ -217,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def training_options(sub) -> None:
         sub.add_argument("--config", help="JSON configuration file (see Config.to_json)")
-        sub.add_argument("--epochs", type=int, help="epochs of each stage")
+        sub.add_argument("--epochs", type=int, help="epochs of both stages together, split 1:9 as in the defaults")
         sub.add_argument("--seed", type=int)
         sub.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
 
@@ -247,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="denoise the embedded structured-noise sample and report PSNR")
     demo.add_argument("-o", "--output", default="demo_output", help="folder for the TIFFs and the PNG")
     demo.add_argument("--size", type=int, default=256, help="side of the sample image (at least 128)")
-    demo.add_argument("--epochs", type=int, default=10, help="epochs of each stage (40 steps each)")
+    demo.add_argument("--epochs", type=int, default=20,
+                      help="epochs of both stages together (40 steps each), split 1:9; each stage gets at least one")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--tile-size", type=int, default=256)
     demo.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])

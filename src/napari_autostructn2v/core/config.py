@@ -56,8 +56,12 @@ class StageConfig:
         _check(0.0 < self.mask_percent <= 10.0, f"{name}.mask_percent must be in (0, 10], got {self.mask_percent}.")
 
 
+def _stage1_defaults() -> StageConfig:
+    return StageConfig(epochs=2)
+
+
 def _stage2_defaults() -> StageConfig:
-    return StageConfig(use_roi=False, select_background=False)
+    return StageConfig(use_roi=False, select_background=False, epochs=18)
 
 
 @dataclass
@@ -85,9 +89,13 @@ class MaskConfig:
 
 @dataclass
 class Config:
-    """Everything a two-stage training run needs; defaults follow the seed document."""
+    """Everything a two-stage training run needs; ROI defaults follow the seed document.
 
-    stage1: StageConfig = field(default_factory=StageConfig)
+    Stage 1 is a short N2V warm-up (a tenth of the steps) and stage 2 gets the rest: with the mask
+    estimated from the raw image, steps spent in stage 2 pay most (see the README's benchmarks).
+    """
+
+    stage1: StageConfig = field(default_factory=_stage1_defaults)
     stage2: StageConfig = field(default_factory=_stage2_defaults)
     mask: MaskConfig = field(default_factory=MaskConfig)
     base_channels: int = 16
@@ -158,6 +166,12 @@ class Config:
         except json.JSONDecodeError as err:
             raise ConfigError(f"The configuration is not valid JSON: {err}.") from None
         return cls.from_dict(data)
+
+
+def split_epochs(total: int) -> tuple[int, int]:
+    """Epochs of stage 1 and stage 2 for a total, in the default proportion (1:9)."""
+    stage1 = round(total / 10)
+    return stage1, total - stage1
 
 
 def _reject_unknown(cls, kwargs: dict, where: str) -> None:
