@@ -55,6 +55,12 @@ def current_index(viewer, layer: Image) -> tuple[int, ...]:
     return tuple(int(np.clip(round(p), 0, n - 1)) for p, n in zip(position, shape))
 
 
+def patch_rectangles(corners: np.ndarray, size: int) -> np.ndarray:
+    """(N, 4, 2) rectangle vertices around the pixels of square patches with top-left `corners`."""
+    square = np.array([[0, 0], [0, size], [size, size], [size, 0]], float)
+    return corners[:, None, :] - 0.5 + square[None]
+
+
 def show_image(viewer, data: np.ndarray, name: str, like: Image | None = None, offset=(0, 0), **kwargs) -> Image:
     """Put `data` in layer `name` (added or replaced), placed like `like` (shifted by `offset` pixels)."""
     if like is not None:

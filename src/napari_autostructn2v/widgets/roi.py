@@ -28,6 +28,7 @@ from superqt.utils import qthrottled
 from ..core.config import ConfigError, StageConfig
 from ..core.images import InputError, check_image
 from ..core.roi import count_windows, roi_map, select_roi_patches, suggest_threshold
+from ._common import patch_rectangles
 from ._session import settings_for
 
 STAGE_LABELS = {"stage1": "stage 1", "stage2": "stage 2"}
@@ -204,8 +205,7 @@ class RoiWidget(Container):
             overlay = self._add_overlay(stage)
         overlay.scale = image.scale[-2:]
         overlay.translate = image.translate[-2:]
-        square = np.array([[0, 0], [0, patch_size], [patch_size, patch_size], [patch_size, 0]], float)
-        boxes = corners[:, None, :] - 0.5 + square[None]
+        boxes = patch_rectangles(corners, patch_size)
         overlay.data = (boxes, ["rectangle"] * len(boxes))
         overlay.edge_width = max(1.0, patch_size / 32)  # napari gives new shapes width 1
 

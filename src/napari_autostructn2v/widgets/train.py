@@ -49,7 +49,7 @@ from ..core.training import (
     Step,
     train,
 )
-from ._common import Failed, current_index, layer_data, show_image, show_layer, user_message
+from ._common import Failed, current_index, layer_data, patch_rectangles, show_image, show_layer, user_message
 from ._loss_plot import LossPlot
 from ._session import set_model, settings_for
 
@@ -539,8 +539,7 @@ class TrainWidget(Container):
         corners = patches[int(np.ravel_multi_index(index, source.data.shape[:-2])) if index else 0]
         if len(corners) > MAX_BOXES:
             corners = corners[np.linspace(0, len(corners) - 1, MAX_BOXES).astype(int)]
-        square = np.array([[0, 0], [0, size], [size, size], [size, 0]], float)
-        boxes = list(corners[:, None, :] - 0.5 + square[None])
+        boxes = list(patch_rectangles(corners, size))
         if PATCHES_LAYER in self._viewer.layers:
             layer = self._viewer.layers[PATCHES_LAYER]
             layer.data = []
