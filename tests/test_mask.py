@@ -30,6 +30,12 @@ def test_mask_from_the_raw_image(kind, expected):
     assert ("plain N2V" in estimate.reason) == (kind == "white")
 
 
+def test_row_offsets_give_a_long_line():
+    """A random offset per row correlates whole rows: the mask spans the whole search window."""
+    _, noisy = make_sample((256, 256), "row_offsets", sigma=0.1, seed=1)
+    assert offsets(estimate_struct_mask(noisy).mask) == {(0, dx) for dx in range(-12, 13)}
+
+
 def test_long_correlation_is_found_and_symmetric():
     _, noisy = make_sample((256, 256), "horizontal_gauss", sigma=0.1, seed=2)
     mask = estimate_struct_mask(noisy).mask
@@ -45,10 +51,10 @@ def test_mask_is_bounded():
     from scipy import ndimage
 
     blob_noise = ndimage.gaussian_filter(rng.standard_normal((256, 256)), 3.0)
-    config = MaskConfig(max_radius=4)
-    mask = estimate_struct_mask(blob_noise, is_noise=True, config=config).mask
-    assert mask.shape[0] <= 9
-    assert mask.sum() <= 4 * 4 + 1
+    mask = estimate_struct_mask(blob_noise, is_noise=True).mask
+    assert mask.sum() <= 25 and mask.shape[0] <= 7  # the 25 most correlated lags, not a 25x25 blob
+    small = estimate_struct_mask(blob_noise, is_noise=True, config=MaskConfig(max_radius=2, max_pixels=9)).mask
+    assert small.shape[0] <= 5 and small.sum() <= 9
     assert mask[mask.shape[0] // 2, mask.shape[1] // 2]
 
 

@@ -68,23 +68,26 @@ def _stage2_defaults() -> StageConfig:
 class MaskConfig:
     """How the structured blind-spot mask is estimated between the stages.
 
-    source: "image" measures the noise autocorrelation on detrended background
-    regions of the raw image; "stage1_residual" on the residual of stage 1.
+    source: "image" measures the noise autocorrelation on detrended flat regions of
+    the raw image; "stage1_residual" on the residual of stage 1.
     The mask keeps lags whose correlation exceeds both `significance` standard
     errors and `min_correlation`, connected to the centre, at most `max_radius`
-    pixels from it.
+    pixels from it, and at most `max_pixels` pixels in all (the most correlated):
+    a line of 25 pixels, but no blob larger than 5x5, which would hide the signal too.
     """
 
     source: str = "image"
     significance: float = 4.0
     min_correlation: float = 0.1
-    max_radius: int = 6
+    max_radius: int = 12
+    max_pixels: int = 25
 
     def validate(self) -> None:
         _check(self.source in MASK_SOURCES, f"mask.source must be one of {MASK_SOURCES}, got {self.source!r}.")
         _check(self.significance > 0, f"mask.significance must be > 0, got {self.significance}.")
         _check(0.0 < self.min_correlation < 1.0, f"mask.min_correlation must be in (0, 1), got {self.min_correlation}.")
-        _check(1 <= self.max_radius <= 12, f"mask.max_radius must be in [1, 12], got {self.max_radius}.")
+        _check(1 <= self.max_radius <= 24, f"mask.max_radius must be in [1, 24], got {self.max_radius}.")
+        _check(1 <= self.max_pixels <= 101, f"mask.max_pixels must be in [1, 101], got {self.max_pixels}.")
 
 
 @dataclass

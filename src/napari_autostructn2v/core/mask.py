@@ -61,7 +61,7 @@ def estimate_struct_mask(
     local residual power), where it is mostly noise. With `is_noise=True` the array is used as it is.
     Lags whose correlation exceeds `config.significance` standard errors and
     `config.min_correlation` form the mask: its centre-connected part, symmetric under 180
-    degree rotation, within `config.max_radius` and at most a cross's worth of pixels.
+    degree rotation, within `config.max_radius` and at most `config.max_pixels` pixels.
     """
     config = config or MaskConfig()
     arrays = data if isinstance(data, (list, tuple)) else [data]
@@ -91,7 +91,7 @@ def estimate_struct_mask(
         return MaskEstimate(_centre_only(), acf, 1.0, "the data is constant: plain N2V (centre only)")
     acf = covariance / covariance[centre]
     threshold = np.maximum(config.significance / np.sqrt(np.maximum(pairs, 1)), config.min_correlation)
-    mask = _mask_from_acf(acf, threshold, radius)
+    mask = _mask_from_acf(acf, threshold, radius, config.max_pixels)
     return MaskEstimate(mask, acf, float(threshold[centre]), _describe(mask, acf))
 
 
@@ -132,14 +132,13 @@ def _centre_only() -> np.ndarray:
     return np.ones((1, 1), bool)
 
 
-def _mask_from_acf(acf: np.ndarray, threshold: np.ndarray, radius: int) -> np.ndarray:
+def _mask_from_acf(acf: np.ndarray, threshold: np.ndarray, radius: int, max_pixels: int) -> np.ndarray:
     window = acf.shape[0] // 2
     inner = slice(window - radius, window + radius + 1)
     acf, threshold = acf[inner, inner], threshold[inner, inner]
     candidates = acf > threshold
     candidates[radius, radius] = True
     mask = _centre_component(candidates, radius)
-    max_pixels = 4 * radius + 1
     if mask.sum() > max_pixels:
         ranked = np.where(mask, acf, -np.inf)
         ranked[radius, radius] = np.inf

@@ -224,7 +224,7 @@ class TrainWidget(Container):
         self.mask_source = ComboBox(label="mask from", choices=MASK_SOURCES)
         self.significance = FloatSpinBox(label="mask significance", min=0.5, max=50.0, step=0.5)
         self.min_correlation = FloatSpinBox(label="min. correlation", min=0.01, max=0.99, step=0.01)
-        self.max_radius = SpinBox(label="max. mask radius", min=1, max=12)
+        self.max_radius = SpinBox(label="max. mask radius", min=1, max=24)
         self.base_channels = SpinBox(label="network width", min=4, max=256)
         self.depth = SpinBox(label="network depth", min=1, max=4)
         self.seed = SpinBox(label="seed (-1: random)", min=-1, max=2**31 - 1)
