@@ -59,6 +59,10 @@ ABLATIONS = {
     "ours, mask from stage-1 residual": lambda c: dataclasses.replace(
         c, mask=dataclasses.replace(c.mask, source="stage1_residual")),
     "ours, stage 2 from scratch": lambda c: dataclasses.replace(c, stage2_from_stage1=False),
+    "ours, even stage split": lambda c: dataclasses.replace(
+        c, stage1=dataclasses.replace(c.stage1, epochs=(c.stage1.epochs + c.stage2.epochs) // 2),
+        stage2=dataclasses.replace(c.stage2, epochs=(c.stage1.epochs + c.stage2.epochs + 1) // 2)),
+    "ours, mask radius 6": lambda c: dataclasses.replace(c, mask=dataclasses.replace(c.mask, max_radius=6)),
     "ours, stage 1 skipped": lambda c: dataclasses.replace(
         c, stage1=dataclasses.replace(c.stage1, epochs=0),
         stage2=dataclasses.replace(c.stage2, epochs=c.stage1.epochs + c.stage2.epochs)),

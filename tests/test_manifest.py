@@ -2,6 +2,8 @@
 
 import subprocess
 import sys
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import npe2
@@ -17,7 +19,8 @@ def test_manifest_is_discovered_and_lists_the_contributions():
     manifest = pm.get_manifest(PLUGIN)
     assert manifest.display_name == "autoStructN2V"
     assert all(command.id.startswith(f"{PLUGIN}.") for command in manifest.contributions.commands)
-    assert "ROI selection" in [w.display_name for w in pm.iter_widgets() if w.plugin_name == PLUGIN]
+    widgets = [w.display_name for w in pm.iter_widgets() if w.plugin_name == PLUGIN]
+    assert widgets == ["ROI selection", "Train", "Denoise"]
     samples = dict(pm.iter_sample_data())[PLUGIN]
     assert [s.key for s in samples] == ["structured_noise"]
     manifest.validate_imports()
@@ -28,6 +31,23 @@ def test_npe2_validate_passes():
         [sys.executable, "-m", "npe2", "validate", PLUGIN], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_built_wheel_carries_the_manifest_and_its_entry_point(tmp_path):
+    """What napari hub users install: the wheel must hold napari.yaml and point napari to it."""
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(root)],
+        check=True, capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("napari_autostructn2v-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        entry_points = archive.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+        metadata = archive.read(next(n for n in names if n.endswith("METADATA"))).decode()
+    assert "napari_autostructn2v/napari.yaml" in names
+    assert "[napari.manifest]" in entry_points and "napari_autostructn2v:napari.yaml" in entry_points
+    assert "Classifier: Framework :: napari" in metadata
 
 
 def test_plugins_menu_widget_and_sample_open_in_a_viewer(make_napari_viewer):
