@@ -64,6 +64,8 @@ def test_same_seed_same_model(noisy, tiny_config):
     np.testing.assert_array_equal(first, second)
     tiny_config.seed = 1
     assert not np.array_equal(first, denoise(fit(noisy, tiny_config), noisy))
+    tiny_config.seed = None  # a fresh random seed each time
+    assert not np.array_equal(denoise(fit(noisy, tiny_config), noisy), denoise(fit(noisy, tiny_config), noisy))
 
 
 def test_stop_flag_ends_training_and_keeps_a_usable_model(noisy, tiny_config):

@@ -247,10 +247,9 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
     if num_threads:
         torch.set_num_threads(num_threads)
     device = resolve_device(config.device)
-    seed = 0 if config.seed is None else config.seed
-    if config.seed is not None:
-        torch.manual_seed(seed)
-    rng = np.random.default_rng(config.seed)
+    seed = int(np.random.default_rng().integers(2**31)) if config.seed is None else config.seed
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
     normalisation = Normalisation.fit(slices)
     model = DenoisingModel.create(config, normalisation, n2v2=config.stage1.n2v2 or config.stage2.n2v2)
     model.net.to(device)
