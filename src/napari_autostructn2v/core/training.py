@@ -139,8 +139,9 @@ class PatchSampler:
                 )
         else:
             self.positions = None
-        self._slice_weights = np.array([plane.size for plane in slices], float)
-        self._slice_weights /= self._slice_weights.sum()
+        # a slice is drawn in proportion to its selected positions (ROI) or to its area
+        sizes = [len(p) for p in self.positions] if self.positions is not None else [p.size for p in slices]
+        self._slice_weights = np.asarray(sizes, float) / sum(sizes)
 
     def positions_in_use(self) -> list[np.ndarray]:
         """Top-left corners per slice (all valid positions on a coarse grid when ROI is off)."""
@@ -155,14 +156,11 @@ class PatchSampler:
         return grids
 
     def _corner(self) -> tuple[int, int, int]:
-        if self.positions is None:
-            index = int(self.rng.choice(len(self.slices), p=self._slice_weights))
-            height, width = self.slices[index].shape
-            return index, int(self.rng.integers(0, height - self.patch + 1)), int(self.rng.integers(0, width - self.patch + 1))
-        counts = np.array([len(p) for p in self.positions], float)
-        index = int(self.rng.choice(len(self.positions), p=counts / counts.sum()))
-        y, x = self.positions[index][self.rng.integers(len(self.positions[index]))]
+        index = int(self.rng.choice(len(self.slices), p=self._slice_weights))
         height, width = self.slices[index].shape
+        if self.positions is None:
+            return index, int(self.rng.integers(0, height - self.patch + 1)), int(self.rng.integers(0, width - self.patch + 1))
+        y, x = self.positions[index][self.rng.integers(len(self.positions[index]))]
         y = int(np.clip(y + self.rng.integers(-self.jitter, self.jitter + 1), 0, height - self.patch))
         x = int(np.clip(x + self.rng.integers(-self.jitter, self.jitter + 1), 0, width - self.patch))
         return index, y, x
