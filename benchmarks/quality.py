@@ -40,6 +40,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from napari_autostructn2v import Config, MaskConfig, StageConfig, denoise, estimate_struct_mask, preset_mask, train
 from napari_autostructn2v.core.images import Normalisation
 from napari_autostructn2v.core.config import split_epochs
+from napari_autostructn2v.core.mask import crop_mask, embed_mask
 from napari_autostructn2v.core.model import DenoisingModel, resolve_device
 from napari_autostructn2v.core.sample import clean_image, noise_kernel, structured_noise
 from napari_autostructn2v.core.training import Done, MaskEstimated
@@ -122,32 +123,17 @@ def true_acf(noise: Noise, radius: int = ORACLE_RADIUS) -> np.ndarray:
     return acf
 
 
-def crop_to_extent(mask: np.ndarray) -> np.ndarray:
-    """The smallest odd square around the centre that holds all of `mask`."""
-    radius = mask.shape[0] // 2
-    ys, xs = np.nonzero(mask)
-    half = int(max(np.abs(ys - radius).max(), np.abs(xs - radius).max())) if len(ys) else 0
-    return mask[radius - half: radius + half + 1, radius - half: radius + half + 1].copy()
-
-
 def true_support(noise: Noise, radius: int = ORACLE_RADIUS, relative: float = ORACLE_RELATIVE) -> np.ndarray:
     """The oracle structN2V mask: lags whose true correlation exceeds `relative`, within `radius`."""
     support = true_acf(noise, radius) > relative
     support[radius, radius] = True
-    return crop_to_extent(support)
-
-
-def _embed(mask: np.ndarray, radius: int) -> np.ndarray:
-    canvas = np.zeros((2 * radius + 1,) * 2, bool)
-    half = mask.shape[0] // 2
-    canvas[radius - half: radius + half + 1, radius - half: radius + half + 1] = mask
-    return canvas
+    return crop_mask(support)
 
 
 def mask_metrics(estimated: np.ndarray, truth: np.ndarray) -> dict:
     """IoU of two centred masks, true lags missed (under) and extra lags (over), in pixels."""
     radius = max(estimated.shape[0], truth.shape[0]) // 2
-    a, b = _embed(np.asarray(estimated, bool), radius), _embed(np.asarray(truth, bool), radius)
+    a, b = embed_mask(np.asarray(estimated, bool), radius), embed_mask(np.asarray(truth, bool), radius)
     union = int((a | b).sum())
     return {"iou": (a & b).sum() / union if union else 1.0, "under": int((b & ~a).sum()), "over": int((a & ~b).sum())}
 

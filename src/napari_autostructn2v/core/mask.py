@@ -144,7 +144,7 @@ def _mask_from_acf(acf: np.ndarray, threshold: np.ndarray, radius: int, max_pixe
         ranked[radius, radius] = np.inf
         level = np.sort(ranked.ravel())[::-1][max_pixels - 1]
         mask = _centre_component(mask & (ranked >= level), radius)
-    return _crop_to_extent(mask | mask[::-1, ::-1])
+    return crop_mask(mask | mask[::-1, ::-1])
 
 
 def _centre_component(candidates: np.ndarray, radius: int) -> np.ndarray:
@@ -152,11 +152,20 @@ def _centre_component(candidates: np.ndarray, radius: int) -> np.ndarray:
     return labels == labels[radius, radius]
 
 
-def _crop_to_extent(mask: np.ndarray) -> np.ndarray:
+def crop_mask(mask: np.ndarray) -> np.ndarray:
+    """The smallest odd square around the centre of an odd square `mask` holding all its set pixels."""
     radius = mask.shape[0] // 2
     ys, xs = np.nonzero(mask)
-    half = int(max(np.abs(ys - radius).max(), np.abs(xs - radius).max()))
+    half = int(max(np.abs(ys - radius).max(), np.abs(xs - radius).max())) if len(ys) else 0
     return mask[radius - half : radius + half + 1, radius - half : radius + half + 1].copy()
+
+
+def embed_mask(mask: np.ndarray, radius: int) -> np.ndarray:
+    """`mask` centred in a (2 * radius + 1) square of the same dtype (the inverse of `crop_mask`)."""
+    canvas = np.zeros((2 * radius + 1,) * 2, mask.dtype)
+    half = mask.shape[0] // 2
+    canvas[radius - half : radius + half + 1, radius - half : radius + half + 1] = mask
+    return canvas
 
 
 def _describe(mask: np.ndarray, acf: np.ndarray) -> str:

@@ -36,7 +36,7 @@ from qtpy.QtCore import QEvent, QObject
 from ..core.config import DEVICES, MASK_SOURCES, ConfigError
 from ..core.images import InputError
 from ..core.inference import denoise_steps
-from ..core.mask import PRESETS, check_mask, preset_mask
+from ..core.mask import PRESETS, check_mask, crop_mask, embed_mask, preset_mask
 from ..core.model import save_model
 from ..core.training import (
     PREVIEW_SIZE,
@@ -165,20 +165,14 @@ def _set(config, path: str, value) -> None:
 
 def _mask_canvas(mask: np.ndarray, size: int) -> np.ndarray:
     """`mask` centred in a (size, size) uint8 labels array (1 = masked)."""
-    canvas = np.zeros((size, size), np.uint8)
-    half, centre = mask.shape[0] // 2, size // 2
-    canvas[centre - half : centre + half + 1, centre - half : centre + half + 1] = mask
-    return canvas
+    return embed_mask(mask.astype(np.uint8), size // 2)
 
 
 def _mask_from_canvas(canvas: np.ndarray) -> np.ndarray:
     """The smallest odd square around the canvas centre holding all painted pixels; the centre is always set."""
     mask = np.asarray(canvas) > 0
-    centre = mask.shape[0] // 2
-    mask[centre, centre] = True
-    ys, xs = np.nonzero(mask)
-    half = int(max(np.abs(ys - centre).max(), np.abs(xs - centre).max()))
-    return check_mask(mask[centre - half : centre + half + 1, centre - half : centre + half + 1])
+    mask[mask.shape[0] // 2, mask.shape[1] // 2] = True
+    return check_mask(crop_mask(mask))
 
 
 class _Watcher(QObject):
