@@ -22,12 +22,7 @@ SESSION, FILE = "session", "file"
 def _denoise_worker(model, image, tile_size: int):
     """Worker body: yield (done, total) per batch of tiles and return the denoised array."""
     try:
-        steps = denoise_steps(model, image, tile_size)
-        while True:
-            try:
-                yield next(steps)
-            except StopIteration as end:
-                return end.value
+        return (yield from denoise_steps(model, image, tile_size))
     except Exception as error:
         message = user_message(error)
         if message is None:
