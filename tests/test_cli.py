@@ -46,7 +46,7 @@ def test_train_then_denoise_keeps_the_shape(noisy_tif, config_file, tmp_path):
     stack_path = tmp_path / "stack.tif"
     tifffile.imwrite(stack_path, np.stack([tifffile.imread(noisy_tif)] * 2))
     model_path = tmp_path / "model.pt"
-    assert main(["-q", "train", str(noisy_tif), "-o", str(model_path), "--config", str(config_file), "--epochs", "1"]) == 0
+    assert main(["-q", "train", str(noisy_tif), "-o", str(model_path), "--config", str(config_file), "--epochs", "2"]) == 0
     assert model_path.is_file()
     assert main(["-q", "denoise", str(noisy_tif), str(stack_path), "-m", str(model_path), "-o", str(tmp_path / "out")]) == 0
     single = tifffile.imread(tmp_path / "out" / "noisy_denoised.tif")
@@ -63,7 +63,7 @@ def test_run_writes_the_output(noisy_tif, config_file, tmp_path):
 
 
 def test_demo_writes_images_and_reports_psnr(tmp_path, capsys):
-    assert main(["-q", "demo", "-o", str(tmp_path), "--size", "128", "--epochs", "1"]) == 0
+    assert main(["-q", "demo", "-o", str(tmp_path), "--size", "128", "--epochs", "2"]) == 0
     out = capsys.readouterr().out
     assert "noisy input" in out and "final (structN2V)" in out and "detected mask" in out
     for name in ("noisy", "clean", "stage1_n2v", "final_structn2v"):
