@@ -85,7 +85,8 @@ def test_train_then_denoise_keeps_the_shape(noisy_tif, config_file, tmp_path, ca
     assert main(["train", str(noisy_tif), "-o", str(model_path), "--config", str(config_file), "--epochs", "2"]) == 0
     assert "epochs: 1 in stage 1 (N2V) + 1 in stage 2 (structN2V)" in capsys.readouterr().err
     assert model_path.is_file()
-    assert main(["-q", "denoise", str(noisy_tif), str(stack_path), "-m", str(model_path), "-o", str(tmp_path / "out")]) == 0
+    out = tmp_path / "out"
+    assert main(["-q", "denoise", str(noisy_tif), str(stack_path), "-m", str(model_path), "-o", str(out)]) == 0
     single = tifffile.imread(tmp_path / "out" / "noisy_denoised.tif")
     stack = tifffile.imread(tmp_path / "out" / "stack_denoised.tif")
     assert single.shape == (96, 96) and stack.shape == (2, 96, 96) and stack.dtype == np.float32
@@ -166,7 +167,8 @@ def test_inputs_with_the_same_name_get_distinct_outputs(noisy_tif, model_file, t
 
 
 def test_the_same_input_twice_is_refused(noisy_tif, model_file, tmp_path, capsys):
-    assert main(["-q", "denoise", str(noisy_tif), str(noisy_tif), "-m", str(model_file), "-o", str(tmp_path / "o")]) == 2
+    twice = [str(noisy_tif), str(noisy_tif)]
+    assert main(["-q", "denoise", *twice, "-m", str(model_file), "-o", str(tmp_path / "o")]) == 2
     one_error_line(capsys, "are the same file; give each input once")
     assert not (tmp_path / "o").exists()
 
@@ -235,7 +237,8 @@ def test_a_crash_while_writing_keeps_the_previous_output(noisy_tif, model_file, 
         (["run", "{noisy}", "-o", "{out}", "--epochs", "1"], "got 1."),
         (["train", "{noisy}", "-o", "{model}", "--epochs", "-3"], "got -3."),
         (["demo", "-o", "{folder}", "--epochs", "-5"], "got -5."),
-        (["run", "{noisy}", "-o", "{out}", "--seed", "99999999999999999999999"], "seed must be an integer in [0, 4294967295]"),
+        (["run", "{noisy}", "-o", "{out}", "--seed", "99999999999999999999999"],
+         "seed must be an integer in [0, 4294967295]"),
         (["run", "{noisy}", "-o", "{out}", "--tile-size", "8"], "tile_size (at least 2 * overlap + 4)"),
         (["demo", "-o", "{folder}", "--tile-size", "0"], "tile_size"),
     ],

@@ -63,7 +63,8 @@ class _Rule:
 
     def _convert(self, value):
         # numpy booleans as well, without importing numpy here
-        is_bool = isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_"))
+        numpy_bool = type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")
+        is_bool = isinstance(value, bool) or numpy_bool
         if self.kind == "bool":
             return bool(value) if is_bool else None
         if self.kind == "str":
