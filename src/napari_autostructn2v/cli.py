@@ -160,7 +160,7 @@ def _denoised_names(inputs: list[Path]) -> tuple[list[str], list[str]]:
     return names, notes
 
 
-def _image_outputs(plan: OutputPlan, inputs: list[Path], output: str, quiet: bool) -> list[Path]:
+def _image_outputs(plan: OutputPlan, inputs: list[Path], output: str) -> list[Path]:
     """One output TIFF per input: `output` itself (a .tif name, one input) or files in the folder `output`."""
     out = Path(output)
     if out.is_dir():
@@ -342,7 +342,7 @@ def cmd_denoise(args) -> None:
         _check_tiff(source)
     model_file = _input_file(args.model, image=False)
     plan = OutputPlan([*sources, model_file], args.overwrite)
-    targets = _image_outputs(plan, sources, args.output, args.quiet)
+    targets = _image_outputs(plan, sources, args.output)
 
     from .core.inference import check_tiling
     from .core.model import load_model
@@ -360,7 +360,7 @@ def cmd_run(args) -> None:
     config = _config(args)
     plan = OutputPlan([source, *_config_file(args)], args.overwrite)
     model_target = plan.add(args.save_model, "--save-model", MODEL_SUFFIXES) if args.save_model else None
-    (target,) = _image_outputs(plan, [source], args.output, args.quiet)
+    (target,) = _image_outputs(plan, [source], args.output)
 
     from .core.inference import check_tiling
 
@@ -459,12 +459,12 @@ def cmd_config(args) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autostructn2v", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or notes")
+    quiet_help = "no progress bars or epoch split (errors and renamed outputs are still reported)"
+    parser.add_argument("-q", "--quiet", action="store_true", help=quiet_help)
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     # the same flags after the command name; SUPPRESS keeps a flag given before it
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
-                        help="no progress bars or notes")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=quiet_help)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show the full traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
