@@ -77,12 +77,30 @@ def test_quality_bm3d_beats_noisy_or_is_left_out():
 
 
 def test_seed_roi_algorithm_and_core_agree_on_polarity():
+    """Background means dark in both the seed's algorithm and the core, and both pick the same windows."""
+    from napari_autostructn2v import select_roi_patches
+
     image = speed.speed_image(256)
     enhanced = speed.seed_preprocess(image)
     assert enhanced.shape == (64, 64) and 0 <= enhanced.min() <= enhanced.max() <= 1
-    background = speed.seed_windows(enhanced, 64, 0.5, select_background=True)
-    structure = speed.seed_windows(enhanced, 64, 0.5, select_background=False)
-    assert len(background) + len(structure) > 0
+    # the seed's sigma of 300 flattens the map; a small sigma keeps the structure to compare with. Its CLAHE
+    # map is skewed, so split its windows at their median mean: half background, half structure.
+    enhanced = speed.seed_preprocess(image, sigma=2)
+    every_window = speed.seed_windows(enhanced, 64, 2.0, select_background=True)
+    threshold = float(np.median([enhanced[y // 4 : y // 4 + 16, x // 4 : x // 4 + 16].mean() for y, x in every_window]))
+    seed = {side: set(speed.seed_windows(enhanced, 64, threshold, select_background=side)) for side in (True, False)}
+    core = {side: {(int(y), int(x)) for y, x in select_roi_patches(image, 64, 0.5, select_background=side)}
+            for side in (True, False)}
+
+    def brightness(corners) -> float:
+        return float(np.mean([image[y : y + 64, x : x + 64].mean() for y, x in corners]))
+
+    for found in (seed, core):
+        assert found[True] and found[False]
+        assert brightness(found[True]) < brightness(found[False])  # background = the darker windows
+    # the same windows on each side: the core's background overlaps the seed's background, not its structure
+    assert len(core[True] & seed[True]) > 2 * len(core[True] & seed[False])
+    assert len(core[False] & seed[False]) > 2 * len(core[False] & seed[True])
 
 
 def test_speed_tables(tmp_path):

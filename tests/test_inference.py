@@ -34,12 +34,28 @@ def test_tiles_equal_whole_image_inference(model, image):
     assert (tiled[0] != 0).all() and (tiled[:, 0] != 0).all()
 
 
+def _whole_image_reference(model, plane: np.ndarray, margin: int = 32) -> np.ndarray:
+    """The network applied once to the mirrored image, in image units: what the tiles must reproduce."""
+    multiple = 2**model.net.depth
+    height, width = plane.shape
+    padded = np.pad(plane.astype(np.float32), ((margin, margin + (-(height + 2 * margin)) % multiple),
+                                               (margin, margin + (-(width + 2 * margin)) % multiple)), mode="reflect")
+    scaled = (padded - 100.0) / 20.0  # the fixture's normalisation, written out
+    with torch.no_grad():
+        out = model.net(torch.from_numpy(scaled)[None, None])[0, 0].numpy()
+    return (out * 20.0 + 100.0)[margin : margin + height, margin : margin + width]
+
+
 def test_output_keeps_shape_units_and_dtype(model, image):
     stack = np.stack([image, image[::-1], image[:, ::-1]]).astype(np.uint16)[None]
     out = denoise(model, stack, tile_size=96, overlap=16)
     assert out.shape == stack.shape and out.dtype == np.float32
     np.testing.assert_allclose(out[0, 1], denoise(model, stack[0, 1], tile_size=96, overlap=16), atol=1e-4)
-    assert 0 < out.mean() < 1000  # image units (mean 100), not normalised units
+    # every slice, in image units: the network's output mapped back with the model's normalisation
+    for index in range(3):
+        reference = _whole_image_reference(model, stack[0, index])
+        np.testing.assert_allclose(out[0, index], reference, rtol=1e-4, atol=2e-3)
+    assert abs(float(out.mean()) - float(_whole_image_reference(model, stack[0, 0]).mean())) < 0.01
 
 
 def test_input_is_not_modified(model, image):
@@ -76,3 +92,32 @@ def test_bad_tiling_is_explained_at_the_call(model, image, kwargs, fragment):
 def test_rgb_is_refused(model):
     with pytest.raises(InputError, match="RGB"):
         denoise(model, np.zeros((32, 32, 3)))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"batch_size": -1}, "batch_size must be an integer in [1, 4096]; got -1."),
+        ({"batch_size": 0}, "batch_size must be an integer in [1, 4096]; got 0."),
+        ({"batch_size": 2.0}, "batch_size must be an integer in [1, 4096]; got 2.0."),
+        ({"batch_size": True}, "batch_size must be an integer in [1, 4096]; got True."),
+        ({"tile_size": "256"}, "tile_size (at least 2 * overlap + 4) must be an integer in [68, 16384]; got '256'."),
+        ({"tile_size": 10**9}, "tile_size (at least 2 * overlap + 4) must be an integer in [68, 16384]"),
+        ({"overlap": 1.5}, "overlap must be an integer in [0, 16384]; got 1.5."),
+    ],
+)
+def test_numeric_arguments_are_checked_before_any_tile(model, image, kwargs, message):
+    with pytest.raises(InputError) as caught:
+        denoise_steps(model, image, **kwargs)
+    assert message in str(caught.value)
+
+
+def test_a_negative_batch_size_never_returns_uninitialised_memory(model):
+    """The probe's case: batch_size=-1 used to return np.empty's contents (zeros) without an error."""
+    with pytest.raises(InputError, match="batch_size"):
+        denoise(model, np.full((128, 128), 100.0, np.float32), batch_size=-1)
+
+
+def test_the_model_must_be_a_denoising_model(image):
+    with pytest.raises(InputError, match="model must be a DenoisingModel .* got str"):
+        denoise("model.pt", image)

@@ -1,3 +1,6 @@
+import pickle
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -50,3 +53,96 @@ def test_missing_damaged_and_foreign_files(trained, tmp_path):
     torch.save(payload, incomplete)
     with pytest.raises(ModelFileError, match="damaged or incomplete"):
         load_model(incomplete)
+
+
+class _WritesAMarker:
+    """Unpickling this object would create a file: the proof that a loader ran code from the file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_malicious_pickle_is_refused_without_running_it(trained, tmp_path):
+    model, _ = trained
+    marker = tmp_path / "code-ran.txt"
+    payload = torch.load(save_model(model, tmp_path / "good.pt"), weights_only=True)
+    payload["history"] = [_WritesAMarker(marker)]  # a real model file with one poisoned field
+    archive = tmp_path / "poisoned.pt"
+    torch.save(payload, archive)
+    legacy = tmp_path / "legacy.pt"  # a plain pickle, not a torch archive
+    with open(legacy, "wb") as handle:
+        pickle.dump(_WritesAMarker(marker), handle, protocol=4)
+    for path, fragment in ((archive, "never loaded because they could run code"), (legacy, "not a readable")):
+        with pytest.raises(ModelFileError) as caught:
+            load_model(path)
+        message = str(caught.value)
+        assert fragment in message
+        assert "\n" not in message and "weights_only" not in message and "arbitrary code" not in message
+    assert not marker.exists()
+
+
+def _tampered(model, tmp_path, name, change):
+    payload = torch.load(save_model(model, tmp_path / "good.pt"), weights_only=True)
+    change(payload)
+    path = tmp_path / f"{name}.pt"
+    torch.save(payload, path)
+    return path
+
+
+def _set(key, value):
+    return lambda payload: payload.__setitem__(key, value)
+
+
+def _poison_weight(payload):
+    payload["state_dict"]["head.weight"][0, 0, 0, 0] = float("nan")
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        (_set("version", "1"), "format version must be a positive integer, got '1'"),
+        (_set("version", True), "format version must be a positive integer"),
+        (_set("version", 99), "newer napari-autostructn2v (format 99"),
+        (_set("normalisation", [float("nan"), 1.0]), "normalisation must be two finite numbers"),
+        (_set("normalisation", [0.0, 0.0]), "normalisation must be two finite numbers"),
+        (_set("normalisation", "0 1"), "normalisation must be two finite numbers"),
+        (_poison_weight, "weights hold NaN or infinite values (head.weight)"),
+        (_set("struct_mask", [[True, False, True], [True, False, True], [True, False, True]]), "centre pixel"),
+        (_set("struct_mask", [[True, True], [True, True]]), "odd square"),
+        (_set("struct_mask", [[1]]), "must hold booleans"),
+        (_set("n2v2", "yes"), "n2v2 flag must be true or false"),
+        (_set("state_dict", [1, 2]), "weights are not a mapping of names to tensors"),
+        (_set("history", "none"), "history is not a list"),
+        (lambda payload: payload.pop("normalisation"), "lacks the field(s) ['normalisation']"),
+        (lambda payload: payload["config"].__setitem__("depth", "2"), "depth must be an integer in [1, 4]"),
+    ],
+)
+def test_every_field_of_a_model_file_is_checked(trained, tmp_path, change, fragment):
+    model, _ = trained
+    with pytest.raises(ModelFileError) as caught:
+        load_model(_tampered(model, tmp_path, "tampered", change))
+    assert fragment in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_failed_save_leaves_the_previous_file_whole(trained, tmp_path, monkeypatch):
+    model, _ = trained
+    path = save_model(model, tmp_path / "model.pt")
+    before = path.read_bytes()
+
+    def crash_half_way(payload, target):
+        Path(target).write_bytes(b"PK half an archive")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", crash_half_way)
+    with pytest.raises(OSError, match="No space left"):
+        save_model(model, path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]  # no temporary file left behind
+
+
+def test_a_folder_is_not_a_model_file(tmp_path):
+    with pytest.raises(ModelFileError, match="is a folder"):
+        load_model(tmp_path)

@@ -81,22 +81,38 @@ def test_stop_flag_ends_training_and_keeps_a_usable_model(noisy, tiny_config):
     assert np.isfinite(denoise(events[-1].model, noisy)).all()
 
 
+def _snapshot(net) -> dict:
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def _assert_same_weights(actual: dict, expected: dict) -> None:
+    assert actual.keys() == expected.keys()
+    for key in expected:
+        assert torch.equal(actual[key], expected[key]), f"{key} differs from the best epoch's weights"
+
+
+def _spoil(net) -> None:
+    """Make the live weights clearly worse than any epoch's, so the best ones must be restored."""
+    with torch.no_grad():
+        for parameter in net.parameters():
+            parameter.add_(torch.randn_like(parameter) * 3.0)
+
+
 def test_closing_the_generator_keeps_the_best_weights(noisy, tiny_config):
     events = train(noisy, tiny_config)
-    model = None
+    model, best_state, best_loss = None, None, np.inf
     for event in events:
         if isinstance(event, StageStarted):
             model = event.model
-        if isinstance(event, EpochEnd):
-            best_state = {k: v.clone() for k, v in model.net.state_dict().items()}
-        if isinstance(event, Step) and event.step == 6:
+        if isinstance(event, EpochEnd) and event.val_loss < best_loss:
+            best_state, best_loss = _snapshot(model.net), event.val_loss
+        if isinstance(event, Step) and event.step == 6:  # in the second epoch of stage 1
+            _spoil(model.net)
             break
     events.close()
-    restored = model.net.state_dict()
-    # either the epoch-end weights (best so far) or better ones were kept, never a half-updated copy
-    assert model.history and np.isfinite(model.history[-1]["val_loss"])
-    assert all(torch.isfinite(v).all() for v in restored.values() if v.dtype.is_floating_point)
-    assert restored.keys() == best_state.keys()
+    # the weights of the best epoch, exactly: not the spoiled live weights, not a modified copy
+    _assert_same_weights(model.net.state_dict(), best_state)
+    assert np.isfinite(best_loss) and model.history[-1]["val_loss"] == best_loss
 
 
 def test_given_mask_skips_estimation(noisy, tiny_config):
@@ -153,9 +169,32 @@ def test_too_few_roi_patches_is_explained_early(tiny_config):
         next(iter(train(make_sample((96, 96), seed=0)[1], tiny_config)))
 
 
-def test_stage_finished_reports_the_best_loss(noisy, tiny_config):
-    events = list(train(noisy, tiny_config))
-    finished = [e for e in events if isinstance(e, StageFinished)]
-    for stage in finished:
-        epoch_losses = [e.val_loss for e in events if isinstance(e, EpochEnd) and e.stage == stage.stage]
-        assert stage.best_val_loss == pytest.approx(min(epoch_losses))
+def test_stage_finished_reports_the_best_loss_and_loads_its_weights(noisy, tiny_config):
+    """The last epoch of each stage is spoiled: StageFinished must report and load an earlier, better epoch."""
+    events = []
+    model, snapshots = None, {}
+    generator = train(noisy, tiny_config)
+    for event in generator:
+        events.append(event)
+        if isinstance(event, StageStarted):
+            model = event.model
+        if isinstance(event, Step) and event.step == event.total_steps:
+            _spoil(model.net)  # after the last optimisation step, before the last validation
+        if isinstance(event, EpochEnd):
+            snapshots[(event.stage, event.epoch)] = _snapshot(model.net)
+        if isinstance(event, StageFinished):
+            epochs = [e for e in events if isinstance(e, EpochEnd) and e.stage == event.stage]
+            best = min(epochs, key=lambda e: e.val_loss)
+            assert best.epoch < epochs[-1].epoch  # the spoiled last epoch is not the best
+            assert event.best_val_loss == pytest.approx(best.val_loss)
+            _assert_same_weights(model.net.state_dict(), snapshots[(event.stage, best.epoch)])
+    assert [e.stage for e in events if isinstance(e, StageFinished)] == [1, 2]
+
+
+def test_zero_epochs_in_both_stages_is_refused_at_the_call(noisy, tiny_config):
+    """`run --epochs 0` used to write an untrained image, worse than the input."""
+    from napari_autostructn2v import ConfigError
+
+    tiny_config.stage1.epochs = tiny_config.stage2.epochs = 0
+    with pytest.raises(ConfigError, match="both 0: nothing would be trained"):
+        train(noisy, tiny_config)  # at the call, before the first event

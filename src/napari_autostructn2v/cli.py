@@ -1,56 +1,226 @@
-"""The `autostructn2v` command line: the same core as the napari widgets, for scripts and clusters."""
+"""The `autostructn2v` command line: the same core as the napari widgets, for scripts and clusters.
+
+Every command checks its inputs and outputs before any work: an output that is an input, two outputs
+with the same name, an output that exists (without --overwrite) or cannot be written is refused at the
+start, not after training. Outputs are written under a temporary name and renamed when complete.
+User errors print one line and exit with status 2 (--debug adds the traceback).
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
+import tempfile
+import traceback
+from collections import Counter
 from pathlib import Path
 
-import numpy as np
-import tifffile
-from tqdm import tqdm
+# only light modules here: `--help` and argument errors must answer without importing torch
+from .core.errors import ConfigError, InputError, ModelFileError
 
-from .core.config import Config, ConfigError, split_epochs
-from .core.images import InputError, as_slices, check_image
-from .core.inference import denoise_steps
-from .core.mask import estimate_struct_mask
-from .core.model import DenoisingModel, ModelFileError, load_model, save_model
-from .core.roi import count_windows, select_roi_patches
-from .core.sample import make_sample
-from .core.training import Done, EpochEnd, MaskEstimated, StageStarted, Step, train
+TIFF_SUFFIXES = (".tif", ".tiff")
+MODEL_SUFFIXES = (".pt", ".pth")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+MIN_MASK_SIDE = 8
 
 
 class CommandError(Exception):
     """A problem with the command's arguments or files, reported without a traceback."""
 
 
-def _read(path: str) -> np.ndarray:
+USER_ERRORS = (CommandError, InputError, ConfigError, ModelFileError, OSError)
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def _input_file(path: str | Path, image: bool = True) -> Path:
+    """An existing regular file, or CommandError saying what the path is instead."""
     file = Path(path)
-    if not file.is_file():
+    if file.is_dir() and image:
+        raise CommandError(
+            f"{file} is a folder; give the TIFF files themselves (e.g. {file / '*.tif'}): "
+            "reading every image of a folder is not supported yet."
+        )
+    if file.is_dir():
+        raise CommandError(f"{file} is a folder; give the model file (.pt) written by training.")
+    if not file.exists():
         raise CommandError(f"{file} does not exist.")
+    if not file.is_file():
+        raise CommandError(f"{file} is not a regular file.")
+    return file
+
+
+def _check_tiff(path: Path) -> None:
+    """Open the TIFF header only: a file that is not a TIFF is refused before any work."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if not tif.series:
+                raise CommandError(f"{path} is a TIFF file without an image.")
+    except (tifffile.TiffFileError, ValueError, OSError, IndexError) as err:
+        raise CommandError(f"{path} could not be read as a TIFF image ({_one_line(err)}).") from None
+
+
+def _read(path: str | Path):
+    import tifffile
+
+    file = _input_file(path)
     try:
         return tifffile.imread(file)
-    except (tifffile.TiffFileError, ValueError, OSError) as err:
-        raise CommandError(f"{file} could not be read as a TIFF image ({err}).") from None
+    except (tifffile.TiffFileError, ValueError, OSError, IndexError) as err:
+        raise CommandError(f"{file} could not be read as a TIFF image ({_one_line(err)}).") from None
 
 
-def _write(path: Path, image: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tifffile.imwrite(path, image)
+def _distinct_inputs(paths: list[Path]) -> None:
+    for i, first in enumerate(paths):
+        for second in paths[i + 1 :]:
+            if os.path.samefile(first, second):
+                raise CommandError(f"{first} and {second} are the same file; give each input once.")
 
 
-def _plane(image: np.ndarray, index: int) -> np.ndarray:
+# ---------------------------------------------------------------- outputs
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    if first.exists() and second.exists():
+        return os.path.samefile(first, second)
+    return os.path.normcase(os.path.realpath(first)) == os.path.normcase(os.path.realpath(second))
+
+
+def _check_writable_folder(folder: Path) -> None:
+    """Refuse a folder that cannot be created or written, by creating (and removing) a probe file."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CommandError(f"cannot create the folder {folder}: {existing} is a file.")
+    try:
+        descriptor, probe = tempfile.mkstemp(dir=existing, prefix=".autostructn2v-probe-")
+        os.close(descriptor)
+        os.unlink(probe)
+    except OSError as err:
+        raise CommandError(
+            f"cannot write to {existing} ({err.strerror or err}); choose another output location."
+        ) from None
+
+
+class OutputPlan:
+    """The files a command will write, checked together before any work."""
+
+    def __init__(self, inputs: list[Path], overwrite: bool):
+        self.inputs = inputs
+        self.overwrite = overwrite
+        self.paths: list[Path] = []
+
+    def add(self, path: str | Path, option: str, suffixes: tuple[str, ...]) -> Path:
+        path = Path(path)
+        kind = "TIFF" if suffixes == TIFF_SUFFIXES else "model" if suffixes == MODEL_SUFFIXES else "output"
+        if path.suffix.lower() not in suffixes:
+            raise CommandError(f"{option} {path}: a {kind} file name must end in {' or '.join(suffixes)}.")
+        if path.is_dir():
+            raise CommandError(f"{option} {path} is a folder; give a file name ending in {suffixes[0]}.")
+        for source in self.inputs:
+            if _same_file(path, source):
+                raise CommandError(
+                    f"{option} {path} is the input {source}; writing there would replace it. Choose another name."
+                )
+        for other in self.paths:
+            if _same_file(path, other) or str(path).lower() == str(other).lower():
+                raise CommandError(f"{option} {path} would be written twice in this command; choose distinct names.")
+        if path.exists() and not self.overwrite:
+            raise CommandError(f"{option} {path} exists; add --overwrite to replace it, or choose another name.")
+        _check_writable_folder(path.parent)
+        self.paths.append(path)
+        return path
+
+
+def _denoised_names(inputs: list[Path]) -> tuple[list[str], list[str]]:
+    """NAME_denoised.tif per input; inputs sharing a name get their folder's name, then a number, in front.
+
+    Returns the names and a note per renamed input (names compare case-insensitively, as on macOS and Windows).
+    """
+    names = [f"{path.stem}_denoised.tif" for path in inputs]
+    counts = Counter(name.lower() for name in names)
+    for index, path in enumerate(inputs):
+        if counts[names[index].lower()] > 1:
+            names[index] = f"{path.resolve().parent.name}_{path.stem}_denoised.tif"
+    taken: set[str] = set()
+    for index, name in enumerate(names):
+        base, number = name[: -len("_denoised.tif")], 2
+        while name.lower() in taken:
+            name, number = f"{base}_{number}_denoised.tif", number + 1
+        names[index] = name
+        taken.add(name.lower())
+    plain = [f"{path.stem}_denoised.tif" for path in inputs]
+    notes = [f"{path} -> {name} (several inputs share the name {path.name})"
+             for path, name, first in zip(inputs, names, plain) if name != first]
+    return names, notes
+
+
+def _image_outputs(plan: OutputPlan, inputs: list[Path], output: str) -> list[Path]:
+    """One output TIFF per input: `output` itself (a .tif name, one input) or files in the folder `output`."""
+    out = Path(output)
+    if out.is_dir():
+        folder = True
+    elif out.suffix.lower() in TIFF_SUFFIXES:
+        if len(inputs) > 1:
+            raise CommandError(f"-o {out}: with {len(inputs)} input images, -o must be a folder, not a file name.")
+        folder = False
+    elif out.exists():
+        raise CommandError(f"-o {out} exists and is not a folder; give a .tif file name or a folder.")
+    elif out.suffix:
+        raise CommandError(
+            f"-o {out}: outputs are written as TIFF; give a name ending in .tif or .tiff (one input) or a folder "
+            "(to use a folder with a dot in its name, create it first)."
+        )
+    else:
+        folder = True
+    if not folder:
+        return [plan.add(out, "-o", TIFF_SUFFIXES)]
+    names, notes = _denoised_names(inputs)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    return [plan.add(out / name, "-o", TIFF_SUFFIXES) for name in names]
+
+
+def _write_tiff(path: Path, image) -> None:
+    import tifffile
+
+    from .core.files import atomic_write
+
+    atomic_write(path, lambda temporary: tifffile.imwrite(temporary, image))
+
+
+# ---------------------------------------------------------------- shared steps
+
+
+def _plane(image, index: int):
+    from .core.images import as_slices, check_image
+
     planes = as_slices(check_image(image))
     if not 0 <= index < len(planes):
         raise CommandError(f"--slice {index} is out of range: the image has {len(planes)} 2D slice(s).")
     return planes[index]
 
 
-def _config(args) -> Config:
+def _config_file(args) -> list[Path]:
+    """The --config file as an input that no output may replace (after _config has read it)."""
+    return [Path(args.config)] if getattr(args, "config", None) and Path(args.config).is_file() else []
+
+
+def _config(args):
+    """The configuration from --config, --epochs, --seed and --device, validated; prints the epoch split."""
+    from .core.config import Config, split_epochs
+
     config = Config.from_json(args.config) if getattr(args, "config", None) else Config()
     if getattr(args, "epochs", None) is not None:
         config.stage1.epochs, config.stage2.epochs = split_epochs(args.epochs)
+        if not args.quiet:
+            print(f"epochs: {config.stage1.epochs} in stage 1 (N2V) + {config.stage2.epochs} in stage 2 (structN2V)",
+                  file=sys.stderr)
     if getattr(args, "seed", None) is not None:
         config.seed = args.seed
     if getattr(args, "device", None) is not None:
@@ -58,8 +228,12 @@ def _config(args) -> Config:
     return config.validate()
 
 
-def _train(images: list[np.ndarray], config: Config, quiet: bool = False, on_event=None) -> DenoisingModel:
+def _train(images, config, quiet: bool = False, on_event=None):
     """Run training with a progress bar per stage; return the model."""
+    from tqdm import tqdm
+
+    from .core.training import Done, EpochEnd, MaskEstimated, StageStarted, Step, train
+
     bar = None
     for event in train(images, config):
         if on_event is not None:
@@ -83,8 +257,11 @@ def _train(images: list[np.ndarray], config: Config, quiet: bool = False, on_eve
     raise CommandError("training ended without a model")
 
 
-def _denoise(model: DenoisingModel, image: np.ndarray, tile_size: int, quiet: bool = False,
-             desc: str = "denoise") -> np.ndarray:
+def _denoise(model, image, tile_size: int, quiet: bool = False, desc: str = "denoise"):
+    from tqdm import tqdm
+
+    from .core.inference import denoise_steps
+
     steps = denoise_steps(model, image, tile_size=tile_size)
     with tqdm(desc=desc, unit="tile", disable=quiet, file=sys.stderr) as bar:
         while True:
@@ -96,7 +273,20 @@ def _denoise(model: DenoisingModel, image: np.ndarray, tile_size: int, quiet: bo
             bar.update(done - bar.n)
 
 
+def _save_model(model, path: Path) -> None:
+    from .core.model import save_model
+
+    save_model(model, path)
+
+
+# ---------------------------------------------------------------- commands
+
+
 def cmd_roi(args) -> None:
+    import json
+
+    from .core.roi import count_windows, select_roi_patches
+
     image = _plane(_read(args.image), args.slice)
     patches = select_roi_patches(image, args.patch_size, args.threshold, args.scale_factor, args.background,
                                  args.overlap)
@@ -109,7 +299,21 @@ def cmd_roi(args) -> None:
 
 
 def cmd_mask(args) -> None:
-    estimate = estimate_struct_mask(_read(args.image))
+    import json
+
+    from .core.images import check_image
+    from .core.mask import estimate_struct_mask
+
+    image = check_image(_read(args.image))
+    try:
+        estimate = estimate_struct_mask(image)
+    except IndexError:
+        if min(image.shape[-2:]) >= MIN_MASK_SIDE:
+            raise
+        raise CommandError(
+            f"{args.image} is {image.shape[-2]}x{image.shape[-1]} pixels: too small to measure the noise "
+            f"correlation; use an image at least {MIN_MASK_SIDE} pixels on each side."
+        ) from None
     if args.json:
         print(json.dumps({"mask": estimate.mask.astype(int).tolist(), "reason": estimate.reason}))
     else:
@@ -118,45 +322,89 @@ def cmd_mask(args) -> None:
 
 
 def cmd_train(args) -> None:
-    images = [_read(path) for path in args.images]
-    model = _train(images, _config(args), args.quiet)
-    print(f"model saved to {save_model(model, args.output)}")
-
-
-def _outputs(inputs: list[str], output: str) -> list[Path]:
-    if len(inputs) == 1 and Path(output).suffix.lower() in (".tif", ".tiff"):
-        return [Path(output)]
-    return [Path(output) / (Path(path).stem + "_denoised.tif") for path in inputs]
+    sources = [_input_file(path) for path in args.images]
+    _distinct_inputs(sources)
+    for source in sources:
+        _check_tiff(source)
+    config = _config(args)
+    plan = OutputPlan(sources + _config_file(args), args.overwrite)
+    target = plan.add(args.output, "-o", MODEL_SUFFIXES)
+    images = [_read(path) for path in sources]
+    model = _train(images, config, args.quiet)
+    _save_model(model, target)
+    print(f"model saved to {target}")
 
 
 def cmd_denoise(args) -> None:
-    model = load_model(args.model, device=args.device or "auto")
-    for path, target in zip(args.images, _outputs(args.images, args.output)):
-        _write(target, _denoise(model, _read(path), args.tile_size, args.quiet, desc=Path(path).name))
-        print(f"{path} -> {target}")
+    sources = [_input_file(path) for path in args.images]
+    _distinct_inputs(sources)
+    for source in sources:
+        _check_tiff(source)
+    model_file = _input_file(args.model, image=False)
+    plan = OutputPlan([*sources, model_file], args.overwrite)
+    targets = _image_outputs(plan, sources, args.output)
+
+    from .core.inference import check_tiling
+    from .core.model import load_model
+
+    model = load_model(model_file, device=args.device or "auto")
+    check_tiling(args.tile_size, depth=model.net.depth)
+    for source, target in zip(sources, targets):
+        _write_tiff(target, _denoise(model, _read(source), args.tile_size, args.quiet, desc=source.name))
+        print(f"{source} -> {target}")
 
 
 def cmd_run(args) -> None:
-    image = _read(args.image)
-    model = _train([image], _config(args), args.quiet)
-    if args.save_model:
-        save_model(model, args.save_model)
-    target = _outputs([args.image], args.output)[0]
-    _write(target, _denoise(model, image, args.tile_size, args.quiet))
-    print(f"{args.image} -> {target}")
+    source = _input_file(args.image)
+    _check_tiff(source)
+    config = _config(args)
+    plan = OutputPlan([source, *_config_file(args)], args.overwrite)
+    model_target = plan.add(args.save_model, "--save-model", MODEL_SUFFIXES) if args.save_model else None
+    (target,) = _image_outputs(plan, [source], args.output)
+
+    from .core.inference import check_tiling
+
+    check_tiling(args.tile_size, depth=config.depth)
+    image = _read(source)
+    model = _train([image], config, args.quiet)
+    if model_target is not None:
+        _save_model(model, model_target)
+        print(f"model saved to {model_target}")
+    _write_tiff(target, _denoise(model, image, args.tile_size, args.quiet))
+    print(f"{source} -> {target}")
+
+
+DEMO_IMAGES = ("clean", "noisy", "stage1_n2v", "final_structn2v")
 
 
 def cmd_demo(args) -> None:
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise CommandError(f"-o {out} is a file; the demo writes several files into a folder.")
+    plan = OutputPlan([], args.overwrite)
+    targets = {name: plan.add(out / f"{name}.tif", "-o", TIFF_SUFFIXES) for name in DEMO_IMAGES}
+    comparison = plan.add(out / "comparison.png", "-o", (".png",))
+    model_target = plan.add(out / "model.pt", "-o", MODEL_SUFFIXES)
+
+    import numpy as np
     from skimage.metrics import peak_signal_noise_ratio as psnr
 
-    out = Path(args.output)
-    clean, noisy = make_sample((args.size, args.size), noise="horizontal", sigma=0.1, seed=args.seed)
+    from .core.config import Config, split_epochs
+    from .core.inference import check_tiling
+    from .core.sample import make_sample
+    from .core.training import MaskEstimated, StageStarted
+
     config = Config(seed=args.seed, device=args.device or "auto")
-    stage1_epochs, stage2_epochs = split_epochs(args.epochs)
-    config.stage1.epochs, config.stage2.epochs = max(1, stage1_epochs), max(1, stage2_epochs)
+    config.stage1.epochs, config.stage2.epochs = split_epochs(args.epochs)
     for stage in (config.stage1, config.stage2):
         stage.steps_per_epoch = 40
         stage.patch_size = 64 if args.size >= 256 else 32
+    config.validate()
+    check_tiling(args.tile_size, depth=config.depth)
+    if not args.quiet:
+        print(f"epochs: {config.stage1.epochs} in stage 1 (N2V) + {config.stage2.epochs} in stage 2 (structN2V)",
+              file=sys.stderr)
+    clean, noisy = make_sample((args.size, args.size), noise="horizontal", sigma=0.1, seed=args.seed)
     stage1_output = {}
     live_model = {}
 
@@ -166,13 +414,13 @@ def cmd_demo(args) -> None:
         if isinstance(event, MaskEstimated):
             stage1_output["image"] = _denoise(live_model["model"], noisy, args.tile_size, quiet=True)
 
-    model = _train([noisy], config.validate(), args.quiet, on_event=keep_stage1)
+    model = _train([noisy], config, args.quiet, on_event=keep_stage1)
     final = _denoise(model, noisy, args.tile_size, args.quiet)
     stage1 = stage1_output["image"]
-    for name, image in (("clean", clean), ("noisy", noisy), ("stage1_n2v", stage1), ("final_structn2v", final)):
-        _write(out / f"{name}.tif", image)
-    _write_comparison(out / "comparison.png", [noisy, stage1, final, clean])
-    save_model(model, out / "model.pt")
+    for name, image in zip(DEMO_IMAGES, (clean, noisy, stage1, final)):
+        _write_tiff(targets[name], image)
+    _write_comparison(comparison, [noisy, stage1, final, clean])
+    _save_model(model, model_target)
     print(f"PSNR against the clean image (data range 1), outputs in {out}:")
     for name, image in (("noisy input", noisy), ("stage 1 (N2V)", stage1), ("final (structN2V)", final)):
         print(f"  {name:<18} {psnr(clean, image, data_range=1.0):6.2f} dB")
@@ -181,24 +429,55 @@ def cmd_demo(args) -> None:
     print("\n".join("  " + "".join("#" if v else "." for v in row) for row in mask))
 
 
-def _write_comparison(path: Path, images: list[np.ndarray]) -> None:
+def _write_comparison(path: Path, images: list) -> None:
     """Noisy | stage 1 | final | clean side by side, as an 8-bit PNG on a shared grey scale."""
+    import numpy as np
     from skimage.io import imsave
+
+    from .core.files import atomic_write
 
     low, high = np.percentile(images[-1], [0.5, 99.8])
     gap = np.ones((images[0].shape[0], 4))
     row = np.concatenate([part for image in images for part in (np.clip((image - low) / (high - low), 0, 1), gap)][:-1],
                          axis=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    imsave(path, (row * 255).astype(np.uint8), check_contrast=False)
+    atomic_write(path, lambda temporary: imsave(temporary, (row * 255).astype(np.uint8), check_contrast=False))
+
+
+def cmd_config(args) -> None:
+    from .core.config import Config
+
+    if args.dump:
+        print(Config().to_json())
+    else:
+        config = Config.from_json(Path(args.check))
+        print(f"{args.check}: valid; stage 1 {config.stage1.epochs} epochs, stage 2 {config.stage2.epochs} epochs.")
+
+
+# ---------------------------------------------------------------- parser and entry point
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="autostructn2v", description=__doc__)
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="autostructn2v", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    quiet_help = "no progress bars or epoch split (errors and renamed outputs are still reported)"
+    parser.add_argument("-q", "--quiet", action="store_true", help=quiet_help)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    # the same flags after the command name; SUPPRESS keeps a flag given before it
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=quiet_help)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback of an error")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    roi = commands.add_parser("roi", help="count (or list) the ROI patches of an image")
+    def command(name: str, help_text: str, func):
+        sub = commands.add_parser(name, help=help_text, description=help_text, parents=[common])
+        sub.set_defaults(func=func)
+        return sub
+
+    def overwrite_option(sub) -> None:
+        sub.add_argument("--overwrite", action="store_true", help="replace existing output files")
+
+    roi = command("roi", "count (or list) the ROI patches of an image", cmd_roi)
     roi.add_argument("image")
     roi.add_argument("--patch-size", type=int, default=64)
     roi.add_argument("--threshold", type=float, default=0.5)
@@ -210,61 +489,99 @@ def build_parser() -> argparse.ArgumentParser:
     roi.add_argument("--overlap", type=float, default=0.5)
     roi.add_argument("--slice", type=int, default=0, help="2D slice of a stack to use (default 0)")
     roi.add_argument("--json", action="store_true", help='print {"patches": [[y, x], ...], "patch_size": P}')
-    roi.set_defaults(func=cmd_roi)
 
-    mask = commands.add_parser("mask", help="estimate the structured mask from an image alone")
+    mask = command("mask", "estimate the structured mask from an image alone", cmd_mask)
     mask.add_argument("image")
     mask.add_argument("--json", action="store_true", help='print {"mask": [[0, 1, ...], ...]}')
-    mask.set_defaults(func=cmd_mask)
 
     def training_options(sub) -> None:
-        sub.add_argument("--config", help="JSON configuration file (see Config.to_json)")
-        sub.add_argument("--epochs", type=int, help="epochs of both stages together, split 1:9 as in the defaults")
-        sub.add_argument("--seed", type=int)
-        sub.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
+        sub.add_argument("--config", help="JSON configuration file (start from `autostructn2v config --dump`)")
+        sub.add_argument("--epochs", type=int,
+                         help="epochs of both stages together (at least 2), split 1:9, at least one per stage")
+        sub.add_argument("--seed", type=int, help="random seed, 0 to 2**32 - 1")
+        sub.add_argument("--device", choices=DEVICES)
+        overwrite_option(sub)
 
-    train_cmd = commands.add_parser("train", help="train on one or more TIFF images and save the model")
+    train_cmd = command("train", "train on one or more TIFF images and save the model", cmd_train)
     train_cmd.add_argument("images", nargs="+")
-    train_cmd.add_argument("-o", "--output", required=True, help="model file to write")
+    train_cmd.add_argument("-o", "--output", required=True, help="model file to write (.pt)")
     training_options(train_cmd)
-    train_cmd.set_defaults(func=cmd_train)
 
-    denoise_cmd = commands.add_parser("denoise", help="denoise TIFF images with a saved model")
+    denoise_cmd = command("denoise", "denoise TIFF images with a saved model", cmd_denoise)
     denoise_cmd.add_argument("images", nargs="+")
     denoise_cmd.add_argument("-m", "--model", required=True)
-    denoise_cmd.add_argument("-o", "--output", required=True,
-                             help="output TIFF for one image, or a folder (NAME_denoised.tif for each image)")
+    denoise_cmd.add_argument(
+        "-o", "--output", required=True,
+        help="output TIFF (.tif) for one image, or a folder: NAME_denoised.tif for each image "
+             "(inputs sharing a name get their folder's name in front)")
     denoise_cmd.add_argument("--tile-size", type=int, default=256)
-    denoise_cmd.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
-    denoise_cmd.set_defaults(func=cmd_denoise)
+    denoise_cmd.add_argument("--device", choices=DEVICES)
+    overwrite_option(denoise_cmd)
 
-    run = commands.add_parser("run", help="train on an image, then denoise it")
+    run = command("run", "train on an image, then denoise it", cmd_run)
     run.add_argument("image")
-    run.add_argument("-o", "--output", required=True, help="output TIFF (or folder)")
-    run.add_argument("--save-model", help="also write the model to this file")
+    run.add_argument("-o", "--output", required=True, help="output TIFF (.tif), or a folder for NAME_denoised.tif")
+    run.add_argument("--save-model", help="also write the model to this file (.pt)")
     run.add_argument("--tile-size", type=int, default=256)
     training_options(run)
-    run.set_defaults(func=cmd_run)
 
-    demo = commands.add_parser("demo", help="denoise the embedded structured-noise sample and report PSNR")
-    demo.add_argument("-o", "--output", default="demo_output", help="folder for the TIFFs and the PNG")
-    demo.add_argument("--size", type=int, default=256, help="side of the sample image (at least 128)")
+    demo = command("demo", "denoise the embedded structured-noise sample and report PSNR", cmd_demo)
+    demo.add_argument("-o", "--output", default="demo_output", help="folder for the TIFFs, the PNG and the model")
+    demo.add_argument("--size", type=_int_range(128, 4096), default=256,
+                      help="side of the sample image, 128 to 4096 (default 256)")
     demo.add_argument("--epochs", type=int, default=20,
-                      help="epochs of both stages together (40 steps each), split 1:9; each stage gets at least one")
+                      help="epochs of both stages together (40 steps each, at least 2), split 1:9, "
+                           "at least one per stage")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--tile-size", type=int, default=256)
-    demo.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
-    demo.set_defaults(func=cmd_demo)
+    demo.add_argument("--device", choices=DEVICES)
+    overwrite_option(demo)
+
+    config = command("config", "print the default configuration, or check a configuration file", cmd_config)
+    action = config.add_mutually_exclusive_group(required=True)
+    action.add_argument("--dump", action="store_true", help="print the default configuration as JSON")
+    action.add_argument("--check", metavar="FILE", help="validate a JSON configuration file")
     return parser
+
+
+def _int_range(low: int, high: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer from {low} to {high}, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}, got {value}")
+        return value
+
+    return parse
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    prefix = f"autostructn2v {args.command}"
     try:
         args.func(args)
-    except (CommandError, InputError, ConfigError, ModelFileError) as err:
-        print(f"autostructn2v {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    except BrokenPipeError:  # stdout closed early, as by `| head`: not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prefix}: interrupted; outputs not yet written were left out.", file=sys.stderr)
+        return 130
+    except Exception as err:  # the catch-all: one line, never a traceback unless asked for
+        if args.debug:
+            traceback.print_exc()
+        if isinstance(err, USER_ERRORS):
+            print(f"{prefix}: error: {_one_line(err)}", file=sys.stderr)
+            return 2
+        print(f"{prefix}: unexpected error ({type(err).__name__}: {_one_line(err)}); rerun with --debug for the "
+              "traceback and please report it.", file=sys.stderr)
+        return 1
     return 0
 
 

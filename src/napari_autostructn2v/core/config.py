@@ -3,20 +3,130 @@
 from __future__ import annotations
 
 import json
+import math
+import numbers
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from .errors import ConfigError  # noqa: F401  (raised here; also importable from here)
+
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MASK_SOURCES = ("image", "stage1_residual")
-
-
-class ConfigError(ValueError):
-    """A configuration value is out of range or of the wrong kind."""
+SEED_MAX = 2**32 - 1  # numpy and torch both accept seeds in [0, 2**32 - 1]; training adds small offsets
 
 
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """The type and range of one configuration field."""
+
+    kind: str  # "bool", "int", "float" or "str"
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    multiple: int = 1
+    choices: tuple = ()
+    optional: bool = False  # None allowed
+    none_means: str = ""
+
+    def describe(self) -> str:
+        if self.kind == "bool":
+            text = "true or false (a boolean)"
+        elif self.kind == "str":
+            text = f"one of {', '.join(repr(c) for c in self.choices)}"
+        else:
+            noun = "an integer" if self.kind == "int" else "a number"
+            if self.high is None:
+                text = f"{noun} {'>' if self.low_open else '>='} {self.low}"
+            else:
+                text = (f"{noun} in {'(' if self.low_open else '['}{self.low}, {self.high}"
+                        f"{')' if self.high_open else ']'}")
+            if self.multiple > 1:
+                text += f" and a multiple of {self.multiple}"
+        if self.optional:
+            text += f", or None (null in JSON{': ' + self.none_means if self.none_means else ''})"
+        return text
+
+    def check(self, value, name: str):
+        """`value` as a plain Python bool, int, float or str, or ConfigError naming the field and the range."""
+        if value is None and self.optional:
+            return None
+        converted = self._convert(value)
+        if converted is None or not self._in_range(converted):
+            raise ConfigError(f"{name} must be {self.describe()}; got {value!r}.")
+        return converted
+
+    def _convert(self, value):
+        # numpy booleans as well, without importing numpy here
+        numpy_bool = type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")
+        is_bool = isinstance(value, bool) or numpy_bool
+        if self.kind == "bool":
+            return bool(value) if is_bool else None
+        if self.kind == "str":
+            return value if isinstance(value, str) else None
+        if is_bool:
+            return None
+        if self.kind == "int":
+            return int(value) if isinstance(value, numbers.Integral) else None
+        if isinstance(value, numbers.Real) and math.isfinite(value):
+            return float(value)
+        return None
+
+    def _in_range(self, value) -> bool:
+        if self.kind == "bool":
+            return True
+        if self.kind == "str":
+            return value in self.choices
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
+            return False
+        return value % self.multiple == 0 if self.kind == "int" else True
+
+
+_BOOL = _Rule("bool")
+STAGE_RULES = {
+    "use_roi": _BOOL,
+    "roi_threshold": _Rule("float", 0, 1),
+    "scale_factor": _Rule("float", 0, 1, low_open=True),
+    "select_background": _BOOL,
+    "roi_overlap": _Rule("float", 0, 1, high_open=True),
+    "roi_smoothing": _Rule("float", 0, optional=True, none_means="automatic"),
+    "patch_size": _Rule("int", 16, 4096, multiple=8),
+    "batch_size": _Rule("int", 1, 4096),
+    "epochs": _Rule("int", 0, 100_000),
+    "steps_per_epoch": _Rule("int", 1, 1_000_000),
+    "learning_rate": _Rule("float", 0, 1, low_open=True),
+    "mask_percent": _Rule("float", 0, 10, low_open=True),
+    "n2v2": _BOOL,
+}
+MASK_RULES = {
+    "source": _Rule("str", choices=MASK_SOURCES),
+    "significance": _Rule("float", 0, low_open=True),
+    "min_correlation": _Rule("float", 0, 1, low_open=True, high_open=True),
+    "max_radius": _Rule("int", 1, 24),
+    "max_pixels": _Rule("int", 1, 101),
+}
+CONFIG_RULES = {
+    "base_channels": _Rule("int", 4, 256),
+    "depth": _Rule("int", 1, 4),
+    "validation_fraction": _Rule("float", 0, 0.5, low_open=True, high_open=True),
+    "stage2_from_stage1": _BOOL,
+    "augment": _BOOL,
+    "seed": _Rule("int", 0, SEED_MAX, optional=True, none_means="a fresh random seed each run"),
+    "device": _Rule("str", choices=DEVICES),
+}
+
+
+def _validate_fields(obj, rules: dict, prefix: str) -> None:
+    """Check every field of `obj` against its rule and store the plain Python value."""
+    for name, rule in rules.items():
+        setattr(obj, name, rule.check(getattr(obj, name), f"{prefix}{name}"))
 
 
 @dataclass
@@ -38,22 +148,8 @@ class StageConfig:
     n2v2: bool = False
 
     def validate(self, name: str = "stage") -> None:
-        _check(0.0 <= self.roi_threshold <= 1.0, f"{name}.roi_threshold must be in [0, 1], got {self.roi_threshold}.")
-        _check(0.0 < self.scale_factor <= 1.0, f"{name}.scale_factor must be in (0, 1], got {self.scale_factor}.")
-        _check(0.0 <= self.roi_overlap < 1.0, f"{name}.roi_overlap must be in [0, 1), got {self.roi_overlap}.")
-        _check(
-            self.roi_smoothing is None or self.roi_smoothing >= 0,
-            f"{name}.roi_smoothing must be None (automatic) or >= 0, got {self.roi_smoothing}.",
-        )
-        _check(
-            self.patch_size >= 16 and self.patch_size % 8 == 0,
-            f"{name}.patch_size must be a multiple of 8 and at least 16, got {self.patch_size}.",
-        )
-        _check(self.batch_size >= 1, f"{name}.batch_size must be >= 1, got {self.batch_size}.")
-        _check(self.epochs >= 0, f"{name}.epochs must be >= 0, got {self.epochs}.")
-        _check(self.steps_per_epoch >= 1, f"{name}.steps_per_epoch must be >= 1, got {self.steps_per_epoch}.")
-        _check(self.learning_rate > 0, f"{name}.learning_rate must be > 0, got {self.learning_rate}.")
-        _check(0.0 < self.mask_percent <= 10.0, f"{name}.mask_percent must be in (0, 10], got {self.mask_percent}.")
+        """Raise ConfigError naming the first field of the wrong type or out of range (`name.field`)."""
+        _validate_fields(self, STAGE_RULES, f"{name}.")
 
 
 def _stage1_defaults() -> StageConfig:
@@ -83,11 +179,8 @@ class MaskConfig:
     max_pixels: int = 25
 
     def validate(self) -> None:
-        _check(self.source in MASK_SOURCES, f"mask.source must be one of {MASK_SOURCES}, got {self.source!r}.")
-        _check(self.significance > 0, f"mask.significance must be > 0, got {self.significance}.")
-        _check(0.0 < self.min_correlation < 1.0, f"mask.min_correlation must be in (0, 1), got {self.min_correlation}.")
-        _check(1 <= self.max_radius <= 24, f"mask.max_radius must be in [1, 24], got {self.max_radius}.")
-        _check(1 <= self.max_pixels <= 101, f"mask.max_pixels must be in [1, 101], got {self.max_pixels}.")
+        """Raise ConfigError naming the first field of the wrong type or out of range (`mask.field`)."""
+        _validate_fields(self, MASK_RULES, "mask.")
 
 
 @dataclass
@@ -111,11 +204,13 @@ class Config:
 
     def validate(self) -> Config:
         """Raise ConfigError naming the first bad value; return self when all are fine."""
+        for name, kind in (("stage1", StageConfig), ("stage2", StageConfig), ("mask", MaskConfig)):
+            part = getattr(self, name)
+            _check(isinstance(part, kind), f"{name} must be a {kind.__name__}; got {type(part).__name__}.")
         self.stage1.validate("stage1")
         self.stage2.validate("stage2")
         self.mask.validate()
-        _check(4 <= self.base_channels <= 256, f"base_channels must be in [4, 256], got {self.base_channels}.")
-        _check(1 <= self.depth <= 4, f"depth must be in [1, 4], got {self.depth}.")
+        _validate_fields(self, CONFIG_RULES, "")
         for stage_name in ("stage1", "stage2"):
             patch = getattr(self, stage_name).patch_size
             _check(
@@ -123,11 +218,9 @@ class Config:
                 f"{stage_name}.patch_size ({patch}) must be divisible by 2**depth ({2**self.depth}).",
             )
         _check(
-            0.0 < self.validation_fraction < 0.5,
-            f"validation_fraction must be in (0, 0.5), got {self.validation_fraction}.",
+            self.stage1.epochs + self.stage2.epochs >= 1,
+            "stage1.epochs and stage2.epochs are both 0: nothing would be trained; give at least one stage an epoch.",
         )
-        _check(self.device in DEVICES, f"device must be one of {DEVICES}, got {self.device!r}.")
-        _check(self.seed is None or isinstance(self.seed, int), f"seed must be an integer or None, got {self.seed!r}.")
         return self
 
     def to_dict(self) -> dict:
@@ -161,9 +254,16 @@ class Config:
         text = str(text_or_path)
         if not text.lstrip().startswith("{"):
             path = Path(text_or_path)
+            if path.is_dir():
+                raise ConfigError(f"Configuration file {path} is a folder; give a JSON file.")
             if not path.is_file():
                 raise ConfigError(f"Configuration file {path} does not exist.")
-            text = path.read_text()
+            try:
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                raise ConfigError(f"Configuration file {path} is not a text (JSON) file.") from None
+            except OSError as err:
+                raise ConfigError(f"Configuration file {path} could not be read ({err.strerror or err}).") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
@@ -172,8 +272,12 @@ class Config:
 
 
 def split_epochs(total: int) -> tuple[int, int]:
-    """Epochs of stage 1 and stage 2 for a total, in the default proportion (1:9)."""
-    stage1 = round(total / 10)
+    """Epochs of stage 1 and stage 2 for a total, in the default proportion (1:9), at least one each.
+
+    A total below 2 cannot give each stage an epoch and raises ConfigError.
+    """
+    total = _Rule("int", 2, 2 * STAGE_RULES["epochs"].high).check(total, "epochs (both stages together)")
+    stage1 = max(1, round(total / 10))
     return stage1, total - stage1
 
 

@@ -13,8 +13,11 @@ from collections.abc import Generator
 import numpy as np
 import torch
 
-from .images import InputError, as_slices, check_image
+from .images import InputError, as_slices, check_image, check_int
 from .model import DenoisingModel
+
+MAX_TILE = 16384
+MAX_BATCH = 4096
 
 
 def _mirror(index: np.ndarray, length: int) -> np.ndarray:
@@ -50,13 +53,19 @@ def denoise_steps(
     Inputs are checked at the call, before any tile runs. The generator returns a float32 array
     of the input's shape in the input's units.
     """
+    if not isinstance(model, DenoisingModel):
+        raise InputError(f"model must be a DenoisingModel (from fit or load_model); got {type(model).__name__}.")
+    check_tiling(tile_size, overlap, batch_size, model.net.depth)
     array = check_image(image)
-    multiple = 2**model.net.depth
-    if overlap < 0:
-        raise InputError(f"overlap must be >= 0, got {overlap}.")
-    if tile_size < 2 * overlap + multiple:
-        raise InputError(f"tile_size ({tile_size}) must be at least 2 * overlap + {multiple} ({2 * overlap + multiple}).")
     return _denoise_tiles(model, array, tile_size, overlap, batch_size)
+
+
+def check_tiling(tile_size: int, overlap: int = 32, batch_size: int = 4, depth: int = 2) -> None:
+    """Raise InputError naming the first bad tiling argument for a network of this depth."""
+    multiple = 2**depth
+    check_int(overlap, "overlap", 0, MAX_TILE)
+    check_int(tile_size, f"tile_size (at least 2 * overlap + {multiple})", 2 * overlap + multiple, MAX_TILE)
+    check_int(batch_size, "batch_size", 1, MAX_BATCH)
 
 
 def _denoise_tiles(model: DenoisingModel, array: np.ndarray, tile_size: int, overlap: int,

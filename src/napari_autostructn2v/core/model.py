@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+import pickle
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,15 +13,14 @@ import numpy as np
 import torch
 
 from .config import Config, ConfigError
+from .errors import InputError, ModelFileError
+from .files import atomic_write
 from .images import Normalisation
+from .mask import check_mask
 from .unet import UNet
 
 FORMAT = "napari-autostructn2v model"
 FORMAT_VERSION = 1
-
-
-class ModelFileError(ValueError):
-    """A model file is missing, damaged or not one of ours."""
 
 
 @dataclass
@@ -53,51 +56,121 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def save_model(model: DenoisingModel, path: str | Path) -> Path:
-    """Write the model to one file (a torch archive holding only tensors and plain values)."""
-    path = Path(path)
+    """Write the model to one file (a torch archive holding only tensors and plain values).
+
+    The file is written under a temporary name and renamed when complete, so an existing model
+    file is replaced only by a whole new one.
+    """
     payload = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "config": model.config.to_dict(),
         "n2v2": model.net.n2v2,
         "state_dict": {k: v.detach().cpu() for k, v in model.net.state_dict().items()},
-        "normalisation": [model.normalisation.mean, model.normalisation.std],
+        "normalisation": [float(model.normalisation.mean), float(model.normalisation.std)],
         "struct_mask": None if model.struct_mask is None else model.struct_mask.astype(bool).tolist(),
         "history": model.history,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(payload, path)
-    return path
+    return atomic_write(path, lambda temporary: torch.save(payload, temporary))
 
 
 def load_model(path: str | Path, device: str = "cpu") -> DenoisingModel:
-    """Read a model written by `save_model`; a missing, damaged or foreign file raises ModelFileError."""
+    """Read a model written by `save_model`; a missing, damaged or foreign file raises ModelFileError.
+
+    Only tensors and plain values are ever unpickled: a file holding other Python objects is refused.
+    Every field is checked (types, finite normalisation and weights, a valid mask) before use.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise ModelFileError(f"Model file {path} is a folder; give the .pt file written by training.")
     if not path.is_file():
         raise ModelFileError(f"Model file {path} does not exist.")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a damaged archive can fail anywhere inside the unpickler
-        raise ModelFileError(f"{path} is not a readable napari-autostructn2v model ({err}).") from None
+        with warnings.catch_warnings():  # torch warns about unusual pickle protocols: one message is enough
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "global" not in str(err).lower():  # torch names the refused class ("Unsupported global: ...")
+            raise ModelFileError(
+                f"{path} is not a readable napari-autostructn2v model (not a torch archive, or damaged)."
+            ) from None
+        # a pickle with other objects: torch's message advises an unsafe load; never pass that advice on
+        raise ModelFileError(
+            f"{path} is not a napari-autostructn2v model: it holds Python objects other than tensors and plain "
+            "values, which are never loaded because they could run code."
+        ) from None
+    except Exception as err:  # a damaged archive can fail anywhere inside the reader
+        raise ModelFileError(f"{path} is not a readable napari-autostructn2v model ({_first_line(err)}).") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelFileError(f"{path} is a torch file but not a napari-autostructn2v model.")
-    if payload.get("version", 0) > FORMAT_VERSION:
+    try:
+        model = _model_from_payload(payload)
+    except ModelFileError as err:
+        raise ModelFileError(f"{path} is damaged or incomplete: {err}") from None
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise ModelFileError(f"{path} is damaged or incomplete ({_first_line(err)}).") from None
+    model.net.to(resolve_device(device)).eval()
+    return model
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines() or [type(err).__name__]
+    line = lines[0][:300]
+    return "unreadable archive" if "weights_only" in line else line
+
+
+def _model_from_payload(payload: dict) -> DenoisingModel:
+    """Check the fields of a loaded payload and build the model; ModelFileError names the bad field."""
+    version = payload.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ModelFileError(f"its format version must be a positive integer, got {version!r}.")
+    if version > FORMAT_VERSION:
         raise ModelFileError(
-            f"{path} was written by a newer napari-autostructn2v (format {payload['version']}); upgrade the package."
+            f"it was written by a newer napari-autostructn2v (format {version}, this one reads up to "
+            f"{FORMAT_VERSION}); upgrade the package."
         )
+    missing = sorted({"config", "n2v2", "state_dict", "normalisation", "struct_mask"} - set(payload))
+    if missing:
+        raise ModelFileError(f"it lacks the field(s) {missing}.")
+    if not isinstance(payload["config"], dict):
+        raise ModelFileError("its configuration is not a mapping.")
     try:
         config = Config.from_dict(payload["config"])
-        mean, std = payload["normalisation"]
-        mask = payload["struct_mask"]
-        model = DenoisingModel(
-            UNet(config.base_channels, config.depth, n2v2=payload["n2v2"]),
-            config,
-            Normalisation(float(mean), float(std)),
-            None if mask is None else np.asarray(mask, dtype=bool),
-            list(payload.get("history", [])),
-        )
-        model.net.load_state_dict(payload["state_dict"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise ModelFileError(f"{path} is damaged or incomplete ({err}).") from None
-    model.net.to(resolve_device(device)).eval()
+    except ConfigError as err:
+        raise ModelFileError(f"its configuration is invalid ({err})") from None
+    if not isinstance(payload["n2v2"], bool):
+        raise ModelFileError(f"its n2v2 flag must be true or false, got {payload['n2v2']!r}.")
+    normalisation = payload["normalisation"]
+    if (not isinstance(normalisation, (list, tuple)) or len(normalisation) != 2
+            or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+                       for v in normalisation)
+            or not normalisation[1] > 0):
+        raise ModelFileError(f"its normalisation must be two finite numbers [mean, std > 0], got {normalisation!r}.")
+    state = payload["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise ModelFileError("its weights are not a mapping of names to tensors.")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ModelFileError(f"its weights hold NaN or infinite values ({', '.join(bad[:3])}).")
+    mask = payload["struct_mask"]
+    if mask is not None:
+        try:
+            mask = np.asarray(mask)
+            if mask.dtype != bool:
+                raise ModelFileError(f"its stored mask must hold booleans, got {mask.dtype}.")
+            mask = check_mask(mask)
+        except (InputError, ValueError, TypeError) as err:
+            raise ModelFileError(f"its stored mask is invalid ({err})") from None
+    history = payload.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(entry, dict) for entry in history):
+        raise ModelFileError("its training history is not a list of records.")
+    model = DenoisingModel(
+        UNet(config.base_channels, config.depth, n2v2=payload["n2v2"]),
+        config,
+        Normalisation(float(normalisation[0]), float(normalisation[1])),
+        mask,
+        list(history),
+    )
+    model.net.load_state_dict(state)
     return model

@@ -20,7 +20,7 @@ from skimage.exposure import equalize_hist
 from skimage.filters import threshold_otsu
 from skimage.measure import block_reduce
 
-from .images import InputError, check_image
+from .images import InputError, check_image, check_int, check_number
 
 _CACHE_SIZE = 8
 _cache: OrderedDict[tuple, RoiMap] = OrderedDict()
@@ -37,6 +37,8 @@ class RoiMap:
 
     def windows(self, patch_size: int, overlap: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
         """Top-left corners (N, 2) in full-resolution pixels and the mean map value of each window."""
+        patch_size = check_int(patch_size, "patch_size", 1)
+        overlap = check_number(overlap, "overlap", 0.0, 1.0, high_open=True)
         key = (patch_size, overlap)
         if key not in self._windows:
             self._windows[key] = self._compute_windows(patch_size, overlap)
@@ -78,8 +80,7 @@ def default_smoothing(patch_size: int, scale_factor: float) -> float:
 
 def reduction_factor(scale_factor: float) -> int:
     """The integer block size that approximates `scale_factor` (0.25 -> 4)."""
-    if not 0.0 < scale_factor <= 1.0:
-        raise InputError(f"scale_factor must be in (0, 1], got {scale_factor}.")
+    scale_factor = check_number(scale_factor, "scale_factor", 0.0, 1.0, low_open=True)
     return max(1, round(1.0 / scale_factor))
 
 
@@ -89,6 +90,10 @@ def roi_map(image, scale_factor: float = 0.25, smoothing: float | None = None, p
     The cache recognises an image by its buffer and a sparse sample of its pixels: after editing
     a few pixels of an array in place, pass a copy to have the map recomputed.
     """
+    patch_size = check_int(patch_size, "patch_size", 1)
+    scale_factor = check_number(scale_factor, "scale_factor", 0.0, 1.0, low_open=True)
+    if smoothing is not None:
+        smoothing = check_number(smoothing, "smoothing (None: automatic)", 0.0, float("inf"), high_open=True)
     image = check_image(image, finite=False)
     if image.ndim != 2:
         raise InputError(f"ROI selection works on one 2D slice; got shape {image.shape}. Pass image[z] for a stack.")
@@ -150,10 +155,14 @@ def select_roi_patches(
 
     With `max_patches`, a random subset (reproducible with `seed`) of that size is returned.
     """
-    if not 0.0 <= threshold <= 1.0:
-        raise InputError(f"threshold must be in [0, 1], got {threshold}.")
-    if not 0.0 <= overlap < 1.0:
-        raise InputError(f"overlap must be in [0, 1), got {overlap}.")
+    threshold = check_number(threshold, "threshold", 0.0, 1.0)
+    overlap = check_number(overlap, "overlap", 0.0, 1.0, high_open=True)
+    if not isinstance(select_background, (bool, np.bool_)):
+        raise InputError(f"select_background must be True or False; got {select_background!r}.")
+    if max_patches is not None:
+        max_patches = check_int(max_patches, "max_patches (None: all)", 0)
+    if seed is not None:
+        seed = check_int(seed, "seed (None: random)", 0)
     corners, means = roi_map(image, scale_factor, smoothing, patch_size).windows(patch_size, overlap)
     keep = means < threshold if select_background else means > threshold
     selected = corners[keep]
