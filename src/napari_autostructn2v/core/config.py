@@ -74,6 +74,10 @@ class MaskConfig:
     errors and `min_correlation`, connected to the centre, at most `max_radius`
     pixels from it, and at most `max_pixels` pixels in all (the most correlated):
     a line of 25 pixels, but no blob larger than 5x5, which would hide the signal too.
+    remove_isotropic: with source "image", the part of the correlation that is the same in
+    every direction is taken for signal texture and removed, so that white noise over a
+    textured, dense image gives plain N2V; turn it off only for noise that is itself
+    correlated alike in all directions.
     """
 
     source: str = "image"
@@ -81,6 +85,7 @@ class MaskConfig:
     min_correlation: float = 0.1
     max_radius: int = 12
     max_pixels: int = 25
+    remove_isotropic: bool = True
 
     def validate(self) -> None:
         _check(self.source in MASK_SOURCES, f"mask.source must be one of {MASK_SOURCES}, got {self.source!r}.")
@@ -88,6 +93,10 @@ class MaskConfig:
         _check(0.0 < self.min_correlation < 1.0, f"mask.min_correlation must be in (0, 1), got {self.min_correlation}.")
         _check(1 <= self.max_radius <= 24, f"mask.max_radius must be in [1, 24], got {self.max_radius}.")
         _check(1 <= self.max_pixels <= 101, f"mask.max_pixels must be in [1, 101], got {self.max_pixels}.")
+        _check(
+            isinstance(self.remove_isotropic, bool),
+            f"mask.remove_isotropic must be true or false, got {self.remove_isotropic!r}.",
+        )
 
 
 @dataclass
