@@ -48,6 +48,8 @@ def preset_mask(kind: str, span: int) -> np.ndarray:
 
 
 TILE = 2048  # images are analysed in tiles of at most TILE x TILE pixels: bounded memory on large images
+SCATTER = 0.75
+MAX_TILES = 4  # per 2D slice, evenly spread: 16 million pixels are more than enough for the statistics
 
 
 def estimate_struct_mask(
@@ -80,9 +82,10 @@ def estimate_struct_mask(
     centre, most correlated neighbours first, symmetric under 180 degree rotation, within
     `config.max_radius` and at most `config.max_pixels` pixels.
 
-    Memory stays bounded: each 2D slice is processed in tiles of at most `TILE` pixels a side
-    (the detrending sees a margin around each tile, so only pairs across tile borders are left
-    out), a few hundred MB for any image size.
+    Memory and time stay bounded: each 2D slice is processed in tiles of at most `TILE` pixels a
+    side (the detrending sees a margin around each tile, so only pairs across tile borders are
+    left out), and a slice of more than `MAX_TILES` tiles is represented by `MAX_TILES` of them,
+    evenly spread: a few hundred MB and some seconds per slice of any size.
     """
     config = config or MaskConfig()
     arrays = data if isinstance(data, (list, tuple)) else [data]
@@ -109,12 +112,17 @@ def estimate_struct_mask(
         acf[centre] = 1.0
         return MaskEstimate(_centre_only(), acf, 1.0, "the data is constant: plain N2V (centre only)")
     variance = total
+    # standard error of a covariance from N pairs of independent pixels: about total / sqrt(N)
+    standard_error = total / np.sqrt(np.maximum(pairs, 1))
     if config.remove_isotropic and not is_noise:
         covariance, variance = _remove_isotropic(covariance)
+        # texture is correlated, so its covariance scatters more than that: measure the scatter on the
+        # lags themselves (most lags carry no noise correlation), robustly
+        scatter = SCATTER * np.median(covariance[np.arange(covariance.size).reshape(covariance.shape) != covariance.size // 2])
+        standard_error = np.maximum(standard_error, scatter)
     acf = covariance / variance
     acf[centre] = 1.0
-    # standard error of a covariance from N pairs is about total / sqrt(N); in units of the noise variance
-    standard_error = (total / variance) / np.sqrt(np.maximum(pairs, 1))
+    standard_error = standard_error / variance  # in units of the noise variance, like the correlation
     threshold = np.maximum(config.significance * standard_error, config.min_correlation)
     mask = _mask_from_acf(acf, threshold, radius, config.max_pixels)
     return MaskEstimate(mask, acf, float(threshold[centre]), _describe(mask, acf))
@@ -159,6 +167,8 @@ def _plane_autocovariance(plane, window: int, is_noise: bool, sigma: float, frac
     """
     patch = max(8, min(32, min(plane.shape) // 4))
     boxes = list(_tiles(plane.shape, TILE))
+    if len(boxes) > MAX_TILES:
+        boxes = [boxes[i] for i in np.linspace(0, len(boxes) - 1, MAX_TILES).round().astype(int)]
     level = None
     if not is_noise:
         powers = [_window_power(_detrended(plane, box, sigma), patch)[0] for box in boxes]
