@@ -48,7 +48,6 @@ def preset_mask(kind: str, span: int) -> np.ndarray:
 
 
 TILE = 2048  # images are analysed in tiles of at most TILE x TILE pixels: bounded memory on large images
-SCATTER = 0.75
 MAX_TILES = 4  # per 2D slice, evenly spread: 16 million pixels are more than enough for the statistics
 
 
@@ -77,8 +76,8 @@ def estimate_struct_mask(
     noise stands out above the floor in its direction. The same step removes the broad negative
     bias that the detrending puts on the noise correlation at large lags.
 
-    Lags whose correlation exceeds `config.significance` standard errors (of the covariance,
-    in units of the noise variance) and `config.min_correlation` form the mask: grown from the
+    Lags whose correlation exceeds `config.significance` standard errors (of the covariance of
+    independent pixels, total variance / sqrt(pairs), in units of the noise variance) and `config.min_correlation` form the mask: grown from the
     centre, most correlated neighbours first, symmetric under 180 degree rotation, within
     `config.max_radius` and at most `config.max_pixels` pixels.
 
@@ -116,10 +115,6 @@ def estimate_struct_mask(
     standard_error = total / np.sqrt(np.maximum(pairs, 1))
     if config.remove_isotropic and not is_noise:
         covariance, variance = _remove_isotropic(covariance)
-        # texture is correlated, so its covariance scatters more than that: measure the scatter on the
-        # lags themselves (most lags carry no noise correlation), robustly
-        scatter = SCATTER * np.median(covariance[np.arange(covariance.size).reshape(covariance.shape) != covariance.size // 2])
-        standard_error = np.maximum(standard_error, scatter)
     acf = covariance / variance
     acf[centre] = 1.0
     standard_error = standard_error / variance  # in units of the noise variance, like the correlation
