@@ -122,7 +122,8 @@ def test_line_noise_over_dense_texture_keeps_its_line(seed):
     """Removing the isotropic floor keeps a correlation along a line: [1, 1, 1] noise gives 1x5."""
     rng = np.random.default_rng(seed)
     noise = ndimage.convolve1d(rng.standard_normal((128, 128)), np.ones(3) / np.sqrt(3), axis=1)
-    estimate = estimate_struct_mask(smooth_texture(seed=seed, amplitude=0.05) + 0.1 * noise)
+    no_extension = MaskConfig(extend_correlation=0.1)  # the floor alone; extension is tested below
+    estimate = estimate_struct_mask(smooth_texture(seed=seed, amplitude=0.05) + 0.1 * noise, config=no_extension)
     assert offsets(estimate.mask) == {(0, dx) for dx in range(-2, 3)}
     window = estimate.acf.shape[0] // 2
     assert estimate.acf[window, window + 1] == pytest.approx(2 / 3, abs=0.1)  # the floor is the vertical lag
@@ -146,6 +147,17 @@ def test_the_capped_mask_grows_from_the_centre():
     mask = _mask_from_acf(acf, np.full_like(acf, 0.1), radius=12, max_pixels=9)
     assert offsets(mask) == {(0, dx) for dx in range(-4, 5)}
     np.testing.assert_array_equal(mask, mask[::-1, ::-1])
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_a_slowly_decaying_line_is_followed_further(seed):
+    """Gaussian-correlated noise (length 2): lag 6 has correlation 0.10, lag 7 0.05. The line found
+    with min_correlation is extended along its own direction down to extend_correlation."""
+    noise = structured_noise((128, 128), "horizontal_gauss", 0.1, length=2.0, seed=seed)
+    extended = estimate_struct_mask(noise).mask
+    plain = estimate_struct_mask(noise, config=MaskConfig(extend_correlation=0.1)).mask
+    assert max(abs(dx) for _, dx in offsets(extended)) > max(abs(dx) for _, dx in offsets(plain)) >= 5
+    assert all(dy == 0 for dy, dx in offsets(extended) - offsets(plain))
 
 
 def test_detrending_by_tiles_equals_the_whole_image():

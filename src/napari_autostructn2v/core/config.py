@@ -78,6 +78,9 @@ class MaskConfig:
     every direction is taken for signal texture and removed, so that white noise over a
     textured, dense image gives plain N2V; turn it off only for noise that is itself
     correlated alike in all directions.
+    extend_correlation: a line found with `min_correlation` is followed further along its own
+    direction while the correlation exceeds this lower level (slowly decaying correlations);
+    never used to start a line, so white noise keeps the centre alone.
     """
 
     source: str = "image"
@@ -86,6 +89,7 @@ class MaskConfig:
     max_radius: int = 12
     max_pixels: int = 25
     remove_isotropic: bool = True
+    extend_correlation: float = 0.05
 
     def validate(self) -> None:
         _check(self.source in MASK_SOURCES, f"mask.source must be one of {MASK_SOURCES}, got {self.source!r}.")
@@ -93,6 +97,10 @@ class MaskConfig:
         _check(0.0 < self.min_correlation < 1.0, f"mask.min_correlation must be in (0, 1), got {self.min_correlation}.")
         _check(1 <= self.max_radius <= 24, f"mask.max_radius must be in [1, 24], got {self.max_radius}.")
         _check(1 <= self.max_pixels <= 101, f"mask.max_pixels must be in [1, 101], got {self.max_pixels}.")
+        _check(
+            0.0 < self.extend_correlation <= self.min_correlation,
+            f"mask.extend_correlation must be in (0, mask.min_correlation], got {self.extend_correlation}.",
+        )
         _check(
             isinstance(self.remove_isotropic, bool),
             f"mask.remove_isotropic must be true or false, got {self.remove_isotropic!r}.",

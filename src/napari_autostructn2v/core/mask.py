@@ -119,7 +119,8 @@ def estimate_struct_mask(
     acf[centre] = 1.0
     standard_error = standard_error / variance  # in units of the noise variance, like the correlation
     threshold = np.maximum(config.significance * standard_error, config.min_correlation)
-    mask = _mask_from_acf(acf, threshold, radius, config.max_pixels)
+    extend = np.maximum(config.significance * standard_error, config.extend_correlation)
+    mask = _mask_from_acf(acf, threshold, radius, config.max_pixels, extend)
     return MaskEstimate(mask, acf, float(threshold[centre]), _describe(mask, acf))
 
 
@@ -251,26 +252,58 @@ def _centre_only() -> np.ndarray:
     return np.ones((1, 1), bool)
 
 
-def _mask_from_acf(acf: np.ndarray, threshold: np.ndarray, radius: int, max_pixels: int) -> np.ndarray:
+def _mask_from_acf(acf: np.ndarray, threshold: np.ndarray, radius: int, max_pixels: int,
+                   extend: np.ndarray | None = None) -> np.ndarray:
     """Grow the mask from the centre: add the most correlated significant lag touching it (with its
-    mirror image), until none is left or the next pair would exceed `max_pixels`."""
+    mirror image), until none is left or the next pair would exceed `max_pixels`.
+
+    Then, with `extend` (a lower threshold), continue the rays already in the mask: a lag n * u
+    (u the smallest lag in its direction) joins when (n - 1) * u is in the mask, n >= 2, and its
+    correlation exceeds `extend`. A correlation that decays slowly along a line (Gaussian or
+    exponential) is followed further than `threshold` alone allows, while white noise, whose mask
+    is the centre alone, is never extended.
+    """
     window = acf.shape[0] // 2
     inner = slice(window - radius, window + radius + 1)
     acf, threshold = acf[inner, inner], threshold[inner, inner]
-    candidates = acf > threshold
-    candidates &= candidates[::-1, ::-1]
-    mask = np.zeros_like(candidates)
+    mask = np.zeros(acf.shape, bool)
     mask[radius, radius] = True
-    while True:
-        frontier = candidates & ~mask & ndimage.binary_dilation(mask, structure=np.ones((3, 3), bool))
-        if not frontier.any():
-            break
-        y, x = np.unravel_index(np.argmax(np.where(frontier, acf, -np.inf)), acf.shape)
-        added = 1 if (y, x) == (radius, radius) else 2
-        if mask.sum() + added > max_pixels:
-            break
-        mask[y, x] = mask[2 * radius - y, 2 * radius - x] = True
+    candidates = acf > threshold
+    mask = _grow(mask, acf, candidates & candidates[::-1, ::-1], max_pixels, _touching)
+    if extend is not None and mask.sum() > 1:
+        candidates = acf > extend[inner, inner]
+        mask = _grow(mask, acf, candidates & candidates[::-1, ::-1], max_pixels, lambda m: _ray_ends(m, radius))
     return crop_mask(mask)
+
+
+def _touching(mask: np.ndarray) -> np.ndarray:
+    """Lags 8-connected to the mask."""
+    return ndimage.binary_dilation(mask, structure=np.ones((3, 3), bool))
+
+
+def _ray_ends(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Lags n * u (n >= 2, u the smallest lag in the same direction) whose predecessor (n - 1) * u is in the mask."""
+    dy, dx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    steps = np.gcd(dy, dx)
+    ends = np.zeros_like(mask)
+    far = steps >= 2
+    sy, sx = dy[far] // steps[far], dx[far] // steps[far]
+    ends[far] = mask[dy[far] - sy + radius, dx[far] - sx + radius]
+    return ends
+
+
+def _grow(mask: np.ndarray, acf: np.ndarray, candidates: np.ndarray, max_pixels: int, reachable) -> np.ndarray:
+    """Add the most correlated candidate lag that `reachable(mask)` allows, with its mirror image, one at a time."""
+    mask = mask.copy()
+    size = mask.shape[0] - 1
+    while True:
+        frontier = candidates & ~mask & reachable(mask)
+        if not frontier.any():
+            return mask
+        y, x = np.unravel_index(np.argmax(np.where(frontier, acf, -np.inf)), acf.shape)
+        if mask.sum() + 2 > max_pixels:
+            return mask
+        mask[y, x] = mask[size - y, size - x] = True
 
 
 def crop_mask(mask: np.ndarray) -> np.ndarray:
