@@ -112,8 +112,9 @@ def summary(rows: list[dict]) -> str:
         lines.append(f"- box / diagonal / antidiagonal / banding: exact on {exact}/{len(exact_rows)}")
     rest = [row for row in rows if row["family"] not in exact_families + ("white", "poisson")]
     if rest:
-        lines.append(f"- gauss / aniso / pmt: mean IoU {np.mean([r['iou'] for r in rest]):.2f}, "
-                     f"missed {np.mean([r['missed'] for r in rest]):.1f}, extra {np.mean([r['extra'] for r in rest]):.1f}")
+        means = {key: np.mean([row[key] for row in rest]) for key in ("iou", "missed", "extra")}
+        lines.append(f"- gauss / aniso / pmt: mean IoU {means['iou']:.2f}, missed {means['missed']:.1f}, "
+                     f"extra {means['extra']:.1f}")
     return "\n".join(lines)
 
 

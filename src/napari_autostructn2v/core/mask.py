@@ -77,9 +77,11 @@ def estimate_struct_mask(
     bias that the detrending puts on the noise correlation at large lags.
 
     Lags whose correlation exceeds `config.significance` standard errors (of the covariance of
-    independent pixels, total variance / sqrt(pairs), in units of the noise variance) and `config.min_correlation` form the mask: grown from the
-    centre, most correlated neighbours first, symmetric under 180 degree rotation, within
-    `config.max_radius` and at most `config.max_pixels` pixels.
+    independent pixels, total variance / sqrt(pairs), in units of the noise variance) and
+    `config.min_correlation` form the mask: grown from the centre, most correlated neighbours
+    first, symmetric under 180 degree rotation, within `config.max_radius` and at most
+    `config.max_pixels` pixels. A line found that way is then followed along its own direction
+    while the correlation exceeds `config.extend_correlation` (see `_mask_from_acf`).
 
     Memory and time stay bounded: each 2D slice is processed in tiles of at most `TILE` pixels a
     side (the detrending sees a margin around each tile, so only pairs across tile borders are
