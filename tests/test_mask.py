@@ -1,8 +1,12 @@
+import tracemalloc
+
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from napari_autostructn2v import InputError, MaskConfig, estimate_struct_mask, make_sample, preset_mask
-from napari_autostructn2v.core.mask import check_mask
+from napari_autostructn2v.core import mask as mask_module
+from napari_autostructn2v.core.mask import _detrended, _mask_from_acf, _tiles, check_mask
 from napari_autostructn2v.core.sample import structured_noise
 
 
@@ -48,8 +52,6 @@ def test_long_correlation_is_found_and_symmetric():
 def test_mask_is_bounded():
     """Isotropically correlated noise must not produce a destructive blob."""
     rng = np.random.default_rng(0)
-    from scipy import ndimage
-
     blob_noise = ndimage.gaussian_filter(rng.standard_normal((256, 256)), 3.0)
     mask = estimate_struct_mask(blob_noise, is_noise=True).mask
     assert mask.sum() <= 25 and mask.shape[0] <= 7  # the 25 most correlated lags, not a 25x25 blob
@@ -95,3 +97,100 @@ def test_bad_masks_and_inputs_are_explained():
         estimate_struct_mask(np.full((32, 32), np.inf))
     with pytest.raises(InputError, match="No image"):
         estimate_struct_mask([])
+
+
+# ----------------------------------------------------------------------------- robust estimation (issue 8)
+
+def smooth_texture(shape=(128, 128), seed=0, amplitude=0.1):
+    """A dense, smooth, isotropic signal texture (no flat background anywhere), standard deviation `amplitude`."""
+    texture = ndimage.gaussian_filter(np.random.default_rng(seed).standard_normal(shape), 2.0)
+    return amplitude * texture / texture.std()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_white_noise_over_dense_texture_gives_the_centre(seed):
+    """The isotropic floor is signal texture: white noise over it is plain N2V, not a 5x5 blob."""
+    rng = np.random.default_rng(seed)
+    noisy = smooth_texture(seed=seed) + 0.1 * rng.standard_normal((128, 128))
+    assert estimate_struct_mask(noisy).mask.shape == (1, 1)
+    blob = estimate_struct_mask(noisy, config=MaskConfig(remove_isotropic=False)).mask
+    assert blob.sum() == 25  # what the texture gives without the rule
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_line_noise_over_dense_texture_keeps_its_line(seed):
+    """Removing the isotropic floor keeps a correlation along a line: [1, 1, 1] noise gives 1x5."""
+    rng = np.random.default_rng(seed)
+    noise = ndimage.convolve1d(rng.standard_normal((128, 128)), np.ones(3) / np.sqrt(3), axis=1)
+    no_extension = MaskConfig(extend_correlation=0.1)  # the floor alone; extension is tested below
+    estimate = estimate_struct_mask(smooth_texture(seed=seed, amplitude=0.05) + 0.1 * noise, config=no_extension)
+    assert offsets(estimate.mask) == {(0, dx) for dx in range(-2, 3)}
+    window = estimate.acf.shape[0] // 2
+    assert estimate.acf[window, window + 1] == pytest.approx(2 / 3, abs=0.1)  # the floor is the vertical lag
+
+
+def test_significance_is_in_units_of_the_noise_variance():
+    """With heavy texture the noise is a small part of the variance, and the covariance's standard
+    error is large next to it: the significance test must not let texture fluctuations through."""
+    rng = np.random.default_rng(3)
+    noisy = smooth_texture(amplitude=0.3, seed=3) + 0.1 * rng.standard_normal((128, 128))
+    assert estimate_struct_mask(noisy, config=MaskConfig(min_correlation=0.01)).mask.shape == (1, 1)
+
+
+def test_the_capped_mask_grows_from_the_centre():
+    """A correlation that rises away from the centre (filtered signal along x) still gives a line
+    through the centre, not the centre alone, when the strongest lags lie beyond the cap."""
+    acf = np.zeros((29, 29))
+    acf[14, :] = 0.3 + 0.05 * np.abs(np.arange(-14, 15))
+    acf[13, 8:21] = acf[15, 8:21] = 0.2
+    acf[14, 14] = 1.0
+    mask = _mask_from_acf(acf, np.full_like(acf, 0.1), radius=12, max_pixels=9)
+    assert offsets(mask) == {(0, dx) for dx in range(-4, 5)}
+    np.testing.assert_array_equal(mask, mask[::-1, ::-1])
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_a_slowly_decaying_line_is_followed_further(seed):
+    """Gaussian-correlated noise (length 2): lag 6 has correlation 0.10, lag 7 0.05. The line found
+    with min_correlation is extended along its own direction down to extend_correlation."""
+    noise = structured_noise((128, 128), "horizontal_gauss", 0.1, length=2.0, seed=seed)
+    extended = estimate_struct_mask(noise).mask
+    plain = estimate_struct_mask(noise, config=MaskConfig(extend_correlation=0.1)).mask
+    assert max(abs(dx) for _, dx in offsets(extended)) > max(abs(dx) for _, dx in offsets(plain)) >= 5
+    assert all(dy == 0 for dy, dx in offsets(extended) - offsets(plain))
+
+
+def test_detrending_by_tiles_equals_the_whole_image():
+    image = np.random.default_rng(0).standard_normal((100, 90))
+    whole = image - ndimage.gaussian_filter(image, 6.0, mode="reflect")
+    for box in _tiles(image.shape, 32):
+        y0, y1, x0, x1 = box
+        np.testing.assert_allclose(_detrended(image, box, 6.0), whole[y0:y1, x0:x1], atol=1e-12)
+
+
+def test_tiles_bound_memory_and_keep_the_mask(monkeypatch):
+    """A 512x512 image analysed in 128-pixel tiles: the same mask, a fraction of the memory."""
+    _, noisy = make_sample((512, 512), "horizontal", sigma=0.1, seed=0)
+    whole = estimate_struct_mask(noisy).mask
+    monkeypatch.setattr(mask_module, "TILE", 128)
+    tracemalloc.start()
+    tiled = estimate_struct_mask(noisy).mask
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    np.testing.assert_array_equal(tiled, whole)
+    assert peak < 3 * 2**20  # one 512x512 float64 array alone is 2 MiB; the whole-image FFTs took ~20 MiB
+    monkeypatch.setattr(mask_module, "MAX_TILES", 2)
+    assert estimate_struct_mask(noisy).mask.shape == whole.shape  # a subsample of tiles is enough
+
+
+@pytest.mark.parametrize("shape", [(7, 64), (64, 5), (15, 15), (3, 40, 12)])
+def test_images_too_small_for_the_lag_window_are_explained(shape):
+    with pytest.raises(InputError, match="at least 16 pixels on each side"):
+        estimate_struct_mask(np.random.default_rng(0).standard_normal(shape))
+    with pytest.raises(InputError, match="max_radius"):
+        estimate_struct_mask(np.zeros(shape), is_noise=True)
+
+
+def test_a_small_image_works_with_a_small_radius():
+    noisy = np.random.default_rng(0).standard_normal((20, 20))
+    assert estimate_struct_mask(noisy, config=MaskConfig(max_radius=4)).mask.shape[0] <= 9

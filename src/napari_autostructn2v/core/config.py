@@ -111,6 +111,8 @@ MASK_RULES = {
     "min_correlation": _Rule("float", 0, 1, low_open=True, high_open=True),
     "max_radius": _Rule("int", 1, 24),
     "max_pixels": _Rule("int", 1, 101),
+    "remove_isotropic": _BOOL,
+    "extend_correlation": _Rule("float", 0, 1, low_open=True, high_open=True),
 }
 CONFIG_RULES = {
     "base_channels": _Rule("int", 4, 256),
@@ -170,6 +172,13 @@ class MaskConfig:
     errors and `min_correlation`, connected to the centre, at most `max_radius`
     pixels from it, and at most `max_pixels` pixels in all (the most correlated):
     a line of 25 pixels, but no blob larger than 5x5, which would hide the signal too.
+    remove_isotropic: with source "image", the part of the correlation that is the same in
+    every direction is taken for signal texture and removed, so that white noise over a
+    textured, dense image gives plain N2V; turn it off only for noise that is itself
+    correlated alike in all directions.
+    extend_correlation: a line found with `min_correlation` is followed further along its own
+    direction while the correlation exceeds this lower level (slowly decaying correlations);
+    never used to start a line, so white noise keeps the centre alone.
     """
 
     source: str = "image"
@@ -177,10 +186,17 @@ class MaskConfig:
     min_correlation: float = 0.1
     max_radius: int = 12
     max_pixels: int = 25
+    remove_isotropic: bool = True
+    extend_correlation: float = 0.05
 
     def validate(self) -> None:
         """Raise ConfigError naming the first field of the wrong type or out of range (`mask.field`)."""
         _validate_fields(self, MASK_RULES, "mask.")
+        _check(
+            self.extend_correlation <= self.min_correlation,
+            f"mask.extend_correlation must be at most mask.min_correlation ({self.min_correlation}), "
+            f"got {self.extend_correlation}.",
+        )
 
 
 @dataclass

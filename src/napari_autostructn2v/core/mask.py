@@ -47,6 +47,10 @@ def preset_mask(kind: str, span: int) -> np.ndarray:
     return mask
 
 
+TILE = 2048  # images are analysed in tiles of at most TILE x TILE pixels: bounded memory on large images
+MAX_TILES = 4  # per 2D slice, evenly spread: 16 million pixels are more than enough for the statistics
+
+
 def estimate_struct_mask(
     data,
     is_noise: bool = False,
@@ -57,58 +61,153 @@ def estimate_struct_mask(
     """Estimate the structured mask from raw images (2D, stacks or a list), or from noise/residuals.
 
     For a raw image the smooth signal is removed (difference to a Gaussian of `detrend_sigma`)
-    and the autocorrelation is measured on the flattest `flat_fraction` of the image (lowest
-    local residual power), where it is mostly noise. With `is_noise=True` the array is used as it is.
-    Lags whose correlation exceeds `config.significance` standard errors and
-    `config.min_correlation` form the mask: its centre-connected part, symmetric under 180
-    degree rotation, within `config.max_radius` and at most `config.max_pixels` pixels.
+    and the autocovariance is measured on the flattest `flat_fraction` of the image (windows of
+    lowest local residual power), where it is mostly noise. With `is_noise=True` the array is
+    used as it is.
+
+    What survives the detrending in textured regions (a dense field of nuclei has no flat
+    background) is signal texture: smooth and about the same in every direction, whereas the
+    structured noise of cameras and scanners is correlated along lines. Unless
+    `config.remove_isotropic` is False (or `is_noise`), the isotropic floor is subtracted: at
+    each lag distance the smallest covariance over all directions is taken as signal texture,
+    and the texture's variance at lag 0 is extrapolated from the nearest distances (see
+    `_remove_isotropic`). What is left, divided by the remaining (noise) variance, is the noise
+    correlation. White noise over texture then gives the centre alone; a line of correlated
+    noise stands out above the floor in its direction. The same step removes the broad negative
+    bias that the detrending puts on the noise correlation at large lags.
+
+    Lags whose correlation exceeds `config.significance` standard errors (of the covariance of
+    independent pixels, total variance / sqrt(pairs), in units of the noise variance) and
+    `config.min_correlation` form the mask: grown from the centre, most correlated neighbours
+    first, symmetric under 180 degree rotation, within `config.max_radius` and at most
+    `config.max_pixels` pixels. A line found that way is then followed along its own direction
+    while the correlation exceeds `config.extend_correlation` (see `_mask_from_acf`).
+
+    Memory and time stay bounded: each 2D slice is processed in tiles of at most `TILE` pixels a
+    side (the detrending sees a margin around each tile, so only pairs across tile borders are
+    left out), and a slice of more than `MAX_TILES` tiles is represented by `MAX_TILES` of them,
+    evenly spread: a few hundred MB and some seconds per slice of any size.
     """
     config = config or MaskConfig()
     arrays = data if isinstance(data, (list, tuple)) else [data]
     if not arrays:
         raise InputError("No image was given to estimate the mask from.")
-    planes = [plane for array in arrays for plane in as_slices(check_image(array, "noise" if is_noise else "image"))]
+    name = "noise" if is_noise else "image"
+    checked = [check_image(array, name) for array in arrays]
     radius = config.max_radius
     window = radius + 2
+    for array in checked:
+        _check_size(array.shape[-2:], window, name)
+    planes = [plane for array in checked for plane in as_slices(array)]
     numerator = np.zeros((2 * window + 1,) * 2)
     pairs = np.zeros_like(numerator)
     for plane in planes:
-        plane = plane.astype(np.float64)
-        if is_noise:
-            residual, weights = plane, np.ones_like(plane)
-        else:
-            residual = plane - ndimage.gaussian_filter(plane, detrend_sigma, mode="reflect")
-            weights = _flat_weights(residual, flat_fraction)
-        plane_num, plane_pairs = _masked_autocovariance(residual, weights, window)
+        plane_num, plane_pairs = _plane_autocovariance(plane, window, is_noise, detrend_sigma, flat_fraction)
         numerator += plane_num
         pairs += plane_pairs
-    with np.errstate(invalid="ignore", divide="ignore"):
-        covariance = np.where(pairs > 0, numerator / np.maximum(pairs, 1), 0.0)
+    covariance = np.where(pairs > 0, numerator / np.maximum(pairs, 1), 0.0)
     centre = (window, window)
-    if covariance[centre] <= 0:
+    total = covariance[centre]
+    if total <= 0:
         acf = np.zeros_like(covariance)
         acf[centre] = 1.0
         return MaskEstimate(_centre_only(), acf, 1.0, "the data is constant: plain N2V (centre only)")
-    acf = covariance / covariance[centre]
-    threshold = np.maximum(config.significance / np.sqrt(np.maximum(pairs, 1)), config.min_correlation)
-    mask = _mask_from_acf(acf, threshold, radius, config.max_pixels)
+    variance = total
+    # standard error of a covariance from N pairs of independent pixels: about total / sqrt(N)
+    standard_error = total / np.sqrt(np.maximum(pairs, 1))
+    if config.remove_isotropic and not is_noise:
+        covariance, variance = _remove_isotropic(covariance)
+    acf = covariance / variance
+    acf[centre] = 1.0
+    standard_error = standard_error / variance  # in units of the noise variance, like the correlation
+    threshold = np.maximum(config.significance * standard_error, config.min_correlation)
+    extend = np.maximum(config.significance * standard_error, config.extend_correlation)
+    mask = _mask_from_acf(acf, threshold, radius, config.max_pixels, extend)
     return MaskEstimate(mask, acf, float(threshold[centre]), _describe(mask, acf))
 
 
-def _flat_weights(residual: np.ndarray, fraction: float) -> np.ndarray:
-    """1 on the windows of lowest residual variance (the flattest, where the image is mostly noise)."""
-    size = min(residual.shape)
-    patch = max(8, min(32, size // 4))
+def _check_size(shape, window: int, name: str) -> None:
+    smallest = max(16, window + 2)
+    if min(shape) < smallest:
+        raise InputError(
+            f"The {name} is {shape[0]}x{shape[1]} pixels; estimating the noise correlation up to "
+            f"{window} pixels away needs at least {smallest} pixels on each side. Use a larger image "
+            "(or several slices of the same size), lower mask.max_radius, or set the mask by hand "
+            "(preset_mask)."
+        )
+
+
+def _tiles(shape, tile: int):
+    """(y0, y1, x0, x1) of the tiles covering `shape`; one tile when both sides are at most `tile`."""
+    for y0 in range(0, shape[0], tile):
+        for x0 in range(0, shape[1], tile):
+            yield y0, min(y0 + tile, shape[0]), x0, min(x0 + tile, shape[1])
+
+
+def _detrended(plane: np.ndarray, box, sigma: float) -> np.ndarray:
+    """plane - Gaussian(plane) on one tile, in float64; the Gaussian sees a margin around the tile,
+    so the result equals the whole-image detrending cut to the tile."""
+    y0, y1, x0, x1 = box
+    margin = int(4.0 * sigma + 0.5) + 1
+    top, left = max(0, y0 - margin), max(0, x0 - margin)
+    padded = plane[top : min(plane.shape[0], y1 + margin), left : min(plane.shape[1], x1 + margin)]
+    padded = padded.astype(np.float64)
+    smooth = ndimage.gaussian_filter(padded, sigma, mode="reflect")
+    inner = (slice(y0 - top, y1 - top), slice(x0 - left, x1 - left))
+    return padded[inner] - smooth[inner]
+
+
+def _plane_autocovariance(plane, window: int, is_noise: bool, sigma: float, fraction: float):
+    """Sum of products and pair counts at each lag for one 2D slice, tile by tile.
+
+    Raw images take two passes: the residual power of every analysis window first (so that the
+    flattest `fraction` is chosen over the whole slice), then the covariance of the chosen windows.
+    """
+    patch = max(8, min(32, min(plane.shape) // 4))
+    boxes = list(_tiles(plane.shape, TILE))
+    if len(boxes) > MAX_TILES:
+        boxes = [boxes[i] for i in np.linspace(0, len(boxes) - 1, MAX_TILES).round().astype(int)]
+    level = None
+    if not is_noise:
+        powers = [_window_power(_detrended(plane, box, sigma), patch)[0] for box in boxes]
+        level = np.quantile(np.concatenate([p.ravel() for p in powers]), fraction)
+    numerator = np.zeros((2 * window + 1,) * 2)
+    pairs = np.zeros_like(numerator)
+    for box in boxes:
+        if is_noise:
+            y0, y1, x0, x1 = box
+            residual = plane[y0:y1, x0:x1].astype(np.float64)
+            weights = np.ones_like(residual)
+        else:
+            residual = _detrended(plane, box, sigma)
+            weights = _flat_weights(residual, patch, level)
+        if not weights.any():
+            continue
+        tile_num, tile_pairs = _masked_autocovariance(residual, weights, window)
+        numerator += tile_num
+        pairs += tile_pairs
+    return numerator, pairs
+
+
+def _window_power(residual: np.ndarray, patch: int):
+    """Mean squared residual of the windows of `patch` pixels (half-overlapping) and their centres."""
     stride = max(1, patch // 2)
-    local_power = ndimage.uniform_filter(residual**2, patch, mode="reflect")
     half = patch // 2
-    ys = np.arange(half, residual.shape[0] - patch + half + 1, stride)
-    xs = np.arange(half, residual.shape[1] - patch + half + 1, stride)
-    power = local_power[np.ix_(ys, xs)]
-    keep = power <= np.quantile(power, fraction)
+    local_power = ndimage.uniform_filter(residual**2, patch, mode="reflect")
+    ys = np.arange(half, max(half + 1, residual.shape[0] - patch + half + 1), stride)
+    xs = np.arange(half, max(half + 1, residual.shape[1] - patch + half + 1), stride)
+    ys, xs = ys[ys < residual.shape[0]], xs[xs < residual.shape[1]]
+    return local_power[np.ix_(ys, xs)], ys, xs
+
+
+def _flat_weights(residual: np.ndarray, patch: int, level: float) -> np.ndarray:
+    """1 on the windows whose residual power is at most `level` (the flattest, where the image is
+    mostly noise), 0 elsewhere."""
+    power, ys, xs = _window_power(residual, patch)
+    half = patch // 2
     weights = np.zeros_like(residual)
-    for y, x in zip(*np.nonzero(keep)):
-        top, left = ys[y] - half, xs[x] - half
+    for y, x in zip(*np.nonzero(power <= level)):
+        top, left = max(0, ys[y] - half), max(0, xs[x] - half)
         weights[top : top + patch, left : left + patch] = 1.0
     return weights
 
@@ -118,38 +217,95 @@ def _masked_autocovariance(values: np.ndarray, weights: np.ndarray, window: int)
     mean = np.sum(values * weights) / max(np.sum(weights), 1.0)
     centred = (values - mean) * weights
     shape = [n + window for n in values.shape]
-    spectrum = np.fft.rfft2(centred, s=shape)
-    weight_spectrum = np.fft.rfft2(weights, s=shape)
-    numerator = np.fft.irfft2(np.abs(spectrum) ** 2, s=shape)
-    pairs = np.fft.irfft2(np.abs(weight_spectrum) ** 2, s=shape)
+    numerator = np.fft.irfft2(np.abs(np.fft.rfft2(centred, s=shape)) ** 2, s=shape)
+    del centred
+    pairs = np.fft.irfft2(np.abs(np.fft.rfft2(weights, s=shape)) ** 2, s=shape)
     lags = np.r_[-window : window + 1]
-    numerator = numerator[np.ix_(lags, lags)]
-    pairs = np.rint(pairs[np.ix_(lags, lags)])
-    return numerator, pairs
+    return numerator[np.ix_(lags, lags)], np.rint(pairs[np.ix_(lags, lags)])
+
+
+def _remove_isotropic(covariance: np.ndarray) -> tuple[np.ndarray, float]:
+    """Subtract the isotropic floor of an autocovariance; return it and the remaining lag-0 variance.
+
+    At every lag distance d (every value of dy**2 + dx**2) the smallest covariance over the lags
+    at that distance is taken as the isotropic part (signal texture, and the broad bias of the
+    detrending) and subtracted from all of them: a correlation along a line survives in its
+    direction, one that is the same in all directions does not. At lag 0 the isotropic part is
+    extrapolated linearly in d**2 from d**2 = 1, 2, 4 (a smooth texture correlates as a - b d**2
+    near 0), but never below the floor at d = 1; the noise variance is what exceeds it. It is
+    kept at least 2 % of the total, so that an image with hardly any noise cannot divide by zero.
+    """
+    window = covariance.shape[0] // 2
+    dy, dx = np.mgrid[-window : window + 1, -window : window + 1]
+    distance = dy**2 + dx**2
+    floor = np.zeros_like(covariance)
+    for value in np.unique(distance[distance > 0]):
+        ring = distance == value
+        floor[ring] = covariance[ring].min()
+    nearest = [floor[distance == value][0] for value in (1, 2, 4)]
+    slope, intercept = np.polyfit([1.0, 2.0, 4.0], nearest, 1)
+    total = covariance[window, window]
+    at_zero = min(max(intercept, nearest[0]), 0.98 * total)
+    floor[window, window] = at_zero
+    return covariance - floor, total - at_zero
 
 
 def _centre_only() -> np.ndarray:
     return np.ones((1, 1), bool)
 
 
-def _mask_from_acf(acf: np.ndarray, threshold: np.ndarray, radius: int, max_pixels: int) -> np.ndarray:
+def _mask_from_acf(acf: np.ndarray, threshold: np.ndarray, radius: int, max_pixels: int,
+                   extend: np.ndarray | None = None) -> np.ndarray:
+    """Grow the mask from the centre: add the most correlated significant lag touching it (with its
+    mirror image), until none is left or the next pair would exceed `max_pixels`.
+
+    Then, with `extend` (a lower threshold), continue the rays already in the mask: a lag n * u
+    (u the smallest lag in its direction) joins when (n - 1) * u is in the mask, n >= 2, and its
+    correlation exceeds `extend`. A correlation that decays slowly along a line (Gaussian or
+    exponential) is followed further than `threshold` alone allows, while white noise, whose mask
+    is the centre alone, is never extended.
+    """
     window = acf.shape[0] // 2
     inner = slice(window - radius, window + radius + 1)
     acf, threshold = acf[inner, inner], threshold[inner, inner]
+    mask = np.zeros(acf.shape, bool)
+    mask[radius, radius] = True
     candidates = acf > threshold
-    candidates[radius, radius] = True
-    mask = _centre_component(candidates, radius)
-    if mask.sum() > max_pixels:
-        ranked = np.where(mask, acf, -np.inf)
-        ranked[radius, radius] = np.inf
-        level = np.sort(ranked.ravel())[::-1][max_pixels - 1]
-        mask = _centre_component(mask & (ranked >= level), radius)
-    return crop_mask(mask | mask[::-1, ::-1])
+    mask = _grow(mask, acf, candidates & candidates[::-1, ::-1], max_pixels, _touching)
+    if extend is not None and mask.sum() > 1:
+        candidates = acf > extend[inner, inner]
+        mask = _grow(mask, acf, candidates & candidates[::-1, ::-1], max_pixels, lambda m: _ray_ends(m, radius))
+    return crop_mask(mask)
 
 
-def _centre_component(candidates: np.ndarray, radius: int) -> np.ndarray:
-    labels, _ = ndimage.label(candidates, structure=np.ones((3, 3)))
-    return labels == labels[radius, radius]
+def _touching(mask: np.ndarray) -> np.ndarray:
+    """Lags 8-connected to the mask."""
+    return ndimage.binary_dilation(mask, structure=np.ones((3, 3), bool))
+
+
+def _ray_ends(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Lags n * u (n >= 2, u the smallest lag in the same direction) whose predecessor (n - 1) * u is in the mask."""
+    dy, dx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    steps = np.gcd(dy, dx)
+    ends = np.zeros_like(mask)
+    far = steps >= 2
+    sy, sx = dy[far] // steps[far], dx[far] // steps[far]
+    ends[far] = mask[dy[far] - sy + radius, dx[far] - sx + radius]
+    return ends
+
+
+def _grow(mask: np.ndarray, acf: np.ndarray, candidates: np.ndarray, max_pixels: int, reachable) -> np.ndarray:
+    """Add the most correlated candidate lag that `reachable(mask)` allows, with its mirror image, one at a time."""
+    mask = mask.copy()
+    size = mask.shape[0] - 1
+    while True:
+        frontier = candidates & ~mask & reachable(mask)
+        if not frontier.any():
+            return mask
+        y, x = np.unravel_index(np.argmax(np.where(frontier, acf, -np.inf)), acf.shape)
+        if mask.sum() + 2 > max_pixels:
+            return mask
+        mask[y, x] = mask[size - y, size - x] = True
 
 
 def crop_mask(mask: np.ndarray) -> np.ndarray:
