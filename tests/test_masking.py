@@ -70,3 +70,33 @@ def test_masking_is_reproducible_with_a_seed():
     first = mask_batch(patches, 1.0, generator(9), struct_mask=preset_mask("vertical", 3))
     second = mask_batch(patches, 1.0, generator(9), struct_mask=preset_mask("vertical", 3))
     assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+@pytest.mark.parametrize("kind, span", [("horizontal", 13), ("diagonal", 5), ("cross", 7)])
+def test_structn2v_fills_the_mask_from_nearby_pixels_outside_every_mask(kind, span):
+    """Each masked pixel copies a pixel at most 2 away that lies outside the mask of every blind spot,
+    so the input keeps the local signal but none of any blind spot's correlated noise."""
+    mask = preset_mask(kind, span)
+    half = span // 2
+    patches = torch.arange(4 * 48 * 48, dtype=torch.float32).reshape(4, 1, 48, 48)  # every value unique
+    inputs, blind = mask_batch(patches, 1.0, generator(3), struct_mask=mask)
+    spots = torch.nonzero(blind).tolist()
+    covered = np.zeros((4, 48 + 2 * half, 48 + 2 * half), bool)  # union of all masks, padded
+    for b, _, y, x in spots:
+        covered[b, y : y + span, x : x + span] |= mask
+    covered = covered[:, half : half + 48, half : half + 48]
+    copied = randomised = 0
+    for b, _, y, x in spots:
+        for dy, dx in zip(*np.nonzero(mask)):
+            my, mx = y + dy - half, x + dx - half
+            if (dy, dx) == (half, half) or not (0 <= my < 48 and 0 <= mx < 48) or blind[b, 0, my, mx]:
+                continue
+            source = torch.nonzero(patches[b, 0] == inputs[b, 0, my, mx])
+            if not len(source):  # a random value: no clean source nearby
+                randomised += 1
+                continue
+            sy, sx = source[0].tolist()
+            assert max(abs(sy - my), abs(sx - mx)) <= 2
+            assert not covered[b, sy, sx], "copied a pixel inside a blind spot's mask"
+            copied += 1
+    assert copied > 20 * randomised  # nearly all masked pixels are copies of clean pixels
