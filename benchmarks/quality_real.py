@@ -39,6 +39,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from napari_autostructn2v import Config
 from napari_autostructn2v.core.mask import crop_mask
+from napari_autostructn2v.core.model import resolve_device
 
 from . import real_set
 from ._common import fmt, fmt_pm, limit_threads, markdown_table, mean_std, stopwatch, write_json
@@ -110,8 +111,10 @@ def true_mask(noise: real_set.Noise) -> np.ndarray:
 def careamics_jobs(methods: list[str], noise: real_set.Noise, budget: Budget, seed: int, threads: int) -> dict[str, dict]:
     """The runner settings of each CAREamics method that applies to this noise, by method name."""
     defaults = Config()
+    accelerator = {"cuda": "gpu", "mps": "mps"}.get(resolve_device(defaults.device).type, "cpu")  # where ours trains
     common = dict(steps=budget.steps, patch_size=budget.patch_size, batch_size=budget.batch_size,
-                  depth=defaults.depth, base_channels=defaults.base_channels, seed=seed, threads=threads)
+                  depth=defaults.depth, base_channels=defaults.base_channels, seed=seed, threads=threads,
+                  accelerator=accelerator)
     axis = careamics_preset(noise.family)
     jobs = {}
     for method in methods:
@@ -428,6 +431,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch threads, ours and CAREamics (default 1)")
     parser.add_argument("--out", default=None, help="folder for the JSON (default benchmarks/results)")
     parser.add_argument("--name", default="quality_real", help="JSON file name without .json")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="only print the tables of these result files together (runs split over cases)")
     args = parser.parse_args(argv)
     if args.families == ["all"]:
         args.families = list(real_set.FAMILIES)
@@ -452,8 +457,33 @@ def careamics_status(python, methods: list[str]) -> str:
     return f"CAREamics: {python}"
 
 
+def merge(paths: list[str], args: argparse.Namespace) -> dict:
+    """The tables of several result files together; their rows must not overlap (same case and method)."""
+    import json
+
+    rows, wall, statuses = [], 0.0, []
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        rows += data["rows"]
+        wall += data.get("wall_seconds", 0.0)
+        statuses.append(data.get("careamics", "-"))
+    keys = [(r["image"], r["family"], r["sigma"], r["seed"], r["method"]) for r in rows]
+    if len(set(keys)) != len(keys):
+        raise SystemExit("the files share runs (same image, noise, sigma, seed and method); merge disjoint runs")
+    out = tables(rows)
+    status = "; ".join(dict.fromkeys(statuses))
+    print(f"Real-image set: merged {len(paths)} files, {len(rows)} rows, summed wall time {wall:.0f} s\n{status}\n\n"
+          + render(out))
+    payload = {"args": vars(args), "merged": paths, "wall_seconds": wall, "careamics": status, "rows": rows,
+               "tables": out, "targets": targets(aggregate(rows))}
+    print(f"\nwritten {write_json(args.name, payload, args.out)}", file=sys.stderr)
+    return payload
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args)
     limit_threads(args.threads)
     budget = Budget(steps=args.steps, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch,
                     patch_size=args.patch)

@@ -226,6 +226,11 @@ def test_suite_smoke_without_careamics(no_careamics, tmp_path, capsys):
     assert payload["ours_config"] == quality_real.Config().to_dict()  # the package's defaults, not a copy
     saved = json.loads((tmp_path / "real_smoke.json").read_text())
     assert len(saved["rows"]) == len(rows) and saved["careamics"] == quality_real.NOT_RUN
+    merged = quality_real.main(["--merge", str(tmp_path / "real_smoke.json"), "--out", str(tmp_path), "--name", "m"])
+    assert merged["tables"]["psnr:sparse"] == payload["tables"]["psnr:sparse"]
+    with pytest.raises(SystemExit, match="share runs"):
+        quality_real.main(["--merge", str(tmp_path / "real_smoke.json"), str(tmp_path / "real_smoke.json"),
+                           "--out", str(tmp_path)])
 
 
 def test_targets_decide_from_the_numbers():

@@ -53,7 +53,7 @@ def best_span(support: np.ndarray, axis: str) -> int:
 
 def runner_settings(*, steps: int, patch_size: int, batch_size: int, depth: int, base_channels: int,
                     axis: str = "none", span: int = 5, seed: int = 0, threads: int = 1,
-                    work_dir: str | os.PathLike = ".") -> dict:
+                    accelerator: str = "cpu", work_dir: str | os.PathLike = ".") -> dict:
     """The settings of one runner job. `seed` is ours; CAREamics needs a positive one (seed + 1)."""
     if axis != "none" and axis not in AXES:
         raise ValueError(f"axis must be 'none' or one of {AXES}, got {axis!r}")
@@ -61,7 +61,7 @@ def runner_settings(*, steps: int, patch_size: int, batch_size: int, depth: int,
         raise ValueError(f"CAREamics spans are odd, {MIN_SPAN}..{MAX_SPAN}; got {span}")
     return {"steps": int(steps), "patch_size": int(patch_size), "batch_size": int(batch_size), "depth": int(depth),
             "num_channels_init": int(base_channels), "struct_axis": axis, "struct_span": int(span),
-            "seed": int(seed) + 1, "threads": int(threads), "work_dir": str(work_dir)}
+            "seed": int(seed) + 1, "threads": int(threads), "accelerator": accelerator, "work_dir": str(work_dir)}
 
 
 @dataclass

@@ -9,8 +9,8 @@ loaded CPU).
 This file is executed by the CAREamics interpreter (benchmarks/.venv-careamics), never imported by
 the benchmark suite or the package: it needs only numpy, torch and careamics. The settings have
 the keys written by `benchmarks.peers.careamics.runner_settings`: steps, patch_size, batch_size, depth,
-num_channels_init, struct_axis ("none", "horizontal" or "vertical"), struct_span, seed, threads and
-work_dir. Each result JSON holds the wall times (training, prediction), the optimiser steps counted by
+num_channels_init, struct_axis ("none", "horizontal" or "vertical"), struct_span, seed, threads,
+accelerator (Lightning's name for the device ours runs on) and work_dir. Each result JSON holds the wall times (training, prediction), the optimiser steps counted by
 the Lightning trainer and by CAREamics' CSV log, the epochs and the configuration actually used.
 """
 
@@ -46,7 +46,8 @@ def build_configuration(settings: dict):
         struct_n2v_axes=settings["struct_axis"],
         struct_n2v_span=settings["struct_span"],
         num_workers=0,
-        trainer_params={"max_steps": settings["steps"], "max_epochs": -1, "accelerator": "cpu", "devices": 1},
+        trainer_params={"max_steps": settings["steps"], "max_epochs": -1,
+                        "accelerator": settings.get("accelerator", "cpu"), "devices": 1},
         model_params={"depth": settings["depth"], "num_channels_init": settings["num_channels_init"]},
         checkpoint_params={"save_top_k": 0, "save_last": True},
         seed=settings["seed"],
