@@ -112,7 +112,8 @@ def careamics_jobs(methods: list[str], noise: real_set.Noise, budget: Budget, se
     """The runner settings of each CAREamics method that applies to this noise, by method name."""
     defaults = Config()
     accelerator = {"cuda": "gpu", "mps": "mps"}.get(resolve_device(defaults.device).type, "cpu")  # where ours trains
-    common = dict(steps=budget.steps, patch_size=budget.patch_size, batch_size=budget.batch_size,
+    common = dict(steps=budget.steps, steps_per_epoch=budget.steps_per_epoch, patch_size=budget.patch_size,
+                  batch_size=budget.batch_size,
                   depth=defaults.depth, base_channels=defaults.base_channels, seed=seed, threads=threads,
                   accelerator=accelerator)
     axis = careamics_preset(noise.family)
@@ -433,6 +434,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--name", default="quality_real", help="JSON file name without .json")
     parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                         help="only print the tables of these result files together (runs split over cases)")
+    parser.add_argument("--later-wins", action="store_true",
+                        help="with --merge: a run in a later file replaces the same run in an earlier one")
     args = parser.parse_args(argv)
     if args.families == ["all"]:
         args.families = list(real_set.FAMILIES)
@@ -469,7 +472,11 @@ def merge(paths: list[str], args: argparse.Namespace) -> dict:
         statuses.append(data.get("careamics", "-"))
     keys = [(r["image"], r["family"], r["sigma"], r["seed"], r["method"]) for r in rows]
     if len(set(keys)) != len(keys):
-        raise SystemExit("the files share runs (same image, noise, sigma, seed and method); merge disjoint runs")
+        if not getattr(args, "later_wins", False):
+            raise SystemExit("the files share runs (same image, noise, sigma, seed and method); merge disjoint runs "
+                             "or pass --later-wins")
+        latest = {key: row for key, row in zip(keys, rows)}  # a later file's row replaces an earlier one
+        rows = [latest[key] for key in dict.fromkeys(keys)]
     out = tables(rows)
     status = "; ".join(dict.fromkeys(statuses))
     print(f"Real-image set: merged {len(paths)} files, {len(rows)} rows, summed wall time {wall:.0f} s\n{status}\n\n"

@@ -105,6 +105,7 @@ def test_runner_settings_match_our_config_and_reject_bad_spans():
                                            seed=3, threads=1)["CAREamics N2V"]
     defaults = quality_real.Config()
     assert settings["steps"] == 40 and settings["batch_size"] == 8 and settings["patch_size"] == 32
+    assert settings["steps_per_epoch"] == 10
     assert settings["num_channels_init"] == defaults.base_channels and settings["depth"] == defaults.depth
     assert settings["seed"] == 4  # CAREamics wants a positive seed
     with pytest.raises(ValueError):
@@ -137,6 +138,18 @@ def test_check_result_names_what_did_not_match():
     bad = {**good, "trainer_steps": 100, "used": {**good["used"], "train_patches_per_epoch": 8, "depth": 3}}
     notes = " ".join(careamics_client.check_result(bad, settings))
     assert "100 steps" in notes and "depth 3" in notes and "only 8 training patches" in notes
+    with_epochs = {**settings, "steps_per_epoch": 20}
+    assert careamics_client.check_result(good, with_epochs) == ["1 batches per epoch, not 20"]
+    assert careamics_client.check_result({**good, "batches_per_epoch": 20}, with_epochs) == []
+
+
+def test_epoch_copies_give_epochs_of_the_suite_length():
+    settings = {"patch_size": 64, "batch_size": 16, "steps_per_epoch": 20}
+    assert careamics_runner.epoch_copies((256, 256), settings) == 20  # 16 patches per copy, one batch
+    assert careamics_runner.epoch_copies((256, 256), {**settings, "batch_size": 8}) == 10
+    assert careamics_runner.epoch_copies((256, 256), {**settings, "patch_size": 32, "batch_size": 2,
+                                                      "steps_per_epoch": 2}) == 1
+    assert careamics_runner.epoch_copies((256, 256), {**settings, "steps_per_epoch": None}) == 1
 
 
 def test_logged_steps_reads_the_csv_log(tmp_path):
@@ -156,7 +169,7 @@ STAND_IN = """
         used = {{"batch_size": s["batch_size"], "depth": s["depth"], "num_channels_init": s["num_channels_init"],
                 "patch_size": [s["patch_size"]] * 2, "train_patches_per_epoch": 16}}
         json.dump({{"seconds": 0.5, "trainer_steps": s["steps"] - {missing}, "logged_steps": s["steps"], "epochs": s["steps"],
-                   "batches_per_epoch": 1, "final_learning_rate": 1e-3, "used": used, "axis": s["struct_axis"]}},
+                   "batches_per_epoch": s["steps_per_epoch"] or 1, "final_learning_rate": 1e-3, "used": used, "axis": s["struct_axis"]}},
                   open(job["result"], "w"))
 """
 
@@ -231,6 +244,9 @@ def test_suite_smoke_without_careamics(no_careamics, tmp_path, capsys):
     with pytest.raises(SystemExit, match="share runs"):
         quality_real.main(["--merge", str(tmp_path / "real_smoke.json"), str(tmp_path / "real_smoke.json"),
                            "--out", str(tmp_path)])
+    twice = quality_real.main(["--merge", str(tmp_path / "real_smoke.json"), str(tmp_path / "real_smoke.json"),
+                               "--later-wins", "--out", str(tmp_path), "--name", "m2"])
+    assert len(twice["rows"]) == len(rows)
 
 
 def test_targets_decide_from_the_numbers():

@@ -52,14 +52,17 @@ def best_span(support: np.ndarray, axis: str) -> int:
 
 
 def runner_settings(*, steps: int, patch_size: int, batch_size: int, depth: int, base_channels: int,
-                    axis: str = "none", span: int = 5, seed: int = 0, threads: int = 1,
-                    accelerator: str = "cpu", work_dir: str | os.PathLike = ".") -> dict:
-    """The settings of one runner job. `seed` is ours; CAREamics needs a positive one (seed + 1)."""
+                    steps_per_epoch: int | None = None, axis: str = "none", span: int = 5, seed: int = 0,
+                    threads: int = 1, accelerator: str = "cpu", work_dir: str | os.PathLike = ".") -> dict:
+    """The settings of one runner job. `seed` is ours; CAREamics needs a positive one (seed + 1).
+    With `steps_per_epoch` the runner gives CAREamics enough copies of the image for epochs of that
+    many batches (None: CAREamics' own epochs, one pass over the patches of one image)."""
     if axis != "none" and axis not in AXES:
         raise ValueError(f"axis must be 'none' or one of {AXES}, got {axis!r}")
     if axis != "none" and not (MIN_SPAN <= span <= MAX_SPAN and span % 2 == 1):
         raise ValueError(f"CAREamics spans are odd, {MIN_SPAN}..{MAX_SPAN}; got {span}")
-    return {"steps": int(steps), "patch_size": int(patch_size), "batch_size": int(batch_size), "depth": int(depth),
+    return {"steps": int(steps), "steps_per_epoch": None if steps_per_epoch is None else int(steps_per_epoch),
+            "patch_size": int(patch_size), "batch_size": int(batch_size), "depth": int(depth),
             "num_channels_init": int(base_channels), "struct_axis": axis, "struct_span": int(span),
             "seed": int(seed) + 1, "threads": int(threads), "accelerator": accelerator, "work_dir": str(work_dir)}
 
@@ -85,6 +88,9 @@ def check_result(result: dict, settings: dict) -> list[str]:
     for key, value in wanted.items():
         if key in used and used[key] != value:
             notes.append(f"{key} {used[key]} instead of {value}")
+    wanted_batches = settings.get("steps_per_epoch")
+    if wanted_batches and result.get("batches_per_epoch") not in (None, wanted_batches):
+        notes.append(f"{result.get('batches_per_epoch')} batches per epoch, not {wanted_batches}")
     patches = used.get("train_patches_per_epoch")
     if patches is not None and result.get("batches_per_epoch") == 1 and patches < settings["batch_size"]:
         notes.append(f"only {patches} training patches per step (batch {settings['batch_size']})")

@@ -9,7 +9,7 @@ loaded CPU).
 This file is executed by the CAREamics interpreter (benchmarks/.venv-careamics), never imported by
 the benchmark suite or the package: it needs only numpy, torch and careamics. The settings have
 the keys written by `benchmarks.peers.careamics.runner_settings`: steps, patch_size, batch_size, depth,
-num_channels_init, struct_axis ("none", "horizontal" or "vertical"), struct_span, seed, threads,
+steps_per_epoch, num_channels_init, struct_axis ("none", "horizontal" or "vertical"), struct_span, seed, threads,
 accelerator (Lightning's name for the device ours runs on) and work_dir. Each result JSON holds the wall times (training, prediction), the optimiser steps counted by
 the Lightning trainer and by CAREamics' CSV log, the epochs and the configuration actually used.
 """
@@ -54,6 +54,16 @@ def build_configuration(settings: dict):
     )
 
 
+def epoch_copies(shape, settings: dict) -> int:
+    """How many copies of the image make an epoch of `steps_per_epoch` batches (1 without that key):
+    CAREamics draws (H // patch) * (W // patch) random patches per image and epoch."""
+    steps_per_epoch = settings.get("steps_per_epoch")
+    if not steps_per_epoch:
+        return 1
+    per_image = max(1, (shape[-2] // settings["patch_size"]) * (shape[-1] // settings["patch_size"]))
+    return max(1, -(-steps_per_epoch * settings["batch_size"] // per_image))
+
+
 def logged_steps(work_dir: Path) -> int | None:
     """The optimiser steps in CAREamics' CSV log: the largest logged step index plus one."""
     steps = []
@@ -77,9 +87,14 @@ def run_job(job: dict) -> dict:
     config = build_configuration(settings)
     start = time.perf_counter()
     careamist = CAREamist(config, work_dir=work_dir, enable_progress_bar=False)
-    # the image itself is the validation data: without it CAREamics sets 8 patches of a 256 x 256 image
-    # aside (half of it) and trains on batches of the 8 left, whatever the batch size
-    careamist.train(train_data=noisy, val_data=noisy)
+    # The image itself is the validation data: without it CAREamics sets 8 patches of a 256 x 256 image
+    # aside (half of it) and trains on batches of the 8 left, whatever the batch size.
+    # An epoch of CAREamics is one pass over the patches it extracts, (256 / 64)**2 = 16 random patches
+    # per image: one batch. Its default scheduler (ReduceLROnPlateau, patience 10 epochs, factor 0.1)
+    # then cuts the learning rate every few steps (measured: 1e-3 down to 1e-8 within 200 steps). Given
+    # as `copies` copies, the image yields epochs of `steps_per_epoch` batches, as ours has.
+    copies = epoch_copies(noisy.shape, settings)
+    careamist.train(train_data=[noisy] * copies if copies > 1 else noisy, val_data=noisy)
     trained = time.perf_counter()
     predictions, _ = careamist.predict(noisy, data_type="array", axes="YX")
     output = np.asarray(predictions[0], np.float32).reshape(noisy.shape)
@@ -96,6 +111,7 @@ def run_job(job: dict) -> dict:
         "logged_steps": logged_steps(work_dir),
         "epochs": int(careamist.trainer.current_epoch),
         "batches_per_epoch": careamist.trainer.num_training_batches,
+        "image_copies": copies,
         "final_learning_rate": careamist.trainer.optimizers[0].param_groups[0]["lr"],
         "careamics": careamics.__version__,
         "torch": torch.__version__,
@@ -113,7 +129,7 @@ def run_job(job: dict) -> dict:
             "lr_scheduler": config.algorithm_config.lr_scheduler.model_dump(),
             "augmentations": [type(t).__name__ for t in config.data_config.augmentations],
             "normalization": config.data_config.normalization.name,
-            "validation": "the training image itself (val_data)",
+            "validation": "the training image itself (val_data), once per epoch",
         },
     }
     Path(job["result"]).write_text(json.dumps(result, indent=2, default=str))
