@@ -3,6 +3,7 @@
     python -m benchmarks.quality --quick          # a few minutes on 2 CPU cores
     python -m benchmarks.quality                  # the full grid (hours on a CPU)
     python -m benchmarks.quality --noise horizontal vertical --sigmas 0.1 --seeds 3 --steps 200
+    python -m benchmarks.quality --suite real     # the real-image set with CAREamics (quality_real.py)
 
 Every method trains the same UNet (Config defaults: 16 base channels, depth 2) for the same
 total number of optimiser steps (both stages counted together), with the same batch and
@@ -558,8 +559,21 @@ def render(out: dict[str, str]) -> str:
 
 # ----------------------------------------------------------------------------- command line
 
+SUITES = ("procedural", "real")
+
+
+def _suite_parser() -> argparse.ArgumentParser:
+    """Reads only --suite, so that each suite parses its own options."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--suite", choices=SUITES, default="procedural")
+    return parser
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--suite", choices=SUITES, default="procedural",
+                        help="procedural: this suite (default); real: the real-image set with CAREamics "
+                             "(python -m benchmarks.quality --suite real --help for its options)")
     parser.add_argument("--quick", action="store_true",
                         help="horizontal and white noise at sigma 0.1, one seed, 192x192, 60 steps (a few minutes)")
     parser.add_argument("--noise", nargs="+", default=None, help=f"noise kinds, KIND or KIND:LENGTH; default all: {ALL_NOISE}")
@@ -586,6 +600,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    suite, rest = _suite_parser().parse_known_args(argv)
+    if suite.suite == "real":
+        from .quality_real import main as real_main
+
+        return real_main(rest)
     args = parse_args(argv)
     limit_threads(args.threads)
     quick = args.quick
