@@ -479,7 +479,8 @@ def merge(paths: list[str], args: argparse.Namespace) -> dict:
         rows = [latest[key] for key in dict.fromkeys(keys)]
     out = tables(rows)
     status = "; ".join(dict.fromkeys(statuses))
-    print(f"Real-image set: merged {len(paths)} files, {len(rows)} rows, summed wall time {wall:.0f} s\n{status}\n\n"
+    print(f"Real-image set: merged {len(paths)} files, {len(rows)} rows, wall time of the files summed (replaced "
+          f"runs included) {wall:.0f} s\n{status}\n\n"
           + render(out))
     payload = {"args": vars(args), "merged": paths, "wall_seconds": wall, "careamics": status, "rows": rows,
                "tables": out, "targets": targets(aggregate(rows))}
