@@ -6,11 +6,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from napari.layers import Image
+from napari.layers import Image, Shapes
 
 from ..core.config import ConfigError
 from ..core.images import InputError
 from ..core.model import ModelFileError
+from ._overlay import Outline
+
+INTERNAL = "napari-autostructn2v internal"
 
 OUT_OF_MEMORY = (
     "Out of memory. Lower the batch size or the patch size (training) or the tile size (denoising), "
@@ -55,14 +58,58 @@ def current_index(viewer, layer: Image) -> tuple[int, ...]:
     return tuple(int(np.clip(round(p), 0, n - 1)) for p, n in zip(position, shape))
 
 
-def patch_rectangles(corners: np.ndarray, size: int) -> np.ndarray:
-    """(N, 4, 2) rectangle vertices around the pixels of square patches with top-left `corners`."""
-    square = np.array([[0, 0], [0, size], [size, size], [size, 0]], float)
-    return corners[:, None, :] - 0.5 + square[None]
+def mark_internal(layer):
+    """Tag a layer this plugin made for display (preview, overlays, ACF, mask): never offered as an input."""
+    layer.metadata[INTERNAL] = True
+    return layer
+
+
+def input_layers(viewer) -> list[Image]:
+    """The image layers a widget may read: every image layer except this plugin's display layers."""
+    return [layer for layer in viewer.layers if isinstance(layer, Image) and not layer.metadata.get(INTERNAL)]
+
+
+def active_input(viewer) -> Image | None:
+    """The active layer when it is an input image layer, else the top-most input image layer (or None)."""
+    choices = input_layers(viewer)
+    active = viewer.layers.selection.active
+    if active in choices:
+        return active
+    return choices[-1] if choices else None
+
+
+def keep_on_top(viewer, layers) -> None:
+    """Move `layers` (those still in the viewer) above all others, keeping their order."""
+    present = [layer for layer in layers if layer in viewer.layers]
+    top = len(viewer.layers) - len(present)
+    if not present or all(viewer.layers.index(layer) >= top for layer in present):
+        return
+    for layer in present:
+        viewer.layers.move(viewer.layers.index(layer), len(viewer.layers))
+
+
+def draw_outline(layer: Shapes, outline: Outline, edge_width: float) -> None:
+    """Replace the shapes of `layer` with `outline` (a few paths or boxes) at `edge_width`.
+
+    The layer's thumbnail is not redrawn here (that costs as much as the shapes themselves):
+    the caller refreshes it later with `refresh_thumbnail`.
+    """
+    with layer.block_thumbnail_update():
+        layer.data = (outline.paths, [outline.shape_type] * len(outline.paths))
+        if any(width != edge_width for width in layer.edge_width):
+            layer.edge_width = edge_width
+
+
+def refresh_thumbnail(layer: Shapes) -> None:
+    """Redraw the layer list thumbnail of a Shapes layer drawn by `draw_outline`."""
+    layer.refresh(data_displayed=False, highlight=False, extent=False)
 
 
 def show_image(viewer, data: np.ndarray, name: str, like: Image | None = None, offset=(0, 0), **kwargs) -> Image:
-    """Put `data` in layer `name` (added or replaced), placed like `like` (shifted by `offset` pixels)."""
+    """Put `data` in layer `name` (added or replaced), placed like `like` (shifted by `offset` pixels).
+
+    Pass internal=False for a result the user works with (it is then offered as an input).
+    """
     if like is not None:
         scale = np.asarray(like.scale[-data.ndim :], float)
         translate = np.asarray(like.translate[-data.ndim :], float)
@@ -71,19 +118,20 @@ def show_image(viewer, data: np.ndarray, name: str, like: Image | None = None, o
     return show_layer(viewer, "image", data, name, **kwargs)
 
 
-def show_layer(viewer, kind: str, data, name: str, **kwargs):
+def show_layer(viewer, kind: str, data, name: str, internal: bool = True, **kwargs):
     """Update image or labels layer `name` in place, or add it (keeping the user's active layer)."""
     if name in viewer.layers:
         layer = viewer.layers[name]
         if type(layer).__name__.lower() == kind and layer.ndim == np.ndim(data):
             layer.data = data
+            layer.metadata[INTERNAL] = internal
             for key in ("scale", "translate", "contrast_limits"):
                 if key in kwargs:
                     setattr(layer, key, kwargs[key])
             return layer
         viewer.layers.remove(layer)
     active = viewer.layers.selection.active
-    layer = getattr(viewer, f"add_{kind}")(data, name=name, **kwargs)
+    layer = getattr(viewer, f"add_{kind}")(data, name=name, metadata={INTERNAL: internal}, **kwargs)
     if active is not None:
         viewer.layers.selection.active = active
     return layer

@@ -13,7 +13,7 @@ from napari.utils.notifications import show_error
 from ..core.images import InputError
 from ..core.inference import denoise_steps
 from ..core.model import ModelFileError, load_model
-from ._common import Failed, layer_data, show_image, user_message
+from ._common import Failed, input_layers, layer_data, show_image, user_message
 from ._session import model_for
 
 SESSION, FILE = "session", "file"
@@ -143,7 +143,7 @@ class DenoiseWidget(Container):
         self.stop_button.enabled = running
 
     def _image_layers(self, _widget=None) -> list[Image]:
-        return [layer for layer in self._viewer.layers if isinstance(layer, Image)]
+        return input_layers(self._viewer)
 
     def _fail(self, message: str) -> None:
         show_error(message)

@@ -49,7 +49,8 @@ from ..core.training import (
     Step,
     train,
 )
-from ._common import Failed, current_index, layer_data, patch_rectangles, show_image, show_layer, user_message
+from ._common import Failed, current_index, layer_data, show_image, show_layer, user_message
+from ._overlay import patch_boxes as patch_rectangles
 from ._loss_plot import LossPlot
 from ._session import set_model, settings_for
 
