@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,10 +29,38 @@ class Failed:
     message: str
 
 
+# the core's messages name Python arguments and fields; the widgets name their controls instead
+GUI_PHRASES = (
+    ("set use_roi=False to sample patches at random", "untick 'use ROI selection' in the ROI selection widget to "
+     "train on patches anywhere in the image"),
+    ("Denoise one channel at a time: pass image[..., c], or convert it to grey first (skimage.color.rgb2gray).",
+     "Choose a single-channel image layer (split the channels first)."),
+    (" Pass image[z] for a stack.", ""),
+    ("2**network depth", "2^(network depth)"),
+)
+GUI_NAMES = {
+    "roi_threshold": "threshold", "scale_factor": "scale factor", "roi_overlap": "overlap",
+    "roi_smoothing": "ROI smoothing", "patch_size": "patch size", "batch_size": "batch size",
+    "steps_per_epoch": "steps per epoch", "learning_rate": "learning rate", "mask_percent": "masked pixels (%)",
+    "min_correlation": "min. correlation", "max_radius": "max. mask radius", "max_pixels": "max. mask pixels",
+    "base_channels": "network width", "depth": "network depth", "source": "mask from",
+}
+
+
+def gui_words(message: str) -> str:
+    """A core error message in the words of the GUI: control labels instead of argument and field names."""
+    message = re.sub(r"\bstage([12])\.", r"stage \1 ", message)
+    message = re.sub(r"\bmask\.(?=[a-z_]+ )", "", message)
+    message = re.sub(r"\b(" + "|".join(GUI_NAMES) + r")\b", lambda match: GUI_NAMES[match.group(1)], message)
+    for api, gui in GUI_PHRASES:
+        message = message.replace(api, gui)
+    return message
+
+
 def user_message(error: BaseException) -> str | None:
     """What to tell the user about `error`, or None when it is a bug rather than a user error."""
     if isinstance(error, (InputError, ConfigError, ModelFileError)):
-        return str(error)
+        return gui_words(str(error))
     if isinstance(error, (MemoryError, torch.OutOfMemoryError)) or (
         isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
     ):
