@@ -8,6 +8,7 @@ from napari_autostructn2v._sample_data import structured_noise_sample
 from napari_autostructn2v.core.roi import select_roi_patches, suggest_threshold
 from napari_autostructn2v.widgets._session import settings_for
 from napari_autostructn2v.widgets.denoise import DenoiseWidget
+from napari_autostructn2v.widgets._overlay import MAX_PATHS
 from napari_autostructn2v.widgets.roi import FEW_PATCHES as FEW
 from napari_autostructn2v.widgets.roi import RoiWidget
 
@@ -76,7 +77,7 @@ def test_docked_widget_draws_the_core_selection_aligned_with_the_image(viewer, w
     expected = select_roi_patches(layer.data, patch_size=64, threshold=0.5, select_background=True)
     overlay = viewer.layers[OVERLAY1]
     assert len(expected) > 25 and set(overlay.shape_type) == {"path"}  # many patches: the outline of their union
-    assert 0 < len(overlay.data) <= 48
+    assert 0 < len(overlay.data) <= MAX_PATHS
     np.testing.assert_array_equal(drawn(viewer, layer.data.shape), union(expected, layer.data.shape))
     np.testing.assert_allclose(overlay.scale, layer.scale)
     np.testing.assert_allclose(overlay.translate, layer.translate)
@@ -247,15 +248,17 @@ def test_rgb_and_too_small_images_show_the_core_message(viewer, widget):
     assert "smaller than the patch size" in widget.status.value and n_boxes(viewer) == 0
 
 
-def test_outline_stays_above_images_opened_later(viewer, widget):
+def test_outline_stays_above_images_opened_later(viewer, widget, qtbot):
+    def names():
+        return [layer.name for layer in viewer.layers]
+
     viewer.add_image(bright_disk(512), name="opened later")
-    names = [layer.name for layer in viewer.layers]
-    assert names[-1] == OVERLAY1 and names.index("opened later") < names.index(OVERLAY1)
+    qtbot.waitUntil(lambda: names()[-1] == OVERLAY1, timeout=5000)
+    assert names().index("opened later") < names().index(OVERLAY1)
     widget.show_map.value = True
     widget.refresh()
     viewer.add_image(bright_disk(512), name="opened last")
-    names = [layer.name for layer in viewer.layers]
-    assert names[-2:] == ["ROI map", OVERLAY1]
+    qtbot.waitUntil(lambda: names()[-2:] == ["ROI map", OVERLAY1], timeout=5000)
 
 
 def test_the_active_image_is_chosen_by_default(viewer):

@@ -213,8 +213,12 @@ def test_layout_keeps_its_width_and_the_overlays_stay_on_top(qtbot, viewer, widg
     qtbot.wait(50)
     assert widget.native.width() == width
     viewer.add_image(np.zeros((300, 300), np.float32), name="opened later")
-    names = [layer.name for layer in viewer.layers]
-    assert names.index("opened later") < min(names.index(name) for name in (ACF_LAYER, MASK_LAYER, PATCHES_LAYER))
+
+    def below_the_overlays():
+        names = [layer.name for layer in viewer.layers]
+        return names.index("opened later") < min(names.index(name) for name in (ACF_LAYER, MASK_LAYER, PATCHES_LAYER))
+
+    qtbot.waitUntil(below_the_overlays, timeout=5000)
     # the insets sit inside the image's top-left corner, where the user looks
     image = np.asarray(viewer.layers["noisy"].extent.world)[:, -2:]
     for name in (ACF_LAYER, MASK_LAYER):

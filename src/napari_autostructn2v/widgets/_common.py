@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from napari.layers import Image, Shapes
+from napari.layers import Image, Labels, Shapes
+from qtpy.QtCore import QTimer
 
 from ..core.config import ConfigError
 from ..core.images import InputError
@@ -87,6 +89,19 @@ def current_index(viewer, layer: Image) -> tuple[int, ...]:
     return tuple(int(np.clip(round(p), 0, n - 1)) for p, n in zip(position, shape))
 
 
+def warm_up() -> None:
+    """Make a Shapes and a Labels layer once, off screen: napari imports what they need (pandas among it,
+    about a second) the first time, and this should happen when a dock opens, not during training."""
+    global _warm
+    if not _warm:
+        Shapes(ndim=2)
+        Labels(np.zeros((3, 3), np.uint8))
+        _warm = True
+
+
+_warm = False
+
+
 def mark_internal(layer):
     """Tag a layer this plugin made for display (preview, overlays, ACF, mask): never offered as an input."""
     layer.metadata[INTERNAL] = True
@@ -107,6 +122,11 @@ def active_input(viewer) -> Image | None:
     return choices[-1] if choices else None
 
 
+def later(callback) -> None:
+    """Run `callback` when the event loop is back: napari's layer list breaks if layers move while it inserts one."""
+    QTimer.singleShot(0, callback)
+
+
 def keep_on_top(viewer, layers) -> None:
     """Move `layers` (those still in the viewer) above all others, keeping their order."""
     present = [layer for layer in layers if layer in viewer.layers]
@@ -117,16 +137,28 @@ def keep_on_top(viewer, layers) -> None:
         viewer.layers.move(viewer.layers.index(layer), len(viewer.layers))
 
 
+def place_like(layer, image: Image) -> None:
+    """Give `layer` the 2D scale and translate of `image`, setting only what differs (each set redraws)."""
+    for key in ("scale", "translate"):
+        value = np.asarray(getattr(image, key)[-2:], float)
+        if not np.array_equal(np.asarray(getattr(layer, key), float), value):
+            setattr(layer, key, value)
+
+
 def draw_outline(layer: Shapes, outline: Outline, edge_width: float) -> None:
     """Replace the shapes of `layer` with `outline` (a few paths or boxes) at `edge_width`.
 
-    The layer's thumbnail is not redrawn here (that costs as much as the shapes themselves):
-    the caller refreshes it later with `refresh_thumbnail`.
+    The layer's thumbnail is not redrawn here (that costs as much as the shapes themselves): the
+    caller refreshes it later with `refresh_thumbnail`. The layer is refreshed once instead of at
+    each step of napari's data setter, through napari's private `_block_refresh` when it exists.
     """
-    with layer.block_thumbnail_update():
+    block = getattr(layer, "_block_refresh", None)
+    with layer.block_thumbnail_update(), (block() if block is not None else nullcontext()):
         layer.data = (outline.paths, [outline.shape_type] * len(outline.paths))
         if any(width != edge_width for width in layer.edge_width):
             layer.edge_width = edge_width
+    if block is not None:
+        layer.refresh(thumbnail=False)
 
 
 def refresh_thumbnail(layer: Shapes) -> None:

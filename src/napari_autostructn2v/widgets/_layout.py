@@ -1,14 +1,62 @@
-"""Dock layout shared by the widgets: a scroll area of stable width, collapsible sections, a status line."""
+"""Dock layout shared by the widgets: a scroll area of stable width, collapsible sections, a status line,
+and a bar in napari's activity dock."""
 
 from __future__ import annotations
 
+import time
+
 from magicgui.widgets import Container, Label
+from napari.utils import progress
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
 DOCK_WIDTH = 380
 STATUS_LINES = 3
+ACTIVITY_INTERVAL_S = 1.0
+
+
+class Activity:
+    """A bar in napari's activity dock (`napari.utils.progress`), updated at most once a second.
+
+    napari's bar runs the Qt event loop (`processEvents`) at every change, so updating it at every
+    training step would process pending events, canvas repaints included, inside our handlers.
+    """
+
+    def __init__(self):
+        self._bar: progress | None = None
+        self._key = None
+        self._last = 0.0
+
+    def show(self, key, total: int, description: str) -> None:
+        """Show `description` and `total` for `key` (a run, an image) in the bar (made once: each costs)."""
+        if self._bar is not None and self._key == key:
+            return
+        # napari's bar processes events at each change, so other handlers (close) may run in between
+        bar, self._key, self._last = self._bar, key, time.monotonic()
+        if bar is None:
+            self._bar = progress(total=total, desc=description)
+            return
+        bar.n = 0
+        bar.total = total
+        bar.set_description(description)
+
+    def set(self, value: int, total: int | None = None) -> None:
+        if self._bar is None:
+            return
+        now = time.monotonic()
+        final = total is not None and value >= total
+        if now - self._last < ACTIVITY_INTERVAL_S and not final:
+            return
+        self._last, bar = now, self._bar
+        if total is not None and total != bar.total:
+            bar.total = total
+        bar.update(value - bar.n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar, self._key = None, None
 
 
 def section(title: str, widgets: list, expanded: bool = True, labels: bool = True) -> tuple[QCollapsible, Container]:
@@ -62,6 +110,9 @@ def wrapping_label(text: str = "", lines: int = STATUS_LINES, monospace: bool = 
 
 
 def set_status(label: Label, text: str, warn: bool = False) -> None:
-    """Show `text` in a status label, in orange when it is a warning."""
+    """Show `text` in a status label, in orange when it is a warning (the style is set only when that changes:
+    restyling a widget costs tens of milliseconds)."""
     label.value = text
-    label.native.setStyleSheet("color: #ffa500;" if warn else "")
+    if label.native.property("warn") != warn:
+        label.native.setProperty("warn", warn)
+        label.native.setStyleSheet("color: #ffa500;" if warn else "")

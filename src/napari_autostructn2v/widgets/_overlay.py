@@ -15,7 +15,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.measure import find_contours
 
-MAX_PATHS = 48
+MAX_PATHS = 24
 
 
 @dataclass

@@ -11,9 +11,11 @@ import numpy as np
 from napari.layers import Image, Shapes
 
 from ._common import (
+    place_like,
     current_index,
     draw_outline,
     keep_on_top,
+    later,
     mark_internal,
     refresh_thumbnail,
     show_image,
@@ -52,7 +54,13 @@ class ProgressLayers:
                 if name in self._viewer.layers]
 
     def keep_on_top(self, *_) -> None:
-        """Keep the insets and the patch outline above images opened later (the preview stays where it is)."""
+        """Keep the insets and the patch outline above images opened later (the preview stays where it is).
+
+        Connected to the layer list's `inserted` event, it moves the layers once that event is over.
+        """
+        later(self._keep_on_top)
+
+    def _keep_on_top(self) -> None:
         names = (ACF_LAYER, MASK_LAYER, PATCHES_LAYER)
         keep_on_top(self._viewer, [self._viewer.layers[name] for name in names if name in self._viewer.layers])
 
@@ -90,7 +98,7 @@ class ProgressLayers:
             self._viewer.add_layer(layer)
             self._viewer.layers.selection.active = active
         layer.metadata["colour"] = colour
-        layer.scale, layer.translate = source.scale[-2:], source.translate[-2:]
+        place_like(layer, source)
         draw_outline(layer, outline, max(1.0, self._stage.patch_size / 32))
         refresh_thumbnail(layer)
         self.keep_on_top()

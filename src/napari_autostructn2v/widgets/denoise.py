@@ -8,14 +8,13 @@ import napari.viewer
 from magicgui.widgets import ComboBox, Container, FileEdit, ProgressBar, PushButton, RadioButtons, SpinBox
 from napari.layers import Image
 from napari.qt.threading import thread_worker
-from napari.utils import progress
 from napari.utils.notifications import show_error
 
 from ..core.images import InputError
 from ..core.inference import denoise_steps
 from ..core.model import ModelFileError, load_model
 from ._common import Failed, active_input, gui_words, input_layers, layer_data, show_image, user_message
-from ._layout import scrolling_dock, set_status, wrapping_label
+from ._layout import Activity, scrolling_dock, set_status, wrapping_label
 from ._session import model_for
 
 SESSION, FILE = "session", "file"
@@ -61,7 +60,7 @@ class DenoiseWidget(Container):
         buttons.margins = (0, 0, 0, 0)
         self.progress = ProgressBar(label="tiles", value=0, max=1)
         self.status = wrapping_label("")
-        self._activity: progress | None = None
+        self._activity = Activity()
         for name, tip in TOOLTIPS.items():
             getattr(self, name).tooltip = tip
         super().__init__(labels=False)
@@ -118,7 +117,7 @@ class DenoiseWidget(Container):
         self.worker.returned.connect(self._on_result)
         self.worker.finished.connect(self._on_finished)
         self.progress.value, self.progress.max = 0, 1
-        self._activity = progress(total=0, desc=f"Denoising {layer.name}")
+        self._activity.show(layer.name, 0, f"Denoising {layer.name}")
         self._set_running(True)
         self._show(f"Denoising {layer.name} ...")
         self.worker.start()
@@ -148,9 +147,7 @@ class DenoiseWidget(Container):
             return  # a late event after Stop must not hide "cancelled"
         done, total = value
         self.progress.max, self.progress.value = total, done
-        if self._activity is not None:
-            self._activity.total = total
-            self._activity.update(done - self._activity.n)
+        self._activity.set(done, total)
         self._show(f"Denoising {self._source.name}: {done}/{total} tiles.")
 
     def _on_result(self, result) -> None:
@@ -164,9 +161,7 @@ class DenoiseWidget(Container):
     def _on_finished(self) -> None:
         if self.worker is not None and self.worker.abort_requested:
             self._show(f"Denoising cancelled after {self.progress.value}/{self.progress.max} tiles.")
-        if self._activity is not None:
-            self._activity.close()
-            self._activity = None
+        self._activity.close()
         self.worker = None
         self._set_running(False)
 

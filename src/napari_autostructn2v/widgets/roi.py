@@ -22,7 +22,17 @@ from superqt.utils import qdebounced
 from ..core.config import ConfigError, StageConfig
 from ..core.images import InputError, check_image
 from ..core.roi import RoiMap, count_windows, roi_map, select_roi_patches, suggest_threshold
-from ._common import active_input, draw_outline, input_layers, keep_on_top, mark_internal, refresh_thumbnail
+from ._common import (
+    active_input,
+    draw_outline,
+    input_layers,
+    keep_on_top,
+    later,
+    mark_internal,
+    place_like,
+    refresh_thumbnail,
+    warm_up,
+)
 from ._layout import scrolling_dock, section, set_status, wrapping_label
 from ._overlay import Outline, patch_outline
 from ._session import settings_for
@@ -121,6 +131,7 @@ class RoiWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer):
         self._viewer = viewer
         self.settings = settings_for(viewer)
+        warm_up()
         self._overlays: dict[str, Shapes] = {}
         self._map_layer: Image | None = None
         self._watched: Image | None = None
@@ -297,8 +308,7 @@ class RoiWidget(Container):
             if not outline.paths:
                 return
             overlay = self._add_overlay(stage)
-        overlay.scale = image.scale[-2:]
-        overlay.translate = image.translate[-2:]
+        place_like(overlay, image)
         draw_outline(overlay, outline, edge_width)
 
     def _add_overlay(self, stage: str) -> Shapes:
@@ -361,7 +371,11 @@ class RoiWidget(Container):
 
     def _keep_on_top(self, *_) -> None:
         """Keep the map, then the patch outlines, above images opened later."""
-        keep_on_top(self._viewer, [self._map_layer, *self._overlays.values()])
+        if not self._closed:
+            keep_on_top(self._viewer, [self._map_layer, *self._overlays.values()])
+
+    def _keep_on_top_later(self, *_) -> None:
+        later(self._keep_on_top)
 
     def _store(self, field: str, value) -> None:
         if self._loading or getattr(self.stage_settings, field) == value:
@@ -380,7 +394,7 @@ class RoiWidget(Container):
         for emitter, callback in [
             *((getattr(self._viewer.layers.events, name), self.reset_choices)
               for name in ("inserted", "removed", "reordered", "renamed")),
-            (self._viewer.layers.events.inserted, self._keep_on_top),
+            (self._viewer.layers.events.inserted, self._keep_on_top_later),
             (self._viewer.layers.events.removed, self._on_image),
             (self._viewer.dims.events.current_step, self._on_dims),
         ]:

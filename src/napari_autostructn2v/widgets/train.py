@@ -19,7 +19,6 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinB
 from magicgui.widgets import Select, SpinBox
 from napari.layers import Image
 from napari.qt.threading import thread_worker
-from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QEvent, QObject
 
@@ -27,8 +26,8 @@ from ..core.config import DEVICES, MASK_SOURCES, ConfigError
 from ..core.images import InputError
 from ..core.model import save_model
 from ..core.training import PREVIEW_SIZE, Done, EpochEnd, MaskEstimated, Preview, StageFinished, Step, train
-from ._common import Failed, active_input, current_index, input_layers, layer_data
-from ._layout import scrolling_dock, section, set_status, wrapping_label
+from ._common import Failed, active_input, current_index, input_layers, layer_data, warm_up
+from ._layout import Activity, scrolling_dock, section, set_status, wrapping_label
 from ._loss_plot import LossPlot
 from ._mask_review import MaskReview, describe, mask_canvas, mask_from_canvas
 from ._progress_layers import ACF_LAYER, MASK_LAYER, PATCHES_LAYER, PREVIEW_LAYER, ProgressLayers
@@ -124,6 +123,7 @@ class TrainWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer):
         self._viewer = viewer
         self.settings = settings_for(viewer)
+        warm_up()
         self.model = None
         self._runs: list[Run] = []
         self._phase = ""
@@ -131,8 +131,7 @@ class TrainWidget(Container):
         self._loading = False
         self._epochs: dict[int, int] = {}
         self._mask_event: MaskEstimated | None = None
-        self._activity: progress | None = None
-        self._activity_image = -1
+        self._activity = Activity()
         self.layers = ProgressLayers(viewer)
 
         self.images = Select(label="images", choices=self._image_layers)
@@ -392,15 +391,14 @@ class TrainWidget(Container):
         total = event.epochs * event.steps_per_epoch
         self.progress[event.stage].max = total
         self.progress[event.stage].value = 0
-        self._track(total, f"Training {STAGE_NAMES[event.stage]}")
+        self._activity.show(("stage", event.stage), total, f"Training {STAGE_NAMES[event.stage]}")
         self.layers.show_stage(event)
         if not self._stopping:
             self._show(f"{STAGE_NAMES[event.stage].capitalize()} started.")
 
     def _on_step(self, event: Step) -> None:
         self.progress[event.stage].value = event.step
-        if self._activity is not None:
-            self._activity.update(event.step - self._activity.n)
+        self._activity.set(event.step, event.total_steps)
         if not self._stopping:
             self._show(
                 f"Stage {event.stage} · epoch {event.epoch + 1}/{self._epochs[event.stage]} · "
@@ -428,7 +426,6 @@ class TrainWidget(Container):
     def _on_stage_finished(self, event: StageFinished) -> None:
         if not event.stopped:
             self.progress[event.stage].value = self.progress[event.stage].max
-        self._close_activity()
         self._show(f"Stage {event.stage} {'stopped' if event.stopped else 'finished'}; "
                    f"best validation loss {event.best_val_loss:.4g}.")
 
@@ -448,14 +445,12 @@ class TrainWidget(Container):
     def _on_denoise_progress(self, event: DenoiseProgress) -> None:
         if self._phase != "denoising":  # a late event after Stop must not hide "cancelled"
             return
-        if self._activity is None or self._activity_image != event.image:
-            self._track(event.total, f"Denoising {self.layers.sources[event.image].name}")
-            self._activity_image = event.image
-        self._activity.update(event.done - self._activity.n)
-        self._show(f"Denoising {self.layers.sources[event.image].name}: {event.done}/{event.total} tiles.")
+        name = self.layers.sources[event.image].name
+        self._activity.show(("image", event.image), event.total, f"Denoising {name}")
+        self._activity.set(event.done, event.total)
+        self._show(f"Denoising {name}: {event.done}/{event.total} tiles.")
 
     def _on_denoised(self, event: Denoised) -> None:
-        self._close_activity()
         source = self.layers.sources[event.image]
         if source not in self._viewer.layers or self._phase != "denoising":
             return
@@ -469,7 +464,7 @@ class TrainWidget(Container):
         run = self._runs[0] if self._runs else None
         skipped = run is not None and run.skip_denoising.is_set()
         self._runs.clear()
-        self._close_activity()
+        self._activity.close()
         self.review_panel.visible = False
         self.layers.restore_view()
         self.layers.refresh_thumbnails()
@@ -492,16 +487,6 @@ class TrainWidget(Container):
             viewer.layers.events.inserted.disconnect(layers.keep_on_top)
         except (TypeError, ValueError):
             pass
-
-    def _track(self, total: int, description: str) -> None:
-        """Show a bar in napari's activity dock (replacing the previous one)."""
-        self._close_activity()
-        self._activity = progress(total=total, desc=description)
-
-    def _close_activity(self) -> None:
-        if self._activity is not None:
-            self._activity.close()
-            self._activity, self._activity_image = None, -1
 
     def _fail(self, message: str) -> None:
         show_error(message)
