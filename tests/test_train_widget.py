@@ -247,3 +247,24 @@ def test_every_control_has_a_tooltip(widget):
                 widget.tile_size, widget.review, widget.start_button, widget.stop_button, widget.preset,
                 widget.span, widget.mask_review.continue_button, widget.model_path, widget.save_button]
     assert all(control.tooltip for control in controls)
+
+
+def test_three_docks_fit_a_1280x1024_window_and_scroll(qtbot, viewer):
+    from napari_autostructn2v.widgets.denoise import DenoiseWidget
+    from napari_autostructn2v.widgets.roi import RoiWidget
+
+    viewer.window.resize(1280, 1024)
+    docks = [RoiWidget(viewer), TrainWidget(viewer), DenoiseWidget(viewer)]
+    for dock, name in zip(docks, ("ROI selection", "Train", "Denoise")):
+        viewer.window.add_dock_widget(dock, name=name)
+    docks[1].advanced_section.expand(animate=False)
+    canvas = viewer.window._qt_viewer.canvas.native
+    qtbot.waitUntil(lambda: canvas.width() > 0 and docks[1].scroll.height() > 0, timeout=5000)
+    qtbot.wait(100)
+    assert canvas.width() >= 1280 / 2
+    for dock in docks:
+        area = dock.scroll
+        content = area.widget()
+        # what does not fit is reachable by scrolling: the scroll range covers the content's height
+        assert area.verticalScrollBar().maximum() + area.viewport().height() >= content.sizeHint().height() - 1
+        assert area.horizontalScrollBar().maximum() == 0  # nothing hidden sideways
