@@ -262,14 +262,15 @@ def test_outline_stays_above_images_opened_later(viewer, widget, qtbot):
 
 
 def test_the_active_image_is_chosen_by_default(viewer):
-    viewer.add_image(bright_disk(), name="first")
-    viewer.add_image(bright_disk(), name="second")
-    viewer.layers.selection.active = viewer.layers["first"]
+    for name in ("first", "second", "third"):
+        viewer.add_image(bright_disk(), name=name)
+    viewer.layers.selection.active = viewer.layers["second"]  # neither the first nor the last
     widget = RoiWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    assert widget.image.value is viewer.layers["first"]
-    viewer.layers.remove("first")
     assert widget.image.value is viewer.layers["second"]
+    viewer.layers.selection.active = viewer.layers["first"]
+    viewer.layers.remove("second")
+    assert widget.image.value is viewer.layers["first"]
 
 
 def test_every_control_has_a_tooltip(widget):

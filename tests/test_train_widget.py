@@ -228,16 +228,18 @@ def test_layout_keeps_its_width_and_the_overlays_stay_on_top(qtbot, viewer, widg
 
 def test_active_layer_is_the_default_and_internal_layers_are_not_offered(qtbot, viewer):
     viewer.add_image(np.zeros((64, 64), np.float32), name="other")
-    viewer.layers.selection.active = viewer.layers["noisy"]
+    viewer.add_image(make_sample((64, 64))[1], name="last")
+    viewer.layers.selection.active = viewer.layers["other"]  # neither the first nor the last
     widget = TrainWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    assert widget.images.value == [viewer.layers["noisy"]]
+    assert widget.images.value == [viewer.layers["other"]]
+    widget.images.value = [viewer.layers["noisy"]]
     set_budget(widget, epochs=1)
     widget.base_channels.value = 8
     widget.preview_every.value = 1
     run_to_end(qtbot, widget)
     offered = {layer.name for layer in widget.images.choices}
-    assert PREVIEW_LAYER in viewer.layers and offered == {"noisy", "other", "noisy denoised"}
+    assert PREVIEW_LAYER in viewer.layers and offered == {"noisy", "other", "last", "noisy denoised"}
 
 
 def test_every_control_has_a_tooltip(widget):

@@ -74,6 +74,8 @@ class DenoiseWidget(Container):
             getattr(viewer.layers.events, event).connect(self.reset_choices)
         self.native.destroyed.connect(self.stop)
         self.reset_choices()
+        if active_input(viewer) is not None:  # the combo box starts on the first layer: show the active one
+            self.image.value = active_input(viewer)
 
     def reset_choices(self, *_) -> None:
         """Refresh the image list; when the chosen image is gone, choose the active one."""

@@ -180,6 +180,8 @@ class RoiWidget(Container):
         self._connect_viewer(connect=True)
         self.native.destroyed.connect(self._on_destroyed)
         self.reset_choices()
+        if active_input(viewer) is not None:  # the combo box starts on the first layer: show the active one
+            self.image.value = active_input(viewer)
         self._on_image()
 
     @property
