@@ -212,6 +212,8 @@ def test_layout_keeps_its_width_and_the_overlays_stay_on_top(qtbot, viewer, widg
     widget.mask_text.value = "structN2V mask (" + "a_very_long_unbreakable_reason_" * 10 + ")"
     qtbot.wait(50)
     assert widget.native.width() == width
+    # and the long text wraps or is clipped inside the dock instead of pushing the controls out of view
+    assert widget.scroll.widget().minimumSizeHint().width() <= widget.scroll.viewport().width()
     viewer.add_image(np.zeros((300, 300), np.float32), name="opened later")
 
     def below_the_overlays():
