@@ -114,12 +114,16 @@ def input_layers(viewer) -> list[Image]:
 
 
 def active_input(viewer) -> Image | None:
-    """The active layer when it is an input image layer, else the top-most input image layer (or None)."""
+    """The active layer when it is a visible input image layer, else the top-most visible one (or None).
+
+    A hidden layer is passed over: opening the sample makes its hidden clean reference active.
+    """
     choices = input_layers(viewer)
+    visible = [layer for layer in choices if layer.visible] or choices
     active = viewer.layers.selection.active
-    if active in choices:
+    if active in visible:
         return active
-    return choices[-1] if choices else None
+    return visible[-1] if visible else None
 
 
 def later(callback) -> None:

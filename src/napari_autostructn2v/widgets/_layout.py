@@ -8,10 +8,10 @@ import time
 from magicgui.widgets import Container, Label
 from napari.utils import progress
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFrame, QLayout, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
-DOCK_WIDTH = 380
+DOCK_WIDTH = 340
 STATUS_LINES = 3
 ACTIVITY_INTERVAL_S = 1.0
 
@@ -84,6 +84,8 @@ def scrolling_dock(dock: Container, parts: list, width: int = DOCK_WIDTH) -> QSc
     for part in parts:
         layout.addWidget(getattr(part, "native", part))
     layout.addStretch(1)
+    # the content never shrinks below what its controls need: the rest is reached by scrolling
+    layout.setSizeConstraint(QLayout.SizeConstraint.SetMinimumSize)
     scroll = QScrollArea()
     scroll.setWidget(inner)
     scroll.setWidgetResizable(True)

@@ -143,12 +143,12 @@ class RoiWidget(Container):
         self.image = ComboBox(label="image", choices=self._image_layers)
         self.stage = RadioButtons(
             label="stage", choices=[(label, stage) for stage, label in STAGE_LABELS.items()], value="stage1",
-            orientation="horizontal",
+            orientation="vertical",
         )
         self.use_roi = CheckBox(text="use ROI selection")
         self.threshold = FloatSlider(label="threshold", min=0.0, max=1.0, step=0.01)
         self.select_background = RadioButtons(
-            label="select", choices=(("background", True), ("structure", False)), orientation="horizontal"
+            label="select", choices=(("background", True), ("structure", False)), orientation="vertical"
         )
         self.suggest = PushButton(text="Suggest threshold")
         self.scale_factor = FloatSpinBox(label="scale factor", min=0.05, max=1.0, step=0.05)
@@ -182,7 +182,8 @@ class RoiWidget(Container):
         self.reset_choices()
         if active_input(viewer) is not None:  # the combo box starts on the first layer: show the active one
             self.image.value = active_input(viewer)
-        self._on_image()
+        self._watch(self._image_layer())
+        self.refresh()  # the first drawing as the dock opens; later ones run in the background
 
     @property
     def stage_settings(self) -> StageConfig:
