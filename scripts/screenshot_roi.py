@@ -15,9 +15,10 @@ OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "images" / "roi_widge
 
 def main() -> None:
     viewer = napari.Viewer(title="napari-autostructn2v: ROI selection")
-    viewer.window.resize(1400, 860)
+    viewer.window.resize(1280, 1024)
     viewer.open_sample("napari-autostructn2v", "structured_noise")
     _, widget = viewer.window.add_plugin_dock_widget("napari-autostructn2v", "ROI selection")
+    widget.image.value = viewer.layers["structured noise sample"]
     widget.stage.value = "stage2"
     widget.use_roi.value = True
     widget.threshold.value = 0.7
@@ -25,7 +26,9 @@ def main() -> None:
     widget.threshold.value = 0.35
     widget.refresh()
     viewer.layers.selection.active = viewer.layers["structured noise sample"]
-    viewer.reset_view()
+    for _ in range(5):
+        QApplication.processEvents()
+    viewer.reset_view()  # once the docks have their size, so that the whole image is in view
     for _ in range(5):
         QApplication.processEvents()
     OUTPUT.parent.mkdir(parents=True, exist_ok=True)

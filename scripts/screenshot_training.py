@@ -31,7 +31,7 @@ def wait_for(condition, timeout: float = 300.0) -> None:
 
 def main() -> None:
     viewer = napari.Viewer(title="autoStructN2V")
-    viewer.window.resize(1500, 950)
+    viewer.window.resize(1280, 1024)
     data, kwargs, _ = structured_noise_sample()[0]
     viewer.add_image(data, **kwargs)
     widget = TrainWidget(viewer)

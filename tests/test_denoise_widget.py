@@ -121,5 +121,19 @@ def test_stop_cancels_denoising(qtbot, viewer, widget, tiny_model):
     qtbot.waitUntil(lambda: widget.progress.value >= 1, timeout=TIMEOUT)
     with qtbot.waitSignal(worker.finished, timeout=TIMEOUT):
         widget.stop()
-    assert "big denoised" not in viewer.layers and widget.status.value == "Denoising cancelled."
+    qtbot.wait(100)  # progress events still queued must not overwrite the final status
+    assert "big denoised" not in viewer.layers
+    assert widget.status.value.startswith("Denoising cancelled after ") and widget.status.value.endswith(" tiles.")
     assert widget.run_button.enabled
+
+
+def test_the_active_image_is_the_default_and_every_control_has_a_tooltip(viewer):
+    viewer.add_image(np.zeros((64, 64), np.float32), name="other")
+    viewer.add_image(np.zeros((64, 64), np.float32), name="last")
+    viewer.layers.selection.active = viewer.layers["other"]  # neither the first nor the last
+    widget = DenoiseWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    assert widget.image.value is viewer.layers["other"]
+    controls = [widget.source, widget.model_path, widget.image, widget.tile_size, widget.run_button,
+                widget.stop_button]
+    assert all(control.tooltip for control in controls)

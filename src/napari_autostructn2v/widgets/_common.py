@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import re
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from napari.layers import Image
+from napari.layers import Image, Labels, Shapes
+from qtpy.QtCore import QTimer
 
 from ..core.config import ConfigError
 from ..core.images import InputError
 from ..core.model import ModelFileError
+from ._overlay import Outline
+
+INTERNAL = "napari-autostructn2v internal"
 
 OUT_OF_MEMORY = (
     "Out of memory. Lower the batch size or the patch size (training) or the tile size (denoising), "
@@ -25,10 +31,38 @@ class Failed:
     message: str
 
 
+# the core's messages name Python arguments and fields; the widgets name their controls instead
+GUI_PHRASES = (
+    ("set use_roi=False to sample patches at random", "untick 'use ROI selection' in the ROI selection widget to "
+     "train on patches anywhere in the image"),
+    ("Denoise one channel at a time: pass image[..., c], or convert it to grey first (skimage.color.rgb2gray).",
+     "Choose a single-channel image layer (split the channels first)."),
+    (" Pass image[z] for a stack.", ""),
+    ("2**network depth", "2^(network depth)"),
+)
+GUI_NAMES = {
+    "roi_threshold": "threshold", "scale_factor": "scale factor", "roi_overlap": "overlap",
+    "roi_smoothing": "ROI smoothing", "patch_size": "patch size", "batch_size": "batch size",
+    "steps_per_epoch": "steps per epoch", "learning_rate": "learning rate", "mask_percent": "masked pixels (%)",
+    "min_correlation": "min. correlation", "max_radius": "max. mask radius", "max_pixels": "max. mask pixels",
+    "base_channels": "network width", "depth": "network depth", "source": "mask from",
+}
+
+
+def gui_words(message: str) -> str:
+    """A core error message in the words of the GUI: control labels instead of argument and field names."""
+    message = re.sub(r"\bstage([12])\.", r"stage \1 ", message)
+    message = re.sub(r"\bmask\.(?=[a-z_]+ )", "", message)
+    message = re.sub(r"\b(" + "|".join(GUI_NAMES) + r")\b", lambda match: GUI_NAMES[match.group(1)], message)
+    for api, gui in GUI_PHRASES:
+        message = message.replace(api, gui)
+    return message
+
+
 def user_message(error: BaseException) -> str | None:
     """What to tell the user about `error`, or None when it is a bug rather than a user error."""
     if isinstance(error, (InputError, ConfigError, ModelFileError)):
-        return str(error)
+        return gui_words(str(error))
     if isinstance(error, (MemoryError, torch.OutOfMemoryError)) or (
         isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
     ):
@@ -55,14 +89,92 @@ def current_index(viewer, layer: Image) -> tuple[int, ...]:
     return tuple(int(np.clip(round(p), 0, n - 1)) for p, n in zip(position, shape))
 
 
-def patch_rectangles(corners: np.ndarray, size: int) -> np.ndarray:
-    """(N, 4, 2) rectangle vertices around the pixels of square patches with top-left `corners`."""
-    square = np.array([[0, 0], [0, size], [size, size], [size, 0]], float)
-    return corners[:, None, :] - 0.5 + square[None]
+def warm_up() -> None:
+    """Make a Shapes and a Labels layer once, off screen: napari imports what they need (pandas among it,
+    about a second) the first time, and this should happen when a dock opens, not during training."""
+    global _warm
+    if not _warm:
+        Shapes(ndim=2)
+        Labels(np.zeros((3, 3), np.uint8))
+        _warm = True
+
+
+_warm = False
+
+
+def mark_internal(layer):
+    """Tag a layer this plugin made for display (preview, overlays, ACF, mask): never offered as an input."""
+    layer.metadata[INTERNAL] = True
+    return layer
+
+
+def input_layers(viewer) -> list[Image]:
+    """The image layers a widget may read: every image layer except this plugin's display layers."""
+    return [layer for layer in viewer.layers if isinstance(layer, Image) and not layer.metadata.get(INTERNAL)]
+
+
+def active_input(viewer) -> Image | None:
+    """The active layer when it is a visible input image layer, else the top-most visible one (or None).
+
+    A hidden layer is passed over: opening the sample makes its hidden clean reference active.
+    """
+    choices = input_layers(viewer)
+    visible = [layer for layer in choices if layer.visible] or choices
+    active = viewer.layers.selection.active
+    if active in visible:
+        return active
+    return visible[-1] if visible else None
+
+
+def later(callback) -> None:
+    """Run `callback` when the event loop is back: napari's layer list breaks if layers move while it inserts one."""
+    QTimer.singleShot(0, callback)
+
+
+def keep_on_top(viewer, layers) -> None:
+    """Move `layers` (those still in the viewer) above all others, keeping their order."""
+    present = [layer for layer in layers if layer in viewer.layers]
+    top = len(viewer.layers) - len(present)
+    if not present or all(viewer.layers.index(layer) >= top for layer in present):
+        return
+    for layer in present:
+        viewer.layers.move(viewer.layers.index(layer), len(viewer.layers))
+
+
+def place_like(layer, image: Image) -> None:
+    """Give `layer` the 2D scale and translate of `image`, setting only what differs (each set redraws)."""
+    for key in ("scale", "translate"):
+        value = np.asarray(getattr(image, key)[-2:], float)
+        if not np.array_equal(np.asarray(getattr(layer, key), float), value):
+            setattr(layer, key, value)
+
+
+def draw_outline(layer: Shapes, outline: Outline, edge_width: float) -> None:
+    """Replace the shapes of `layer` with `outline` (a few paths or boxes) at `edge_width`.
+
+    The layer's thumbnail is not redrawn here (that costs as much as the shapes themselves): the
+    caller refreshes it later with `refresh_thumbnail`. The layer is refreshed once instead of at
+    each step of napari's data setter, through napari's private `_block_refresh` when it exists.
+    """
+    block = getattr(layer, "_block_refresh", None)
+    with layer.block_thumbnail_update(), (block() if block is not None else nullcontext()):
+        layer.data = (outline.paths, [outline.shape_type] * len(outline.paths))
+        if any(width != edge_width for width in layer.edge_width):
+            layer.edge_width = edge_width
+    if block is not None:
+        layer.refresh(thumbnail=False)
+
+
+def refresh_thumbnail(layer: Shapes) -> None:
+    """Redraw the layer list thumbnail of a Shapes layer drawn by `draw_outline`."""
+    layer.refresh(data_displayed=False, highlight=False, extent=False)
 
 
 def show_image(viewer, data: np.ndarray, name: str, like: Image | None = None, offset=(0, 0), **kwargs) -> Image:
-    """Put `data` in layer `name` (added or replaced), placed like `like` (shifted by `offset` pixels)."""
+    """Put `data` in layer `name` (added or replaced), placed like `like` (shifted by `offset` pixels).
+
+    Pass internal=False for a result the user works with (it is then offered as an input).
+    """
     if like is not None:
         scale = np.asarray(like.scale[-data.ndim :], float)
         translate = np.asarray(like.translate[-data.ndim :], float)
@@ -71,19 +183,20 @@ def show_image(viewer, data: np.ndarray, name: str, like: Image | None = None, o
     return show_layer(viewer, "image", data, name, **kwargs)
 
 
-def show_layer(viewer, kind: str, data, name: str, **kwargs):
+def show_layer(viewer, kind: str, data, name: str, internal: bool = True, **kwargs):
     """Update image or labels layer `name` in place, or add it (keeping the user's active layer)."""
     if name in viewer.layers:
         layer = viewer.layers[name]
         if type(layer).__name__.lower() == kind and layer.ndim == np.ndim(data):
             layer.data = data
+            layer.metadata[INTERNAL] = internal
             for key in ("scale", "translate", "contrast_limits"):
                 if key in kwargs:
                     setattr(layer, key, kwargs[key])
             return layer
         viewer.layers.remove(layer)
     active = viewer.layers.selection.active
-    layer = getattr(viewer, f"add_{kind}")(data, name=name, **kwargs)
+    layer = getattr(viewer, f"add_{kind}")(data, name=name, metadata={INTERNAL: internal}, **kwargs)
     if active is not None:
         viewer.layers.selection.active = active
     return layer

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import napari.viewer
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, RadioButtons, SpinBox
+from magicgui.widgets import ComboBox, Container, FileEdit, ProgressBar, PushButton, RadioButtons, SpinBox
 from napari.layers import Image
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error
@@ -13,10 +13,19 @@ from napari.utils.notifications import show_error
 from ..core.images import InputError
 from ..core.inference import denoise_steps
 from ..core.model import ModelFileError, load_model
-from ._common import Failed, layer_data, show_image, user_message
+from ._common import Failed, active_input, gui_words, input_layers, layer_data, show_image, user_message
+from ._layout import Activity, scrolling_dock, set_status, wrapping_label
 from ._session import model_for
 
 SESSION, FILE = "session", "file"
+TOOLTIPS = {
+    "source": "Use the model last trained in this viewer (Train widget), or a model saved as a .pt file.",
+    "model_path": "A model saved by the Train widget or the command line (.pt).",
+    "image": "The image layer to denoise (2D or a stack); the result is a new '<name> denoised' layer.",
+    "tile_size": "The image is denoised in tiles of this side: larger is faster and needs more memory.",
+    "run_button": "Denoise the chosen image in the background; the viewer stays usable.",
+    "stop_button": "Cancel the denoising; no layer is added.",
+}
 
 
 def _denoise_worker(model, image, tile_size: int):
@@ -50,11 +59,14 @@ class DenoiseWidget(Container):
         buttons = Container(layout="horizontal", labels=False, widgets=[self.run_button, self.stop_button])
         buttons.margins = (0, 0, 0, 0)
         self.progress = ProgressBar(label="tiles", value=0, max=1)
-        self.status = Label(value="")
-        self.status.native.setWordWrap(True)
-        super().__init__(
-            widgets=[self.source, self.model_path, self.image, self.tile_size, buttons, self.progress, self.status]
-        )
+        self.status = wrapping_label("")
+        self._activity = Activity()
+        for name, tip in TOOLTIPS.items():
+            getattr(self, name).tooltip = tip
+        super().__init__(labels=False)
+        controls = Container(widgets=[self.source, self.model_path, self.image, self.tile_size, buttons, self.progress])
+        controls.margins = (0, 0, 0, 0)
+        self.scroll = scrolling_dock(self, [controls, self.status])
         self.model_path.changed.connect(self._on_path)
         self.run_button.changed.connect(self.run)
         self.stop_button.changed.connect(self.stop)
@@ -62,6 +74,16 @@ class DenoiseWidget(Container):
             getattr(viewer.layers.events, event).connect(self.reset_choices)
         self.native.destroyed.connect(self.stop)
         self.reset_choices()
+        if active_input(viewer) is not None:  # the combo box starts on the first layer: show the active one
+            self.image.value = active_input(viewer)
+
+    def reset_choices(self, *_) -> None:
+        """Refresh the image list; when the chosen image is gone, choose the active one."""
+        chosen = self.image.value
+        self.image.reset_choices()
+        default = active_input(self._viewer)
+        if default is not None and (chosen is None or chosen not in self.image.choices):
+            self.image.value = default
 
     def model(self):
         """The chosen model; raises ModelFileError when there is none or the file cannot be read."""
@@ -89,7 +111,7 @@ class DenoiseWidget(Container):
             model = self.model()
             data = layer_data(layer)
         except (ModelFileError, InputError) as error:
-            self._fail(str(error))
+            self._fail(gui_words(str(error)))
             return
         self._source = layer
         self.worker = thread_worker(_denoise_worker, start_thread=False)(model, data, self.tile_size.value)
@@ -97,6 +119,7 @@ class DenoiseWidget(Container):
         self.worker.returned.connect(self._on_result)
         self.worker.finished.connect(self._on_finished)
         self.progress.value, self.progress.max = 0, 1
+        self._activity.show(layer.name, 0, f"Denoising {layer.name}")
         self._set_running(True)
         self._show(f"Denoising {layer.name} ...")
         self.worker.start()
@@ -105,6 +128,7 @@ class DenoiseWidget(Container):
         """Cancel the running denoising."""
         if self.worker is not None:
             self.worker.quit()
+            self._show("Cancelling the denoising.")
 
     def _on_path(self) -> None:
         self.source.value = FILE
@@ -121,20 +145,25 @@ class DenoiseWidget(Container):
         if isinstance(value, Failed):
             self._fail(value.message)
             return
+        if self.worker is None or self.worker.abort_requested:
+            return  # a late event after Stop must not hide "cancelled"
         done, total = value
         self.progress.max, self.progress.value = total, done
+        self._activity.set(done, total)
+        self._show(f"Denoising {self._source.name}: {done}/{total} tiles.")
 
     def _on_result(self, result) -> None:
         if result is None or self._source not in self._viewer.layers:
             return
         source = self._source
-        show_image(self._viewer, result, f"{source.name} denoised", like=source,
+        show_image(self._viewer, result, f"{source.name} denoised", like=source, internal=False,
                    contrast_limits=source.contrast_limits, colormap=source.colormap.name)
         self._show(f"Done: layer '{source.name} denoised'.")
 
     def _on_finished(self) -> None:
         if self.worker is not None and self.worker.abort_requested:
-            self._show("Denoising cancelled.")
+            self._show(f"Denoising cancelled after {self.progress.value}/{self.progress.max} tiles.")
+        self._activity.close()
         self.worker = None
         self._set_running(False)
 
@@ -143,11 +172,11 @@ class DenoiseWidget(Container):
         self.stop_button.enabled = running
 
     def _image_layers(self, _widget=None) -> list[Image]:
-        return [layer for layer in self._viewer.layers if isinstance(layer, Image)]
+        return input_layers(self._viewer)
 
     def _fail(self, message: str) -> None:
         show_error(message)
-        self._show(message)
+        self._show(message, warn=True)
 
-    def _show(self, text: str) -> None:
-        self.status.value = text
+    def _show(self, text: str, warn: bool = False) -> None:
+        set_status(self.status, text, warn)

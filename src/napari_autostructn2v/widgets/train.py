@@ -1,33 +1,22 @@
-"""Train dock widget: two-stage training in a background worker, its progress shown as layers.
+"""Train dock widget: the controls of a two-stage training run and what they show.
 
 The settings live in the viewer's shared Config (`settings_for(viewer)`), which the ROI widget
-edits too. The core `train` generator runs in a napari thread worker; its events update the
-widget and the layers in the main thread (the `yielded` handler). At the end the trained model
-denoises the training images in the same worker.
+edits too. The core `train` generator runs in a napari thread worker (`_train_worker`), which also
+denoises the training images at the end; its events update this widget, the display layers
+(`_progress_layers`) and napari's activity dock in the main thread. `_mask_review` holds the
+review between the stages.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
-from dataclasses import dataclass
 from functools import partial
 
 import napari.viewer
 import numpy as np
-from magicgui.widgets import (
-    CheckBox,
-    ComboBox,
-    Container,
-    FileEdit,
-    FloatSpinBox,
-    Label,
-    ProgressBar,
-    PushButton,
-    Select,
-    SpinBox,
-)
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton
+from magicgui.widgets import Select, SpinBox
 from napari.layers import Image
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
@@ -35,39 +24,31 @@ from qtpy.QtCore import QEvent, QObject
 
 from ..core.config import DEVICES, MASK_SOURCES, ConfigError
 from ..core.images import InputError
-from ..core.inference import denoise_steps
-from ..core.mask import PRESETS, check_mask, crop_mask, embed_mask, preset_mask
 from ..core.model import save_model
-from ..core.training import (
-    PREVIEW_SIZE,
-    Done,
-    EpochEnd,
-    MaskEstimated,
-    Preview,
-    StageFinished,
-    StageStarted,
-    Step,
-    train,
-)
-from ._common import Failed, current_index, layer_data, patch_rectangles, show_image, show_layer, user_message
+from ..core.training import PREVIEW_SIZE, Done, EpochEnd, MaskEstimated, Preview, StageFinished, Step, train
+from ._common import Failed, active_input, current_index, input_layers, layer_data, warm_up
+from ._layout import Activity, scrolling_dock, section, set_status, wrapping_label
 from ._loss_plot import LossPlot
+from ._mask_review import MaskReview, describe, mask_canvas, mask_from_canvas
+from ._progress_layers import ACF_LAYER, MASK_LAYER, PATCHES_LAYER, PREVIEW_LAYER, ProgressLayers
 from ._session import set_model, settings_for
+from ._train_worker import Denoised, DenoiseProgress, Run, StageShown, abandon, cancel, training_worker
 
-PREVIEW_LAYER = "denoised preview"
-ACF_LAYER = "noise autocorrelation"
-MASK_LAYER = "structured mask"
-PATCHES_LAYER = "patches in use"
-NOT_INPUTS = (PREVIEW_LAYER, ACF_LAYER, "ROI map")
-STAGE_COLOURS = {1: "#00e5ff", 2: "#ff9f1a"}
-MAX_BOXES = 2000
-REVIEW_POLL_S = 0.1
-# row label, StageConfig field, control factory
+__all__ = ["ACF_LAYER", "MASK_LAYER", "PATCHES_LAYER", "PREVIEW_LAYER", "TrainWidget"]
+
+STAGE_NAMES = {1: "stage 1 (N2V)", 2: "stage 2 (structN2V)"}
+# row label, StageConfig field, control factory, tooltip
 STAGE_FIELDS = (
-    ("epochs", "epochs", lambda: SpinBox(min=0, max=100000)),
-    ("steps per epoch", "steps_per_epoch", lambda: SpinBox(min=1, max=100000)),
-    ("batch size", "batch_size", lambda: SpinBox(min=1, max=4096)),
-    ("learning rate", "learning_rate", lambda: FloatSpinBox(min=1e-6, max=1.0, step=1e-4)),
-    ("patch size", "patch_size", lambda: SpinBox(min=16, max=1024, step=8)),
+    ("epochs", "epochs", lambda: SpinBox(min=0, max=100000),
+     "Passes over the stage's budget; 0 skips the stage. More epochs train longer and usually better."),
+    ("steps per epoch", "steps_per_epoch", lambda: SpinBox(min=1, max=100000),
+     "Optimisation steps (batches) per epoch; the validation loss is measured after each epoch."),
+    ("batch size", "batch_size", lambda: SpinBox(min=1, max=4096),
+     "Patches per step: larger is smoother but needs more memory."),
+    ("learning rate", "learning_rate", lambda: FloatSpinBox(min=1e-6, max=1.0, step=1e-4),
+     "Step size of the optimiser (Adam), lowered along a cosine schedule; too high makes training unstable."),
+    ("patch size", "patch_size", lambda: SpinBox(min=16, max=1024, step=8),
+     "Side of the square training patches in pixels (a multiple of 2^network depth)."),
 )
 # advanced control name -> (Config path, ...): one control may set the same field in both stages
 ADVANCED_FIELDS = {
@@ -82,72 +63,45 @@ ADVANCED_FIELDS = {
     "seed": ("seed",),
     "device": ("device",),
 }
+TOOLTIPS = {
+    "images": "The image layers to train on (2D or stacks); at the end each gets a denoised copy. "
+              "Ctrl/Cmd-click to choose several.",
+    "n2v2": "N2V2: blur pooling and median-filled blind spots, against checkerboard artefacts.",
+    "mask_percent": "Share of pixels hidden (blind spots) in each patch per step.",
+    "mask_source": "Estimate the structured mask from the image itself, or from the residual of stage 1 "
+                   "(image minus its denoised version: closer to the pure noise).",
+    "significance": "How far above the noise level a correlation must be to be masked: higher masks fewer pixels.",
+    "min_correlation": "Smallest noise correlation that is masked: lower masks more pixels.",
+    "max_radius": "Farthest offset (pixels) from the centre that the mask may reach.",
+    "base_channels": "Feature channels of the first U-Net level: wider learns more and runs slower.",
+    "depth": "Levels of the U-Net: deeper sees larger context; the patch size must be a multiple of 2^depth.",
+    "seed": "Seed of the random numbers: the same seed and settings give the same model; -1 picks one at random.",
+    "device": "Where the network runs: auto takes a GPU when there is one.",
+    "preview_every": "Refresh the 'denoised preview' layer every this many steps (each refresh costs time).",
+    "tile_size": "Tile side for denoising the images at the end: larger is faster and needs more memory.",
+    "review": "Pause after stage 1 to check the detected structured mask, change or paint it, then continue.",
+    "start_button": "Train stage 1, estimate the mask, train stage 2, then denoise the chosen images.",
+    "stop_button": "First press: end training at the next step, keeping the best model so far. "
+                   "Second press (or during the final denoising): skip the denoising.",
+    "model_path": "The .pt file to save the trained model to.",
+    "save_button": "Save the trained model (one .pt file) for the Denoise widget or the command line.",
+}
+GRID_LABEL_PADDING = 12
 
 
-@dataclass
-class DenoiseProgress:
-    image: int
-    done: int
-    total: int
+class _Watcher(QObject):
+    """Reload the settings when the pointer enters the widget; cancel the run when it is undocked."""
 
+    def __init__(self, widget: TrainWidget):
+        super().__init__(widget.native)
+        self._widget = widget
 
-@dataclass
-class Denoised:
-    image: int
-    result: np.ndarray
-
-
-@dataclass
-class _Run:
-    worker: object
-    stop: threading.Event
-    resume: threading.Event | None
-
-
-def _training_worker(events, images, resume: threading.Event | None, tile_size: int):
-    """Worker body: relay training events, wait for the mask review if asked, then denoise the images."""
-    try:
-        model = None
-        for event in events:
-            yield event
-            if isinstance(event, MaskEstimated) and resume is not None:
-                while not resume.wait(REVIEW_POLL_S):
-                    yield None  # a yield lets worker.quit() end a run that waits for the review
-            if isinstance(event, Done):
-                model = event.model
-        for index, image in enumerate(images):
-            steps = denoise_steps(model, image, tile_size)
-            while True:
-                try:
-                    done, total = next(steps)
-                except StopIteration as end:
-                    yield Denoised(index, end.value)
-                    break
-                yield DenoiseProgress(index, done, total)
-    except Exception as error:
-        message = user_message(error)
-        if message is None:
-            raise
-        yield Failed(message)
-
-
-def _cancel(runs: list[_Run]) -> None:
-    for run in runs:
-        run.stop.set()
-        if run.resume is not None:
-            run.resume.set()
-        run.worker.quit()
-
-
-def _abandon(runs: list[_Run]) -> None:
-    """Cancel the runs of a deleted widget and stop their events from reaching it."""
-    for run in runs:
-        for signal in (run.worker.yielded, run.worker.finished):
-            try:
-                signal.disconnect()
-            except TypeError:
-                pass
-    _cancel(runs)
+    def eventFilter(self, obj, event) -> bool:
+        if event.type() == QEvent.Type.Enter and self._widget.running is False:
+            self._widget.load_settings()
+        elif event.type() == QEvent.Type.ParentChange and obj.parent() is None:
+            cancel(self._widget._runs)
+        return False
 
 
 def _get(config, path: str):
@@ -163,56 +117,27 @@ def _set(config, path: str, value) -> None:
     setattr(config, name, value)
 
 
-def _mask_canvas(mask: np.ndarray, size: int) -> np.ndarray:
-    """`mask` centred in a (size, size) uint8 labels array (1 = masked)."""
-    return embed_mask(mask.astype(np.uint8), size // 2)
-
-
-def _mask_from_canvas(canvas: np.ndarray) -> np.ndarray:
-    """The smallest odd square around the canvas centre holding all painted pixels; the centre is always set."""
-    mask = np.asarray(canvas) > 0
-    mask[mask.shape[0] // 2, mask.shape[1] // 2] = True
-    return check_mask(crop_mask(mask))
-
-
-class _Watcher(QObject):
-    """Reload the settings when the pointer enters the widget; cancel the run when it is undocked."""
-
-    def __init__(self, widget: TrainWidget):
-        super().__init__(widget.native)
-        self._widget = widget
-
-    def eventFilter(self, obj, event) -> bool:
-        if event.type() == QEvent.Type.Enter and self._widget.running is False:
-            self._widget.load_settings()
-        elif event.type() == QEvent.Type.ParentChange and obj.parent() is None:
-            _cancel(self._widget._runs)
-        return False
-
-
 class TrainWidget(Container):
     """Train stage 1 (N2V) and stage 2 (structN2V) on image layers, with a live preview."""
 
     def __init__(self, viewer: napari.viewer.Viewer):
         self._viewer = viewer
         self.settings = settings_for(viewer)
+        warm_up()
         self.model = None
-        self._runs: list[_Run] = []
+        self._runs: list[Run] = []
         self._phase = ""
+        self._stopping = False
         self._loading = False
-        self._sources: list[Image] = []
-        self._preview_offset = (0, 0)
-        self._patches: tuple[int, list[np.ndarray], int] | None = None
-        self._patch_sizes: dict[int, int] = {}
         self._epochs: dict[int, int] = {}
-        self._estimate = None
         self._mask_event: MaskEstimated | None = None
+        self._activity = Activity()
+        self.layers = ProgressLayers(viewer)
 
         self.images = Select(label="images", choices=self._image_layers)
         self.images.native.setMaximumHeight(80)
         self._stage_controls: dict[tuple[int, str], object] = {}
         grid = self._build_grid()
-        self.show_advanced = CheckBox(text="advanced settings")
         self.n2v2 = CheckBox(text="N2V2 (blur pooling, median blind spots)")
         self.mask_percent = FloatSpinBox(label="masked pixels (%)", min=0.05, max=10.0, step=0.05)
         self.mask_source = ComboBox(label="mask from", choices=MASK_SOURCES)
@@ -225,57 +150,59 @@ class TrainWidget(Container):
         self.device = ComboBox(label="device", choices=DEVICES)
         self.preview_every = SpinBox(label="preview every (steps)", value=20, min=1, max=100000)
         self.tile_size = SpinBox(label="tile size", value=256, min=96, max=4096, step=32)
-        self.advanced = Container(
-            widgets=[self.n2v2, self.mask_percent, self.mask_source, self.significance, self.min_correlation,
-                     self.max_radius, self.base_channels, self.depth, self.seed, self.device, self.preview_every,
-                     self.tile_size],
-            visible=False,
-        )
         self.review = CheckBox(text="Review mask before stage 2")
         self.start_button = PushButton(text="Start")
         self.stop_button = PushButton(text="Stop", enabled=False)
         buttons = Container(layout="horizontal", labels=False, widgets=[self.start_button, self.stop_button])
         buttons.margins = (0, 0, 0, 0)
-        self.status = Label(value="Choose image layers and press Start.")
-        self.status.native.setWordWrap(True)
+        self.status = wrapping_label("Choose image layers and press Start.")
         self.progress = {stage: ProgressBar(label=f"stage {stage}", value=0, max=1) for stage in (1, 2)}
-        self.mask_text = Label(value="")
-        self.mask_text.native.setStyleSheet("font-family: monospace;")
-        self.mask_text.native.setWordWrap(True)
-        self.preset = ComboBox(label="mask", choices=("detected", *PRESETS))
-        self.span = SpinBox(label="span", value=5, min=1, max=25, step=2)
-        self.continue_button = PushButton(text="Continue with this mask")
-        self.review_panel = Container(widgets=[self.preset, self.span, self.continue_button], visible=False)
+        self.loss_plot = LossPlot()
+        self.mask_text = wrapping_label("", lines=1, monospace=True)
+        self.mask_review = MaskReview()
+        self.review_panel = Container(widgets=self.mask_review.widgets, visible=False)
         self.model_path = FileEdit(label="model file", mode="w", filter="*.pt")
         self.save_button = PushButton(text="Save model", enabled=False)
-        super().__init__(
-            widgets=[
-                self.images, grid, self.show_advanced, self.advanced, self.review, buttons, self.status,
-                self.progress[1], self.progress[2], self.mask_text, self.review_panel, self.model_path,
-                self.save_button,
-            ]
+        for name, tip in TOOLTIPS.items():
+            getattr(self, name).tooltip = tip
+
+        super().__init__(labels=False)
+        inputs = Container(widgets=[self.images])
+        inputs.margins = (0, 0, 0, 0)
+        self.stage_section, _ = section("Training budget per stage", [grid], labels=False)
+        self.advanced_section, self.advanced = section(
+            "Advanced settings",
+            [self.n2v2, self.mask_percent, self.mask_source, self.significance, self.min_correlation,
+             self.max_radius, self.base_channels, self.depth, self.seed, self.device, self.preview_every,
+             self.tile_size],
+            expanded=False,
         )
-        self.loss_plot = LossPlot()
-        self.native.layout().insertWidget(self.index(self.progress[2]) + 1, self.loss_plot)
+        bars = Container(widgets=[self.progress[1], self.progress[2]])
+        bars.margins = (0, 0, 0, 0)
+        self.save_section, _ = section("Save the model", [self.model_path, self.save_button])
+        self.scroll = scrolling_dock(self, [
+            inputs, self.stage_section, self.advanced_section, self.review, buttons, self.status, bars,
+            self.loss_plot, self.mask_text, self.review_panel, self.save_section,
+        ])
         self.load_settings()
 
         for (stage, field), control in self._stage_controls.items():
             control.changed.connect(partial(self._store, (f"stage{stage}.{field}",)))
         for name, paths in ADVANCED_FIELDS.items():
             getattr(self, name).changed.connect(partial(self._store, paths))
-        self.show_advanced.changed.connect(lambda visible: setattr(self.advanced, "visible", visible))
         self.start_button.changed.connect(self.start)
         self.stop_button.changed.connect(self.stop)
-        self.preset.changed.connect(self._show_choice)
-        self.span.changed.connect(self._show_choice)
-        self.continue_button.changed.connect(self.continue_training)
+        self.mask_review.preset.changed.connect(self._show_choice)
+        self.mask_review.span.changed.connect(self._show_choice)
+        self.mask_review.continue_button.changed.connect(self.continue_training)
         self.save_button.changed.connect(self.save)
         for event in ("inserted", "removed", "reordered", "renamed"):
             getattr(viewer.layers.events, event).connect(self.reset_choices)
-        viewer.dims.events.current_step.connect(lambda: self._draw_patches())
+        viewer.layers.events.inserted.connect(self.layers.keep_on_top)
+        viewer.dims.events.current_step.connect(self._on_dims)
         self._watcher = _Watcher(self)
         self.native.installEventFilter(self._watcher)
-        self.native.destroyed.connect(partial(_abandon, self._runs))
+        self.native.destroyed.connect(partial(self._on_destroyed, viewer, self._runs, self.layers))
         self.reset_choices()
 
     @property
@@ -287,10 +214,21 @@ class TrainWidget(Container):
         """The running worker, or None."""
         return self._runs[0].worker if self._runs else None
 
+    @property
+    def preset(self) -> ComboBox:
+        return self.mask_review.preset
+
+    @property
+    def span(self) -> SpinBox:
+        return self.mask_review.span
+
     def reset_choices(self, *_) -> None:
-        super().reset_choices()
-        if not self.images.value and self.images.choices:
-            self.images.value = [self.images.choices[0]]
+        """Refresh the image list; with nothing chosen, choose the active image layer."""
+        self.images.reset_choices()
+        if not self.images.value:
+            default = active_input(self._viewer)
+            if default is not None:
+                self.images.value = [default]
 
     def load_settings(self) -> None:
         """Show the shared Config's values (the ROI widget may have changed them) in the controls."""
@@ -326,51 +264,61 @@ class TrainWidget(Container):
         except (InputError, ConfigError) as error:
             self._fail(str(error))
             return
-        self._sources = layers
-        self._preview_offset = (top, left)
-        self._patch_sizes = {1: self.settings.stage1.patch_size, 2: self.settings.stage2.patch_size}
-        self._patches = None
-        self._estimate = self._mask_event = None
-        resume = threading.Event() if self.review.value else None
-        worker = thread_worker(_training_worker, start_thread=False)(events, images, resume, self.tile_size.value)
-        worker.yielded.connect(self._on_event)
-        worker.finished.connect(self._on_finished)
-        self._runs.append(_Run(worker, stop, resume))
-        self._phase = "training"
+        self.layers.start(layers, (top, left))
+        self._mask_event = None
+        self.mask_review.clear()
+        patch_sizes = {1: self.settings.stage1.patch_size, 2: self.settings.stage2.patch_size}
+        run = Run(None, stop, threading.Event() if self.review.value else None)
+        run.worker = thread_worker(training_worker, start_thread=False)(
+            events, images, run, self.tile_size.value, patch_sizes)
+        run.worker.yielded.connect(self._on_event)
+        run.worker.finished.connect(self._on_finished)
+        self._runs.append(run)
+        self._phase, self._stopping = "training", False
         for bar in self.progress.values():
             bar.value, bar.max = 0, 1
         self.loss_plot.clear()
         self.mask_text.value = ""
         self._set_running(True)
         self._show(f"Preparing the training on {', '.join(layer.name for layer in layers)}.")
-        worker.start()
+        run.worker.start()
 
     def stop(self) -> None:
-        """End training at the next step (keeping the best model so far), or cancel the final denoising."""
-        if not self.running:
+        """First press: end training at the next step (the best model so far is kept). A second press, or a
+        press during the final denoising, skips or cancels the denoising."""
+        if not self.running or self._phase == "cancelled":
             return
         run = self._runs[0]
-        if self._phase == "training":
+        if self._phase == "training" and not self._stopping:
+            self._stopping = True
             run.stop.set()
             if run.resume is not None:
                 run.resume.set()
-            self._show("Stopping at the next step; the best model so far is kept.")
-        else:
+            self._show("Stopping at the next step; the best model so far is kept. "
+                       "Press Stop again to skip the final denoising.")
+            return
+        run.stop.set()
+        run.skip_denoising.set()
+        if self._phase == "denoising":
             run.worker.quit()
-            self._show("Denoising cancelled.")
+            self._phase = "cancelled"
+            self._show("Cancelling the denoising.")
+        else:
+            self._show("Stopping at the next step; the final denoising will be skipped.")
 
     def continue_training(self) -> None:
         """Start stage 2 with the mask shown in the 'structured mask' layer."""
         if self._mask_event is None or not self.running or self._runs[0].resume is None:
             return
         try:
-            mask = _mask_from_canvas(self._mask_canvas())
+            mask = mask_from_canvas(self._mask_canvas())
         except InputError as error:
             self._fail(str(error))
             return
         self._mask_event.mask = mask
-        self.mask_text.value = self._mask_description(mask, "chosen for stage 2")
+        self.mask_text.value = describe(self.mask_review.estimate, mask, "chosen for stage 2")
         self.review_panel.visible = False
+        self.layers.restore_view()
         self._runs[0].resume.set()
 
     def save(self) -> None:
@@ -392,20 +340,26 @@ class TrainWidget(Container):
         self._show(f"Model saved to {path}.")
 
     def _build_grid(self) -> Container:
-        rows = [self._row(Label(value=""), Label(value="stage 1"), Label(value="stage 2"))]
-        for text, field, factory in STAGE_FIELDS:
+        texts = [text for text, *_ in STAGE_FIELDS]
+        header = Label(value="")
+        width = max(header.native.fontMetrics().horizontalAdvance(text) for text in texts) + GRID_LABEL_PADDING
+        rows = [self._row(header, width, Label(value="stage 1"), Label(value="stage 2"))]
+        for text, field, factory, tip in STAGE_FIELDS:
             controls = []
             for stage in (1, 2):
                 control = self._stage_controls[stage, field] = factory()
+                control.tooltip = f"{STAGE_NAMES[stage]}: {tip}"
                 controls.append(control)
-            rows.append(self._row(Label(value=text), *controls))
+            label = Label(value=text)
+            label.tooltip = tip
+            rows.append(self._row(label, width, *controls))
         grid = Container(labels=False, widgets=rows)
         grid.margins = (0, 0, 0, 0)
         return grid
 
     @staticmethod
-    def _row(label: Label, *controls) -> Container:
-        label.native.setFixedWidth(110)
+    def _row(label: Label, width: int, *controls) -> Container:
+        label.native.setFixedWidth(width)
         row = Container(layout="horizontal", labels=False, widgets=[label, *controls])
         row.margins = (0, 0, 0, 0)
         return row
@@ -419,14 +373,11 @@ class TrainWidget(Container):
             _set(self.settings, path, value)
 
     def _image_layers(self, _widget=None) -> list[Image]:
-        return [layer for layer in self._viewer.layers if isinstance(layer, Image) and layer.name not in NOT_INPUTS]
-
-    def _source(self) -> Image | None:
-        return self._sources[0] if self._sources and self._sources[0] in self._viewer.layers else None
+        return input_layers(self._viewer)
 
     def _on_event(self, event) -> None:
         handlers = {
-            StageStarted: self._on_stage_started, Step: self._on_step, EpochEnd: self._on_epoch,
+            StageShown: self._on_stage_started, Step: self._on_step, EpochEnd: self._on_epoch,
             Preview: self._on_preview, MaskEstimated: self._on_mask, StageFinished: self._on_stage_finished,
             Done: self._on_done, DenoiseProgress: self._on_denoise_progress, Denoised: self._on_denoised,
             Failed: self._on_failed,
@@ -435,51 +386,42 @@ class TrainWidget(Container):
         if handler is not None:
             handler(event)
 
-    def _on_stage_started(self, event: StageStarted) -> None:
+    def _on_stage_started(self, event: StageShown) -> None:
         self._epochs[event.stage] = event.epochs
-        self.progress[event.stage].max = event.epochs * event.steps_per_epoch
+        total = event.epochs * event.steps_per_epoch
+        self.progress[event.stage].max = total
         self.progress[event.stage].value = 0
-        self._patches = (event.stage, event.patches, self._patch_sizes[event.stage])
-        self._draw_patches(create=True)
-        self._show(f"Stage {event.stage} ({'N2V' if event.stage == 1 else 'structN2V'}) started.")
+        self._activity.show(("stage", event.stage), total, f"Training {STAGE_NAMES[event.stage]}")
+        self.layers.show_stage(event)
+        if not self._stopping:
+            self._show(f"{STAGE_NAMES[event.stage].capitalize()} started.")
 
     def _on_step(self, event: Step) -> None:
         self.progress[event.stage].value = event.step
-        self._show(
-            f"Stage {event.stage} · epoch {event.epoch + 1}/{self._epochs[event.stage]} · "
-            f"step {event.step}/{event.total_steps} · loss {event.loss:.4g}"
-        )
+        self._activity.set(event.step, event.total_steps)
+        if not self._stopping:
+            self._show(
+                f"Stage {event.stage} · epoch {event.epoch + 1}/{self._epochs[event.stage]} · "
+                f"step {event.step}/{event.total_steps} · loss {event.loss:.4g}"
+            )
 
     def _on_epoch(self, event: EpochEnd) -> None:
         self.loss_plot.add(event.stage, event.train_loss, event.val_loss)
 
     def _on_preview(self, event: Preview) -> None:
-        source = self._source()
-        if source is None:
-            return
-        created = PREVIEW_LAYER not in self._viewer.layers
-        show_image(
-            self._viewer, event.image, PREVIEW_LAYER, like=source, offset=self._preview_offset,
-            contrast_limits=source.contrast_limits, colormap=source.colormap.name,
-        )
-        if created and PATCHES_LAYER in self._viewer.layers:  # keep the patch outlines above the preview
-            layers = self._viewer.layers
-            layers.move(layers.index(PATCHES_LAYER), len(layers))
+        self.layers.show_preview(event.image)
 
     def _on_mask(self, event: MaskEstimated) -> None:
-        self._estimate, self._mask_event = event.estimate, event
+        self._mask_event = event
+        self.mask_review.start(event.estimate)
         size = event.estimate.acf.shape[0]
-        show_layer(self._viewer, "image", event.estimate.acf, ACF_LAYER, colormap="magma",
-                   contrast_limits=(0.0, 1.0), **self._mask_placement(size, row=0))
-        show_layer(self._viewer, "labels", _mask_canvas(event.estimate.mask, size), MASK_LAYER, opacity=0.9,
-                   **self._mask_placement(size, row=1))
-        self.mask_text.value = self._mask_description(event.estimate.mask, event.estimate.reason)
-        if self._runs and self._runs[0].resume is not None:
-            self.span.max = size
-            self.preset.value = "detected"
+        self.layers.show_mask_layers(event.estimate.acf, mask_canvas(event.estimate.mask, size))
+        self.mask_text.value = describe(event.estimate, event.estimate.mask, event.estimate.reason)
+        if self._runs and self._runs[0].resume is not None and not self._stopping:
             self.review_panel.visible = True
-            self._show("Review the mask (edit the 'structured mask' layer or pick a preset), "
-                       "then press 'Continue with this mask'.")
+            self.layers.focus_review()
+            self._show("Review the mask: edit the 'structured mask' layer (shown at the image's top-left corner) "
+                       "or pick a preset, then press 'Continue with this mask'.")
 
     def _on_stage_finished(self, event: StageFinished) -> None:
         if not event.stopped:
@@ -492,28 +434,59 @@ class TrainWidget(Container):
         set_model(self._viewer, event.model)
         self.save_button.enabled = True
         self.review_panel.visible = False
+        self.layers.restore_view()
         self._phase = "denoising"
-        self._show(f"Training {'stopped' if event.stopped else 'finished'}; denoising the images (Stop skips it).")
+        if self._runs and self._runs[0].skip_denoising.is_set():
+            self._show("Training stopped; the final denoising is skipped.")
+        else:
+            self._show(f"Training {'stopped' if event.stopped else 'finished'}; "
+                       "denoising the images (Stop cancels it).")
 
     def _on_denoise_progress(self, event: DenoiseProgress) -> None:
-        self._show(f"Denoising {self._sources[event.image].name}: {event.done}/{event.total} tiles.")
+        if self._phase != "denoising":  # a late event after Stop must not hide "cancelled"
+            return
+        name = self.layers.sources[event.image].name
+        self._activity.show(("image", event.image), event.total, f"Denoising {name}")
+        self._activity.set(event.done, event.total)
+        self._show(f"Denoising {name}: {event.done}/{event.total} tiles.")
 
     def _on_denoised(self, event: Denoised) -> None:
-        source = self._sources[event.image]
-        if source not in self._viewer.layers:
+        source = self.layers.sources[event.image]
+        if source not in self._viewer.layers or self._phase != "denoising":
             return
-        show_image(self._viewer, event.result, f"{source.name} denoised", like=source,
-                   contrast_limits=source.contrast_limits, colormap=source.colormap.name)
+        self.layers.show_result(event.result, source)
         self._show(f"Done: layer '{source.name} denoised'.")
 
     def _on_failed(self, event: Failed) -> None:
         self._fail(event.message)
 
     def _on_finished(self) -> None:
+        run = self._runs[0] if self._runs else None
+        skipped = run is not None and run.skip_denoising.is_set()
         self._runs.clear()
-        self._phase = ""
+        self._activity.close()
         self.review_panel.visible = False
+        self.layers.restore_view()
+        self.layers.refresh_thumbnails()
         self._set_running(False)
+        if self._phase == "cancelled" or (skipped and self.model is not None and self._phase == "denoising"):
+            self._show("Training stopped; the model is kept (Save model), the final denoising was "
+                       f"{'cancelled' if self._phase == 'cancelled' else 'skipped'}.")
+        elif self.model is None and self._phase == "training" and self._stopping:
+            self._show("Training stopped before a model was trained.")
+        self._phase = ""
+
+    def _on_dims(self, *_) -> None:
+        self.layers.draw_patches()
+
+    @staticmethod
+    def _on_destroyed(viewer, runs: list[Run], layers: ProgressLayers, *_) -> None:
+        """Cancel the runs of a deleted widget and stop following the viewer."""
+        abandon(runs)
+        try:
+            viewer.layers.events.inserted.disconnect(layers.keep_on_top)
+        except (TypeError, ValueError):
+            pass
 
     def _fail(self, message: str) -> None:
         show_error(message)
@@ -523,65 +496,16 @@ class TrainWidget(Container):
         self.start_button.enabled = not running
         self.stop_button.enabled = running
 
-    def _draw_patches(self, create: bool = False) -> None:
-        """Outline the current stage's training patches on the slice in view (a removed layer stays removed)."""
-        source = self._source()
-        if self._patches is None or source is None or not (create or PATCHES_LAYER in self._viewer.layers):
-            return
-        stage, patches, size = self._patches
-        index = current_index(self._viewer, source)
-        corners = patches[int(np.ravel_multi_index(index, source.data.shape[:-2])) if index else 0]
-        if len(corners) > MAX_BOXES:
-            corners = corners[np.linspace(0, len(corners) - 1, MAX_BOXES).astype(int)]
-        boxes = list(patch_rectangles(corners, size))
-        if PATCHES_LAYER in self._viewer.layers:
-            layer = self._viewer.layers[PATCHES_LAYER]
-            layer.data = []
-            if boxes:
-                layer.add(boxes, shape_type="rectangle", edge_color=STAGE_COLOURS[stage], face_color="transparent",
-                          edge_width=2)
-        else:
-            active = self._viewer.layers.selection.active
-            layer = self._viewer.add_shapes(
-                boxes, shape_type="rectangle", name=PATCHES_LAYER, edge_color=STAGE_COLOURS[stage],
-                face_color="transparent", edge_width=2,
-            )
-            self._viewer.layers.selection.active = active
-        layer.scale, layer.translate = source.scale[-2:], source.translate[-2:]
-
-    def _mask_placement(self, size: int, row: int) -> dict:
-        """Scale and translate that show a (size, size) array beside the source image, in row 0 or 1."""
-        source = self._source()
-        if source is None:
-            return {}
-        extent = np.asarray(source.extent.world)[:, -2:]
-        height = extent[1, 0] - extent[0, 0]
-        pixel = 0.4 * height / size
-        top = extent[0, 0] + row * (size + 2) * pixel
-        return {"scale": (pixel, pixel), "translate": (top + pixel / 2, extent[1, 1] + 0.05 * height + pixel / 2)}
-
     def _mask_canvas(self) -> np.ndarray:
-        if MASK_LAYER in self._viewer.layers:
-            return np.asarray(self._viewer.layers[MASK_LAYER].data)
-        return _mask_canvas(self._choice(), self._estimate.acf.shape[0])
-
-    def _choice(self) -> np.ndarray:
-        if self.preset.value == "detected":
-            return self._estimate.mask
-        return preset_mask(self.preset.value, self.span.value)
+        canvas = self.layers.mask_canvas()
+        return self.mask_review.canvas() if canvas is None else canvas
 
     def _show_choice(self, *_) -> None:
-        if self._estimate is None:
+        if self.mask_review.estimate is None:
             return
-        size = self._estimate.acf.shape[0]
-        show_layer(self._viewer, "labels", _mask_canvas(self._choice(), size), MASK_LAYER, opacity=0.9,
-                   **self._mask_placement(size, row=1))
-        self.mask_text.value = self._mask_description(self._choice(), self.preset.value)
-
-    def _mask_description(self, mask: np.ndarray, reason: str) -> str:
-        text = dataclasses.replace(self._estimate, mask=mask).as_text()
-        return f"structN2V mask ({reason}):\n{text}"
+        self.layers.show_mask(self.mask_review.canvas())
+        self.mask_text.value = describe(self.mask_review.estimate, self.mask_review.choice(),
+                                        self.mask_review.preset.value)
 
     def _show(self, text: str, warn: bool = False) -> None:
-        self.status.value = text
-        self.status.native.setStyleSheet("color: #ffa500;" if warn else "")
+        set_status(self.status, text, warn)

@@ -1,0 +1,166 @@
+"""The layers that show a training run: preview, patches in use, noise autocorrelation, mask, results.
+
+Only hands ready data to layers (main thread); the worker computed it. The autocorrelation and the
+mask appear as small insets at the top-left corner of the source image, where the user looks,
+and stay above images opened later.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from napari.layers import Image, Shapes
+
+from ._common import (
+    place_like,
+    current_index,
+    draw_outline,
+    keep_on_top,
+    later,
+    mark_internal,
+    refresh_thumbnail,
+    show_image,
+    show_layer,
+)
+from ._train_worker import StageShown
+
+PREVIEW_LAYER = "denoised preview"
+ACF_LAYER = "noise autocorrelation"
+MASK_LAYER = "structured mask"
+PATCHES_LAYER = "patches in use"
+STAGE_COLOURS = {1: "#00e5ff", 2: "#ff9f1a"}
+INSET_FRACTION = 0.2  # an inset's side is this fraction of the source image's shorter side
+INSET_MARGIN = 0.02
+
+
+class ProgressLayers:
+    """The display layers of one Train widget."""
+
+    def __init__(self, viewer):
+        self._viewer = viewer
+        self.sources: list[Image] = []
+        self.preview_offset = (0, 0)
+        self._stage: StageShown | None = None
+        self._saved_view = None
+
+    def start(self, sources: list[Image], preview_offset: tuple[int, int]) -> None:
+        self.sources, self.preview_offset, self._stage = sources, preview_offset, None
+
+    def source(self) -> Image | None:
+        """The first training image, while it is still in the viewer."""
+        return self.sources[0] if self.sources and self.sources[0] in self._viewer.layers else None
+
+    def layers(self) -> list:
+        return [self._viewer.layers[name] for name in (PREVIEW_LAYER, ACF_LAYER, MASK_LAYER, PATCHES_LAYER)
+                if name in self._viewer.layers]
+
+    def keep_on_top(self, *_) -> None:
+        """Keep the insets and the patch outline above images opened later (the preview stays where it is).
+
+        Connected to the layer list's `inserted` event, it moves the layers once that event is over.
+        """
+        later(self._keep_on_top)
+
+    def _keep_on_top(self) -> None:
+        names = (ACF_LAYER, MASK_LAYER, PATCHES_LAYER)
+        keep_on_top(self._viewer, [self._viewer.layers[name] for name in names if name in self._viewer.layers])
+
+    def show_preview(self, image: np.ndarray) -> None:
+        source = self.source()
+        if source is None:
+            return
+        created = PREVIEW_LAYER not in self._viewer.layers
+        show_image(self._viewer, image, PREVIEW_LAYER, like=source, offset=self.preview_offset,
+                   contrast_limits=source.contrast_limits, colormap=source.colormap.name)
+        if created:
+            self.keep_on_top()
+
+    def show_stage(self, shown: StageShown) -> None:
+        self._stage = shown
+        self.draw_patches(create=True)
+
+    def draw_patches(self, create: bool = False) -> None:
+        """Outline the current stage's training patches on the slice in view (a removed layer stays removed)."""
+        source = self.source()
+        if self._stage is None or source is None or not (create or PATCHES_LAYER in self._viewer.layers):
+            return
+        index = current_index(self._viewer, source)
+        outlines = self._stage.outlines
+        outline = outlines[int(np.ravel_multi_index(index, source.data.shape[:-2])) if index else 0]
+        colour = STAGE_COLOURS[self._stage.stage]
+        if PATCHES_LAYER in self._viewer.layers:
+            layer = self._viewer.layers[PATCHES_LAYER]
+            if layer.metadata.get("colour") != colour:  # new shapes take the current colour
+                layer.data = []
+                layer.current_edge_color = colour
+        else:
+            layer = mark_internal(Shapes(ndim=2, name=PATCHES_LAYER, edge_color=colour, face_color="transparent"))
+            active = self._viewer.layers.selection.active
+            self._viewer.add_layer(layer)
+            self._viewer.layers.selection.active = active
+        layer.metadata["colour"] = colour
+        place_like(layer, source)
+        draw_outline(layer, outline, max(1.0, self._stage.patch_size / 32))
+        refresh_thumbnail(layer)
+        self.keep_on_top()
+
+    def show_mask_layers(self, acf: np.ndarray, canvas: np.ndarray) -> None:
+        size = acf.shape[0]
+        show_layer(self._viewer, "image", acf, ACF_LAYER, colormap="magma", contrast_limits=(0.0, 1.0),
+                   **self._inset(size, column=0))
+        self.show_mask(canvas)
+        self.keep_on_top()
+
+    def show_mask(self, canvas: np.ndarray) -> None:
+        show_layer(self._viewer, "labels", canvas, MASK_LAYER, opacity=0.9, **self._inset(canvas.shape[0], column=1))
+
+    def mask_canvas(self) -> np.ndarray | None:
+        if MASK_LAYER in self._viewer.layers:
+            return np.asarray(self._viewer.layers[MASK_LAYER].data)
+        return None
+
+    def show_result(self, result: np.ndarray, source: Image) -> None:
+        show_image(self._viewer, result, f"{source.name} denoised", like=source, internal=False,
+                   contrast_limits=source.contrast_limits, colormap=source.colormap.name)
+
+    def focus_review(self) -> None:
+        """Zoom onto the insets and make the mask layer active, so that it can be painted; `restore_view` undoes it."""
+        if MASK_LAYER not in self._viewer.layers or ACF_LAYER not in self._viewer.layers:
+            return
+        camera = self._viewer.camera
+        self._saved_view = (tuple(camera.center), camera.zoom, self._viewer.layers.selection.active)
+        extents = np.concatenate([np.asarray(self._viewer.layers[name].extent.world)[:, -2:]
+                                  for name in (ACF_LAYER, MASK_LAYER)])
+        low, high = extents.min(axis=0), extents.max(axis=0)
+        source = self.source()
+        if source is not None:
+            image = np.asarray(source.extent.world)[:, -2:]
+            # the insets fill about as much of the canvas as the whole image did
+            camera.zoom = camera.zoom * 0.8 * float(np.min((image[1] - image[0]) / (high - low)))
+        camera.center = (*tuple(camera.center)[:-2], *((low + high) / 2))
+        self._viewer.layers.selection.active = self._viewer.layers[MASK_LAYER]
+
+    def restore_view(self) -> None:
+        if self._saved_view is None:
+            return
+        center, zoom, active = self._saved_view
+        self._saved_view = None
+        self._viewer.camera.center, self._viewer.camera.zoom = center, zoom
+        if active in self._viewer.layers:
+            self._viewer.layers.selection.active = active
+
+    def refresh_thumbnails(self) -> None:
+        if PATCHES_LAYER in self._viewer.layers:
+            refresh_thumbnail(self._viewer.layers[PATCHES_LAYER])
+
+    def _inset(self, size: int, column: int) -> dict:
+        """Scale and translate that show a (size, size) array inside the source image's top-left corner."""
+        source = self.source()
+        if source is None:
+            return {}
+        extent = np.asarray(source.extent.world)[:, -2:]
+        side = float(np.min(extent[1] - extent[0]))
+        pixel = INSET_FRACTION * side / size
+        margin = INSET_MARGIN * side
+        top = extent[0, 0] + margin + pixel / 2
+        left = extent[0, 1] + margin + column * (size * pixel + margin) + pixel / 2
+        return {"scale": (pixel, pixel), "translate": (top, left)}
