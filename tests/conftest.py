@@ -22,3 +22,14 @@ def make_tiny_config(**changes) -> Config:
 @pytest.fixture
 def tiny_config() -> Config:
     return make_tiny_config()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread, as the benchmark suites use by default: on a loaded 2-core machine, 2 threads ran many times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -6,15 +6,7 @@ import pytest
 from benchmarks import quality, speed  # the repository root is on pytest's pythonpath (pyproject.toml)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One thread, as the suites use by default: on a loaded 2-core machine, 2 threads ran many times slower."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_true_support_matches_the_kernels():

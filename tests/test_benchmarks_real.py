@@ -15,14 +15,7 @@ from benchmarks import quality, quality_real, real_set
 from benchmarks.peers import careamics_client, careamics_runner
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
