@@ -126,6 +126,15 @@ def active_input(viewer) -> Image | None:
     return visible[-1] if visible else None
 
 
+def refresh_image_choice(combo, viewer) -> None:
+    """Refresh an image combo box; when its chosen image is gone, choose the active one."""
+    chosen = combo.value
+    combo.reset_choices()
+    default = active_input(viewer)
+    if default is not None and (chosen is None or chosen not in combo.choices):
+        combo.value = default
+
+
 def later(callback) -> None:
     """Run `callback` when the event loop is back: napari's layer list breaks if layers move while it inserts one."""
     QTimer.singleShot(0, callback)

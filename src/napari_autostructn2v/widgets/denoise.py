@@ -13,7 +13,8 @@ from napari.utils.notifications import show_error
 from ..core.images import InputError
 from ..core.inference import denoise_steps
 from ..core.model import ModelFileError, load_model
-from ._common import Failed, active_input, gui_words, input_layers, layer_data, show_image, user_message
+from ._common import (Failed, active_input, gui_words, input_layers, layer_data, refresh_image_choice, show_image,
+                      user_message)
 from ._layout import Activity, scrolling_dock, set_status, wrapping_label
 from ._session import model_for
 
@@ -79,11 +80,7 @@ class DenoiseWidget(Container):
 
     def reset_choices(self, *_) -> None:
         """Refresh the image list; when the chosen image is gone, choose the active one."""
-        chosen = self.image.value
-        self.image.reset_choices()
-        default = active_input(self._viewer)
-        if default is not None and (chosen is None or chosen not in self.image.choices):
-            self.image.value = default
+        refresh_image_choice(self.image, self._viewer)
 
     def model(self):
         """The chosen model; raises ModelFileError when there is none or the file cannot be read."""

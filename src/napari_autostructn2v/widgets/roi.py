@@ -30,6 +30,7 @@ from ._common import (
     later,
     mark_internal,
     place_like,
+    refresh_image_choice,
     refresh_thumbnail,
     warm_up,
 )
@@ -197,11 +198,7 @@ class RoiWidget(Container):
 
     def reset_choices(self, *_) -> None:
         """Refresh the image list; when the chosen image is gone, choose the active one."""
-        chosen = self.image.value
-        self.image.reset_choices()
-        default = active_input(self._viewer)
-        if default is not None and (chosen is None or chosen not in self.image.choices):
-            self.image.value = default
+        refresh_image_choice(self.image, self._viewer)
 
     def load_settings(self) -> None:
         """Show the current stage's values from the shared Config in the controls."""
