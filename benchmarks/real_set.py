@@ -34,6 +34,8 @@ from scipy import ndimage
 from scipy.signal import correlate2d
 from skimage import color, data
 
+from napari_autostructn2v.core.sample import noise_kernel
+
 SHAPE = (256, 256)
 IMAGE_CLASSES = {"sparse": ("sparse",), "dense": ("dense",), "bundled": ("cell", "hubble", "moon", "coins")}
 BUNDLED = {"cell": data.cell, "hubble": lambda: color.rgb2gray(data.hubble_deep_field()), "moon": data.moon,
@@ -104,12 +106,6 @@ def _line(length: int, direction: str) -> np.ndarray:
     return kernel.T if direction == "vertical" else kernel
 
 
-def _gauss(length: float, direction: str) -> np.ndarray:
-    offsets = np.arange(-int(np.ceil(3 * length)), int(np.ceil(3 * length)) + 1)
-    kernel = np.exp(-0.5 * (offsets / length) ** 2)[None, :]
-    return kernel.T if direction == "vertical" else kernel
-
-
 def _aniso() -> np.ndarray:
     ys, xs = np.arange(-3, 4)[:, None], np.arange(-6, 7)[None, :]
     return np.exp(-0.5 * ((xs / 2.0) ** 2 + (ys / 0.7) ** 2))
@@ -147,7 +143,7 @@ class Noise:
         if base.startswith("box"):
             return _line(int(base[3:]), direction)
         if base.startswith("gauss"):
-            return _gauss(float(base[5:]), direction)
+            return noise_kernel(f"{direction}_gauss", float(base[5:]))
         if base == "aniso":
             return _aniso()
         if base == "diagonal":
