@@ -17,6 +17,9 @@ import math
 import numpy as np
 import torch
 
+SOURCE_RADIUS = 2  # a masked pixel copies a pixel at most this far away
+SOURCE_TRIES = 4  # random shifts tried before a masked pixel gets a random value
+
 
 def neighbour_offsets(struct_mask: np.ndarray | None) -> torch.Tensor:
     """(K, 2) offsets around a blind spot that may replace it: not the centre, not in the mask."""
@@ -43,10 +46,6 @@ def struct_offsets(struct_mask: np.ndarray | None) -> torch.Tensor:
     offsets = np.stack([dy - half, dx - half], axis=1)
     offsets = offsets[(offsets != 0).any(axis=1)]
     return torch.as_tensor(offsets, dtype=torch.long)
-
-
-SOURCE_RADIUS = 2
-SOURCE_TRIES = 4
 
 
 def blind_spots(batch: int, height: int, width: int, percent: float, generator: torch.Generator,
