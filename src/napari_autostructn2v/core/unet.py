@@ -1,4 +1,4 @@
-"""A small 2D UNet for blind-spot denoising.
+"""A small 2D or 3D UNet for blind-spot denoising, with one input and output channel per image channel.
 
 Batch normalisation (running statistics at inference) keeps the output of a pixel independent
 of the tile it is computed in, which tiled inference relies on.
@@ -10,35 +10,48 @@ import torch
 from torch import nn
 
 
-def _block(in_channels: int, out_channels: int) -> nn.Sequential:
+CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+BATCH_NORM = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+UPSAMPLE = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+
+
+def _block(in_channels: int, out_channels: int, dims: int = 2) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, padding=1),
-        nn.BatchNorm2d(out_channels),
+        CONV[dims](in_channels, out_channels, 3, padding=1),
+        BATCH_NORM[dims](out_channels),
         nn.LeakyReLU(0.1, inplace=True),
-        nn.Conv2d(out_channels, out_channels, 3, padding=1),
-        nn.BatchNorm2d(out_channels),
+        CONV[dims](out_channels, out_channels, 3, padding=1),
+        BATCH_NORM[dims](out_channels),
         nn.LeakyReLU(0.1, inplace=True),
     )
 
 
 class UNet(nn.Module):
     """UNet with `depth` down-sampling steps; N2V2's variant drops the top skip connection
-    (removing the checkerboard artefacts that skip carries) and pools with blur + max."""
+    (removing the checkerboard artefacts that skip carries) and pools with blur + max.
 
-    def __init__(self, base_channels: int = 16, depth: int = 2, n2v2: bool = False):
+    `dims` 2 takes (B, channels, Y, X) batches, 3 takes (B, channels, Z, Y, X) and pools in all three axes.
+    """
+
+    def __init__(self, base_channels: int = 16, depth: int = 2, n2v2: bool = False, channels: int = 1,
+                 dims: int = 2):
         super().__init__()
         self.depth = depth
         self.n2v2 = n2v2
+        self.channels = channels
+        self.dims = dims
         widths = [base_channels * 2**level for level in range(depth + 1)]
-        self.encoders = nn.ModuleList([_block(1, widths[0])] + [_block(widths[i], widths[i + 1]) for i in range(depth)])
-        self.pool = _BlurMaxPool() if n2v2 else nn.MaxPool2d(2)
+        self.encoders = nn.ModuleList(
+            [_block(channels, widths[0], dims)] + [_block(widths[i], widths[i + 1], dims) for i in range(depth)]
+        )
+        self.pool = _BlurMaxPool(dims) if n2v2 else (nn.MaxPool2d(2) if dims == 2 else nn.MaxPool3d(2))
         self.upsamples = nn.ModuleList(
-            nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in reversed(range(depth))
+            UPSAMPLE[dims](widths[i + 1], widths[i], 2, stride=2) for i in reversed(range(depth))
         )
         self.decoders = nn.ModuleList(
-            _block(widths[i] * (1 if (n2v2 and i == 0) else 2), widths[i]) for i in reversed(range(depth))
+            _block(widths[i] * (1 if (n2v2 and i == 0) else 2), widths[i], dims) for i in reversed(range(depth))
         )
-        self.head = nn.Conv2d(widths[0], 1, 1)
+        self.head = CONV[dims](widths[0], channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
@@ -54,14 +67,14 @@ class UNet(nn.Module):
 
 
 class _BlurMaxPool(nn.Module):
-    """Max pooling with stride 1, then a 2x2 binomial blur with stride 2 (anti-aliased down-sampling)."""
+    """Max pooling with stride 1, then a 2-pixel box blur with stride 2 (anti-aliased down-sampling)."""
 
-    def __init__(self):
+    def __init__(self, dims: int = 2):
         super().__init__()
-        self.register_buffer("kernel", torch.tensor([[1.0, 1.0], [1.0, 1.0]]).div(4).view(1, 1, 2, 2), persistent=False)
-        self.max = nn.MaxPool2d(2, stride=1)
+        self.dims = dims
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.max(nn.functional.pad(x, (0, 1, 0, 1), mode="replicate"))
-        channels = x.shape[1]
-        return nn.functional.conv2d(x, self.kernel.expand(channels, 1, 2, 2), stride=2, groups=channels)
+        x = nn.functional.pad(x, (0, 1) * self.dims, mode="replicate")
+        if self.dims == 2:
+            return nn.functional.avg_pool2d(nn.functional.max_pool2d(x, 2, stride=1), 2)
+        return nn.functional.avg_pool3d(nn.functional.max_pool3d(x, 2, stride=1), 2)
