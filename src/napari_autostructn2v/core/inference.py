@@ -99,7 +99,7 @@ def _denoise_tiles(model: DenoisingModel, array: np.ndarray, found: Layout, tile
     multiple = 2**model.net.depth
     net = model.net.eval()
     device = next(net.parameters()).device
-    samples, planes, channels = array.shape[:3]
+    samples, channels, planes = array.shape[:3]
     if model.net.dims == 2:  # every plane on its own: (N * Z, C, Y, X)
         items = np.swapaxes(array, 1, 2).reshape(samples * planes, channels, *array.shape[-2:])
     else:

@@ -31,8 +31,9 @@ from .roi import count_windows, select_roi_patches
 MIN_PATCH_POSITIONS = 4
 VALIDATION_PATCHES_MAX = 64
 PREVIEW_SIZE = 512
-PREVIEW_SIZE_3D = 128
-PREVIEW_PLANES = 32
+PREVIEW_SIZE_3D = 96  # a volume's preview: a crop of this side and PREVIEW_PLANES planes, one tile with
+PREVIEW_PLANES = 16  # a thinner margin than `denoise` uses (a preview need not equal whole-volume inference)
+PREVIEW_TILE_3D, PREVIEW_MARGIN_3D = 128, 16
 
 
 class TooFewPatchesError(InputError):
@@ -284,9 +285,11 @@ def _preview(model: DenoisingModel, preview, axes: str | None) -> np.ndarray:
     """The model's output on the preview: the user's image, or the crop's (middle) plane, one channel squeezed."""
     if axes is None:
         return denoise(model, preview)
-    output = denoise(model, preview, axes=axes)
     if axes == "CZYX":
+        output = denoise(model, preview, PREVIEW_TILE_3D, PREVIEW_MARGIN_3D, axes=axes)
         output = output[:, output.shape[1] // 2]
+    else:
+        output = denoise(model, preview, axes=axes)
     return output[0] if output.shape[0] == 1 else output
 
 
