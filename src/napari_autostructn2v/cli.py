@@ -17,12 +17,15 @@ from collections import Counter
 from pathlib import Path
 
 # only light modules here: `--help` and argument errors must answer without importing torch
+from .core.config import DEFAULT_TILE, NETWORKS
 from .core.errors import ConfigError, InputError, ModelFileError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 MODEL_SUFFIXES = (".pt", ".pth")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MIN_MASK_SIDE = 8
+AXES_HELP = ("axes of the image, letters from S T C Z Y X (e.g. YX, ZYX, CYX, TZYX); default: YX for 2D, "
+             "a stack of 2D planes for more")
 
 
 class CommandError(Exception):
@@ -197,13 +200,21 @@ def _write_tiff(path: Path, image) -> None:
 # ---------------------------------------------------------------- shared steps
 
 
-def _plane(image, index: int):
-    from .core.images import as_slices, check_image
+def _plane(image, index: int, axes: str | None = None):
+    """The `index`-th 2D plane (over samples and Z); with several channels, the mean of the normalised channels."""
+    import numpy as np
 
-    planes = as_slices(check_image(image))
+    from .core.axes import canonical_image
+    from .core.images import Normalisation
+
+    array, _ = canonical_image(image, axes)
+    planes = np.swapaxes(array, 1, 2).reshape(-1, array.shape[1], *array.shape[-2:])
     if not 0 <= index < len(planes):
         raise CommandError(f"--slice {index} is out of range: the image has {len(planes)} 2D slice(s).")
-    return planes[index]
+    plane = planes[index]
+    if len(plane) == 1:
+        return plane[0]
+    return Normalisation.fit_channels([plane]).forward(plane, channel_axis=0).mean(axis=0)
 
 
 def _config_file(args) -> list[Path]:
@@ -225,17 +236,19 @@ def _config(args):
         config.seed = args.seed
     if getattr(args, "device", None) is not None:
         config.device = args.device
+    if getattr(args, "network", None) is not None:
+        config.network = args.network
     return config.validate()
 
 
-def _train(images, config, quiet: bool = False, on_event=None):
+def _train(images, config, quiet: bool = False, on_event=None, axes: str | None = None):
     """Run training with a progress bar per stage; return the model."""
     from tqdm import tqdm
 
     from .core.training import Done, EpochEnd, MaskEstimated, StageStarted, Step, train
 
     bar = None
-    for event in train(images, config):
+    for event in train(images, config, axes=axes):
         if on_event is not None:
             on_event(event)
         if isinstance(event, StageStarted):
@@ -249,7 +262,9 @@ def _train(images, config, quiet: bool = False, on_event=None):
         elif isinstance(event, EpochEnd):
             bar.set_postfix(loss=f"{event.train_loss:.4f}", val=f"{event.val_loss:.4f}")
         elif isinstance(event, MaskEstimated) and not quiet:
-            tqdm.write(f"structured mask: {event.estimate.reason}\n{event.estimate.as_text()}", file=sys.stderr)
+            channel = f" (channel {event.channel})" if event.channels > 1 else ""
+            tqdm.write(f"structured mask{channel}: {event.estimate.reason}\n{event.estimate.as_text()}",
+                       file=sys.stderr)
         elif isinstance(event, Done):
             if bar is not None:
                 bar.close()
@@ -257,12 +272,12 @@ def _train(images, config, quiet: bool = False, on_event=None):
     raise CommandError("training ended without a model")
 
 
-def _denoise(model, image, tile_size: int, quiet: bool = False, desc: str = "denoise"):
+def _denoise(model, image, tile_size: int | None, quiet: bool = False, desc: str = "denoise", axes: str | None = None):
     from tqdm import tqdm
 
     from .core.inference import denoise_steps
 
-    steps = denoise_steps(model, image, tile_size=tile_size)
+    steps = denoise_steps(model, image, tile_size=tile_size, axes=axes)
     with tqdm(desc=desc, unit="tile", disable=quiet, file=sys.stderr) as bar:
         while True:
             try:
@@ -287,7 +302,7 @@ def cmd_roi(args) -> None:
 
     from .core.roi import count_windows, select_roi_patches
 
-    image = _plane(_read(args.image), args.slice)
+    image = _plane(_read(args.image), args.slice, args.axes)
     patches = select_roi_patches(image, args.patch_size, args.threshold, args.scale_factor, args.background,
                                  args.overlap)
     if args.json:
@@ -301,12 +316,11 @@ def cmd_roi(args) -> None:
 def cmd_mask(args) -> None:
     import json
 
-    from .core.images import check_image
     from .core.mask import estimate_struct_mask
 
-    image = check_image(_read(args.image))
+    image = _read(args.image)  # checked by the estimate, for its axes
     try:
-        estimate = estimate_struct_mask(image)
+        estimate = estimate_struct_mask(image, axes=args.axes)
     except IndexError:
         if min(image.shape[-2:]) >= MIN_MASK_SIDE:
             raise
@@ -314,11 +328,19 @@ def cmd_mask(args) -> None:
             f"{args.image} is {image.shape[-2]}x{image.shape[-1]} pixels: too small to measure the noise "
             f"correlation; use an image at least {MIN_MASK_SIDE} pixels on each side."
         ) from None
+    estimates = estimate if isinstance(estimate, list) else [estimate]
     if args.json:
-        print(json.dumps({"mask": estimate.mask.astype(int).tolist(), "reason": estimate.reason}))
-    else:
-        print(estimate.as_text())
-        print(estimate.reason)
+        records = [{"mask": e.mask.astype(int).tolist(), "reason": e.reason} for e in estimates]
+        for record, e in zip(records, estimates):
+            if e.z_correlation is not None:
+                record["z_correlation"] = round(e.z_correlation, 4)
+        print(json.dumps({"channels": records} if isinstance(estimate, list) else records[0]))
+        return
+    for index, e in enumerate(estimates):
+        if isinstance(estimate, list):
+            print(f"channel {index}:")
+        print(e.as_text())
+        print(e.reason)
 
 
 def cmd_train(args) -> None:
@@ -330,7 +352,7 @@ def cmd_train(args) -> None:
     plan = OutputPlan(sources + _config_file(args), args.overwrite)
     target = plan.add(args.output, "-o", MODEL_SUFFIXES)
     images = [_read(path) for path in sources]
-    model = _train(images, config, args.quiet)
+    model = _train(images, config, args.quiet, axes=args.axes)
     _save_model(model, target)
     print(f"model saved to {target}")
 
@@ -348,9 +370,10 @@ def cmd_denoise(args) -> None:
     from .core.model import load_model
 
     model = load_model(model_file, device=args.device or "auto")
-    check_tiling(args.tile_size, depth=model.net.depth)
+    check_tiling(_tile_size(args.tile_size, model.config.network), depth=model.net.depth)
     for source, target in zip(sources, targets):
-        _write_tiff(target, _denoise(model, _read(source), args.tile_size, args.quiet, desc=source.name))
+        _write_tiff(target, _denoise(model, _read(source), args.tile_size, args.quiet, desc=source.name,
+                                     axes=args.axes))
         print(f"{source} -> {target}")
 
 
@@ -364,14 +387,19 @@ def cmd_run(args) -> None:
 
     from .core.inference import check_tiling
 
-    check_tiling(args.tile_size, depth=config.depth)
+    check_tiling(_tile_size(args.tile_size, config.network), depth=config.depth)
     image = _read(source)
-    model = _train([image], config, args.quiet)
+    model = _train([image], config, args.quiet, axes=args.axes)
     if model_target is not None:
         _save_model(model, model_target)
         print(f"model saved to {model_target}")
-    _write_tiff(target, _denoise(model, image, args.tile_size, args.quiet))
+    _write_tiff(target, _denoise(model, image, args.tile_size, args.quiet, axes=args.axes))
     print(f"{source} -> {target}")
+
+
+def _tile_size(tile_size: int | None, network: str) -> int:
+    """--tile-size, or the default of the network."""
+    return tile_size if tile_size is not None else DEFAULT_TILE[network]
 
 
 DEMO_IMAGES = ("clean", "noisy", "stage1_n2v", "final_structn2v")
@@ -489,10 +517,13 @@ def build_parser() -> argparse.ArgumentParser:
     roi.add_argument("--overlap", type=float, default=0.5)
     roi.add_argument("--slice", type=int, default=0, help="2D slice of a stack to use (default 0)")
     roi.add_argument("--json", action="store_true", help='print {"patches": [[y, x], ...], "patch_size": P}')
+    roi.add_argument("--axes", help=AXES_HELP + "; --slice counts planes, channels are averaged")
 
     mask = command("mask", "estimate the structured mask from an image alone", cmd_mask)
     mask.add_argument("image")
-    mask.add_argument("--json", action="store_true", help='print {"mask": [[0, 1, ...], ...]}')
+    mask.add_argument("--json", action="store_true",
+                      help='print {"mask": [[0, 1, ...], ...]}, or {"channels": [{"mask": ...}, ...]} with a C axis')
+    mask.add_argument("--axes", help=AXES_HELP + "; with C, one mask per channel; with Z, the correlation along Z too")
 
     def training_options(sub) -> None:
         sub.add_argument("--config", help="JSON configuration file (start from `autostructn2v config --dump`)")
@@ -500,6 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="epochs of both stages together (at least 2), split 1:9, at least one per stage")
         sub.add_argument("--seed", type=int, help="random seed, 0 to 2**32 - 1")
         sub.add_argument("--device", choices=DEVICES)
+        sub.add_argument("--axes", help=AXES_HELP)
+        sub.add_argument("--network", choices=NETWORKS,
+                         help="2d: every plane on its own (default); 3d: a 3D network on volumes (axes with Z)")
         overwrite_option(sub)
 
     train_cmd = command("train", "train on one or more TIFF images and save the model", cmd_train)
@@ -514,15 +548,16 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", required=True,
         help="output TIFF (.tif) for one image, or a folder: NAME_denoised.tif for each image "
              "(inputs sharing a name get their folder's name in front)")
-    denoise_cmd.add_argument("--tile-size", type=int, default=256)
+    denoise_cmd.add_argument("--tile-size", type=int, help="tile side in pixels (default 256, 96 for a 3D model)")
     denoise_cmd.add_argument("--device", choices=DEVICES)
+    denoise_cmd.add_argument("--axes", help=AXES_HELP + " (default: the training images' axes, when they fit)")
     overwrite_option(denoise_cmd)
 
     run = command("run", "train on an image, then denoise it", cmd_run)
     run.add_argument("image")
     run.add_argument("-o", "--output", required=True, help="output TIFF (.tif), or a folder for NAME_denoised.tif")
     run.add_argument("--save-model", help="also write the model to this file (.pt)")
-    run.add_argument("--tile-size", type=int, default=256)
+    run.add_argument("--tile-size", type=int, help="tile side in pixels (default 256, 96 with --network 3d)")
     training_options(run)
 
     demo = command("demo", "denoise the embedded structured-noise sample and report PSNR", cmd_demo)

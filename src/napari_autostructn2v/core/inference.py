@@ -15,12 +15,12 @@ import numpy as np
 import torch
 
 from .axes import Layout, canonical_image
+from .config import DEFAULT_TILE
 from .images import InputError, check_int
 from .model import DenoisingModel
 
 MAX_TILE = 16384
 MAX_BATCH = 4096
-DEFAULT_TILE = {2: 256, 3: 96}  # a 3D tile of 96 x 96 x 96 voxels holds as many as a 2D tile of 940 x 940
 
 
 def _mirror(index: np.ndarray, length: int) -> np.ndarray:
@@ -61,7 +61,7 @@ def denoise_steps(
     """
     if not isinstance(model, DenoisingModel):
         raise InputError(f"model must be a DenoisingModel (from fit or load_model); got {type(model).__name__}.")
-    tile_size = DEFAULT_TILE[model.net.dims] if tile_size is None else tile_size
+    tile_size = DEFAULT_TILE[model.config.network] if tile_size is None else tile_size
     check_tiling(tile_size, overlap, batch_size, model.net.depth)
     if axes is None and model.axes is not None and len(model.axes) == np.ndim(image):
         axes = model.axes
