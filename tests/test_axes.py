@@ -56,3 +56,26 @@ def test_canonical_image_keeps_the_image_checks():
     assert canonical.shape == (1, 3, 1, 20, 20)
     with pytest.raises(InputError, match="NaN"):
         canonical_image(np.full((2, 20, 20), np.nan), "CYX")
+
+
+def test_plane_numbers_follow_the_training_order():
+    found = layout(np.zeros((3, 2, 4, 8, 8)), "ZCTYX")  # planes of training: T first, then Z
+    assert found.plane_number((0, 1, 0)) == 0
+    assert found.plane_number((1, 0, 0)) == 1  # the channel does not count
+    assert found.plane_number((2, 0, 3)) == 3 * 3 + 2
+    assert layout(np.zeros((5, 8, 8)), "CYX").plane_number((4,)) == 0
+    assert layout(np.zeros((8, 8))).plane_number(()) == 0
+
+
+def test_axes_choices_and_labels():
+    from napari_autostructn2v.core.axes import axes_choices, axes_from_labels
+
+    assert axes_choices(3) == ["SYX", "CYX", "TYX", "ZYX"]
+    assert axes_choices(3, "ZYX")[0] == "ZYX"
+    four = axes_choices(4)
+    assert "TZYX" in four and "ZZYX" not in four and four[0] == "SSYX"
+    assert axes_choices(2) == ["YX"]
+    assert axes_from_labels(("z", "y", "x")) == "ZYX"
+    assert axes_from_labels(("-3", "-2", "-1")) is None
+    assert axes_from_labels(("c", "y", "x")) == "CYX"
+    assert axes_from_labels(("y", "x", "c")) is None

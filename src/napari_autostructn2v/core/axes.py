@@ -67,6 +67,16 @@ class Layout:
     def canonical_shape(self) -> tuple[int, int, int, int, int]:
         return tuple(self.size(letter) for letter in "SCZYX")
 
+    def plane_number(self, index: tuple[int, ...]) -> int:
+        """The number of the 2D plane at `index` (over the axes before Y and X) among the planes of the
+        canonical array in (N, Z) order, channels aside: how training lists its planes."""
+        leading = [i for i, letter in enumerate(self.axes) if letter not in "YX"]
+        position = dict(zip(leading, index))
+        samples = [i for i, letter in enumerate(self.axes) if letter in SAMPLE_LETTERS]
+        sample = int(np.ravel_multi_index([position[i] for i in samples], [self.shape[i] for i in samples])) if samples else 0
+        z = position.get(self.axes.index("Z"), 0) if "Z" in self.axes else 0
+        return sample * self.size("Z") + z
+
     def to_canonical(self, array: np.ndarray) -> np.ndarray:
         """(N, C, Z, Y, X) view of `array` (a copy only where the axes must be reordered)."""
         return np.transpose(array, self.order).reshape(self.canonical_shape)
@@ -94,3 +104,26 @@ def canonical_image(image, axes: str | None = None, name: str = "image",
         return found.to_canonical(array), found
     found = layout(array, axes, name)
     return check_image(found.to_canonical(array), name, min_size), found
+
+
+def axes_choices(ndim: int, first: str | None = None) -> list[str]:
+    """Every axes string for an `ndim`-dimensional image ending in YX (S repeats, T, C and Z at most once),
+    `first` (when among them) first, then the stack of planes, then the rest in alphabetical order."""
+    import itertools
+
+    found = sorted({"".join(lead) + "YX" for lead in itertools.product("STCZ", repeat=ndim - 2)
+                    if all(lead.count(letter) <= 1 for letter in "TCZ")})
+    ordered = [a for a in (first, check_axes(None, ndim)) if a in found]
+    return list(dict.fromkeys(ordered + found))
+
+
+def axes_from_labels(labels) -> str | None:
+    """Axes from napari axis labels such as ('z', 'y', 'x') or ('t', 'c', 'y', 'x'); None when they are not
+    such letters (napari's default labels are numbers) or do not end in Y, X."""
+    letters = "".join(str(label).strip().upper() for label in labels)
+    if len(letters) != len(labels) or len(letters) < 2 or not letters.endswith("YX"):
+        return None
+    try:
+        return check_axes(letters, len(letters))
+    except InputError:
+        return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from napari.layers import Image, Shapes
 
+from ..core.axes import layout
 from ._common import (
     place_like,
     current_index,
@@ -39,11 +40,12 @@ class ProgressLayers:
         self._viewer = viewer
         self.sources: list[Image] = []
         self.preview_offset = (0, 0)
+        self.axes: str | None = None
         self._stage: StageShown | None = None
         self._saved_view = None
 
-    def start(self, sources: list[Image], preview_offset: tuple[int, int]) -> None:
-        self.sources, self.preview_offset, self._stage = sources, preview_offset, None
+    def start(self, sources: list[Image], preview_offset: tuple[int, int], axes: str | None = None) -> None:
+        self.sources, self.preview_offset, self._stage, self.axes = sources, preview_offset, None, axes
 
     def source(self) -> Image | None:
         """The first training image, while it is still in the viewer."""
@@ -85,7 +87,7 @@ class ProgressLayers:
             return
         index = current_index(self._viewer, source)
         outlines = self._stage.outlines
-        outline = outlines[int(np.ravel_multi_index(index, source.data.shape[:-2])) if index else 0]
+        outline = outlines[layout(source.data, self.axes).plane_number(index) if index else 0]
         colour = STAGE_COLOURS[self._stage.stage]
         if PATCHES_LAYER in self._viewer.layers:
             layer = self._viewer.layers[PATCHES_LAYER]
