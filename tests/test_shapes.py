@@ -140,3 +140,21 @@ def test_version_1_model_files_still_load(tmp_path):
     loaded = load_model(path)
     assert loaded.channels == 1 and loaded.axes is None
     np.testing.assert_array_equal(loaded.struct_mask, HORIZONTAL)
+
+
+def test_separate_channels_are_independent_networks(two_channels, tmp_path):
+    from napari_autostructn2v.core.unet import UNet
+
+    net = UNet(8, 2, channels=2, separate=True).eval()
+    x = torch.randn(1, 2, 32, 32)
+    changed = x.clone()
+    changed[:, 1] += torch.randn(1, 32, 32)
+    with torch.no_grad():
+        before, after = net(x), net(changed)
+    assert torch.equal(before[:, 0], after[:, 0]) and not torch.equal(before[:, 1], after[:, 1])
+    joint = UNet(8, 2, channels=2).eval()
+    with torch.no_grad():
+        assert not torch.equal(joint(x)[:, 0], joint(changed)[:, 0])  # one network mixes the channels
+    model = fit(two_channels, make_tiny_config(separate_channels=True), axes="CYX")
+    loaded = load_model(save_model(model, tmp_path / "separate.pt"))
+    np.testing.assert_allclose(denoise(loaded, two_channels), denoise(model, two_channels), atol=1e-5)

@@ -126,6 +126,7 @@ CONFIG_RULES = {
     "device": _Rule("str", choices=DEVICES),
     "network": _Rule("str", choices=NETWORKS),
     "patch_depth": _Rule("int", 4, 1024),
+    "separate_channels": _BOOL,
 }
 
 
@@ -212,6 +213,8 @@ class Config:
 
     network "3d" trains a 3D UNet on patches of `patch_depth` planes x patch_size x patch_size
     (images need a Z axis); "2d" treats every plane on its own.
+    Channels (axes with C) are channels of one network by default; `separate_channels` gives each
+    channel a network of its own (as wide as a one-channel network; all are stored in one model).
     """
 
     stage1: StageConfig = field(default_factory=_stage1_defaults)
@@ -226,6 +229,7 @@ class Config:
     device: str = "auto"
     network: str = "2d"
     patch_depth: int = 16
+    separate_channels: bool = False
 
     def validate(self) -> Config:
         """Raise ConfigError naming the first bad value; return self when all are fine."""

@@ -41,7 +41,7 @@ class DenoisingModel:
     @classmethod
     def create(cls, config: Config, normalisation: Normalisation, n2v2: bool = False) -> DenoisingModel:
         net = UNet(config.base_channels, config.depth, n2v2=n2v2, channels=normalisation.channels,
-                   dims=3 if config.network == "3d" else 2)
+                   dims=3 if config.network == "3d" else 2, separate=config.separate_channels)
         return cls(net, config, normalisation)
 
     @property
@@ -191,7 +191,8 @@ def _model_from_payload(payload: dict) -> DenoisingModel:
     if not isinstance(history, list) or not all(isinstance(entry, dict) for entry in history):
         raise ModelFileError("its training history is not a list of records.")
     model = DenoisingModel(
-        UNet(config.base_channels, config.depth, n2v2=payload["n2v2"], channels=normalisation.channels, dims=dims),
+        UNet(config.base_channels, config.depth, n2v2=payload["n2v2"], channels=normalisation.channels, dims=dims,
+             separate=config.separate_channels),
         config,
         normalisation,
         mask,

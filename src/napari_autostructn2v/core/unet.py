@@ -15,12 +15,12 @@ BATCH_NORM = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 UPSAMPLE = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 
 
-def _block(in_channels: int, out_channels: int, dims: int = 2) -> nn.Sequential:
+def _block(in_channels: int, out_channels: int, dims: int = 2, groups: int = 1) -> nn.Sequential:
     return nn.Sequential(
-        CONV[dims](in_channels, out_channels, 3, padding=1),
+        CONV[dims](in_channels, out_channels, 3, padding=1, groups=groups),
         BATCH_NORM[dims](out_channels),
         nn.LeakyReLU(0.1, inplace=True),
-        CONV[dims](out_channels, out_channels, 3, padding=1),
+        CONV[dims](out_channels, out_channels, 3, padding=1, groups=groups),
         BATCH_NORM[dims](out_channels),
         nn.LeakyReLU(0.1, inplace=True),
     )
@@ -31,27 +31,31 @@ class UNet(nn.Module):
     (removing the checkerboard artefacts that skip carries) and pools with blur + max.
 
     `dims` 2 takes (B, channels, Y, X) batches, 3 takes (B, channels, Z, Y, X) and pools in all three axes.
+    With `separate` channels, every layer is split into one group per channel (grouped convolutions):
+    a separate network per channel, each as wide as the network of a single channel, in one module.
     """
 
     def __init__(self, base_channels: int = 16, depth: int = 2, n2v2: bool = False, channels: int = 1,
-                 dims: int = 2):
+                 dims: int = 2, separate: bool = False):
         super().__init__()
         self.depth = depth
         self.n2v2 = n2v2
         self.channels = channels
         self.dims = dims
-        widths = [base_channels * 2**level for level in range(depth + 1)]
+        self.groups = groups = channels if separate else 1
+        widths = [base_channels * groups * 2**level for level in range(depth + 1)]
         self.encoders = nn.ModuleList(
-            [_block(channels, widths[0], dims)] + [_block(widths[i], widths[i + 1], dims) for i in range(depth)]
+            [_block(channels, widths[0], dims, groups)]
+            + [_block(widths[i], widths[i + 1], dims, groups) for i in range(depth)]
         )
         self.pool = _BlurMaxPool(dims) if n2v2 else (nn.MaxPool2d(2) if dims == 2 else nn.MaxPool3d(2))
         self.upsamples = nn.ModuleList(
-            UPSAMPLE[dims](widths[i + 1], widths[i], 2, stride=2) for i in reversed(range(depth))
+            UPSAMPLE[dims](widths[i + 1], widths[i], 2, stride=2, groups=groups) for i in reversed(range(depth))
         )
         self.decoders = nn.ModuleList(
-            _block(widths[i] * (1 if (n2v2 and i == 0) else 2), widths[i], dims) for i in reversed(range(depth))
+            _block(widths[i] * (1 if (n2v2 and i == 0) else 2), widths[i], dims, groups) for i in reversed(range(depth))
         )
-        self.head = CONV[dims](widths[0], channels, 1)
+        self.head = CONV[dims](widths[0], channels, 1, groups=groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
@@ -62,8 +66,15 @@ class UNet(nn.Module):
         for upsample, decoder in zip(self.upsamples, self.decoders):
             x = upsample(x)
             skip = skips.pop()
-            x = decoder(x if (self.n2v2 and not skips) else torch.cat([x, skip], dim=1))
+            x = decoder(x if (self.n2v2 and not skips) else self._join(x, skip))
         return self.head(x)
+
+    def _join(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """x and the skip connection side by side, group by group (each group sees only its own features)."""
+        if self.groups == 1:
+            return torch.cat([x, skip], dim=1)
+        shape = (x.shape[0], self.groups, -1, *x.shape[2:])
+        return torch.cat([x.reshape(shape), skip.reshape(shape)], dim=2).flatten(1, 2)
 
 
 class _BlurMaxPool(nn.Module):

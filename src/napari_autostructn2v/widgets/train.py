@@ -63,6 +63,7 @@ ADVANCED_FIELDS = {
     "depth": ("depth",),
     "network": ("network",),
     "patch_depth": ("patch_depth",),
+    "separate_channels": ("separate_channels",),
     "seed": ("seed",),
     "device": ("device",),
 }
@@ -74,6 +75,8 @@ TOOLTIPS = {
     "network": "2d denoises every plane on its own; 3d trains a 3D network on volumes (axes with Z), which sees "
                "the neighbouring planes.",
     "patch_depth": "Planes per training patch of the 3D network (a multiple of 2^network depth).",
+    "separate_channels": "With channels (axes with C): a separate network per channel instead of one network "
+                         "with a channel per image channel.",
     "n2v2": "N2V2: blur pooling and median-filled blind spots, against checkerboard artefacts.",
     "mask_percent": "Share of pixels hidden (blind spots) in each patch per step.",
     "mask_source": "Estimate the structured mask from the image itself, or from the residual of stage 1 "
@@ -158,6 +161,7 @@ class TrainWidget(Container):
         self.depth = SpinBox(label="network depth", min=1, max=4)
         self.network = ComboBox(label="network", choices=NETWORKS)
         self.patch_depth = SpinBox(label="patch depth (3D)", min=4, max=1024, step=4)
+        self.separate_channels = CheckBox(text="a separate network per channel")
         self.seed = SpinBox(label="seed (-1: random)", min=-1, max=2**31 - 1)
         self.device = ComboBox(label="device", choices=DEVICES)
         self.preview_every = SpinBox(label="preview every (steps)", value=20, min=1, max=100000)
@@ -185,7 +189,8 @@ class TrainWidget(Container):
         self.advanced_section, self.advanced = section(
             "Advanced settings",
             [self.n2v2, self.mask_percent, self.mask_source, self.significance, self.min_correlation,
-             self.max_radius, self.base_channels, self.depth, self.network, self.patch_depth, self.seed,
+             self.max_radius, self.base_channels, self.depth, self.network, self.patch_depth,
+             self.separate_channels, self.seed,
              self.device, self.preview_every,
              self.tile_size],
             expanded=False,
