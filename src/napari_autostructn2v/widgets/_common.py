@@ -86,7 +86,7 @@ def layer_axes_choices(layer: Image | None, preferred: str | None = None) -> lis
     else `preferred` (a model's training axes) when it fits, else the stack of planes."""
     if layer is None:
         return ["YX"]
-    ndim = np.ndim(layer_data(layer))
+    ndim = layer.ndim  # without the colour axis of an RGB layer, which training refuses with its own message
     labelled = axes_from_labels(layer.axis_labels)
     return axes_choices(ndim, labelled or (preferred if preferred and len(preferred) == ndim else None))
 
