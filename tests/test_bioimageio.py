@@ -199,3 +199,11 @@ def test_command_line_export_then_denoise_with_the_package(trained, tmp_path, ca
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "out.tif"), denoise(trained, image))
     assert main(["export", str(tmp_path / "model.pt"), "-o", str(tmp_path / "model.zip")]) == 2
     assert "exists" in capsys.readouterr().err
+
+
+def test_without_the_bioimageio_extra_export_and_import_say_what_to_install(trained, package, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "bioimageio.spec", None)  # as if not installed
+    with pytest.raises(ModelFileError, match=r"pip install \"napari-autostructn2v\[bioimageio\]\""):
+        export_bioimageio(trained, tmp_path / "model.zip")
+    with pytest.raises(ModelFileError, match="bioimageio extra"):
+        load_model(package[0])

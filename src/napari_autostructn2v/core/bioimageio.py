@@ -48,12 +48,11 @@ CITATIONS = {
 }
 
 
-def _spec():
+def _require_spec() -> None:
     try:
-        from bioimageio.spec.model import v0_5
+        import bioimageio.spec  # noqa: F401
     except ImportError:
         raise ModelFileError(f"bioimage.io packages need the bioimageio.spec package; {INSTALL_HINT}.") from None
-    return v0_5
 
 
 def is_bioimageio_package(path: str | Path) -> bool:
@@ -81,7 +80,7 @@ def export_bioimageio(
     the embedded structured-noise sample is used. The package is validated with bioimageio.spec
     before it replaces `path`.
     """
-    v0_5 = _spec()
+    _require_spec()
     if not isinstance(model, DenoisingModel):
         raise InputError(f"model must be a DenoisingModel (from fit or load_model); got {type(model).__name__}.")
     path = Path(path)
@@ -91,7 +90,7 @@ def export_bioimageio(
     test_output = denoise(model, test_input, overlap=MARGIN)
     with tempfile.TemporaryDirectory(prefix="autostructn2v-bioimageio-") as folder:
         files = _write_files(Path(folder), model, test_input, test_output)
-        description = _describe(v0_5, model, files, name, list(authors), license)
+        description = _describe(model, files, name, list(authors), license)
         from bioimageio.spec import save_bioimageio_package
 
         atomic_write(path, lambda temporary: save_bioimageio_package(description, output_path=temporary))
@@ -203,7 +202,7 @@ Structured noise with another orientation or spacing than the training images' i
 """
 
 
-def _describe(v0_5, model: DenoisingModel, files: dict, name: str, authors: list[str], license: str):
+def _describe(model: DenoisingModel, files: dict, name: str, authors: list[str], license: str):
     """The model description (bioimageio.spec validates each part as it is built)."""
     from bioimageio.spec.model.v0_5 import (
         ArchitectureFromFileDescr, Author, AxisId, BatchAxis, ChannelAxis, CiteEntry, FileDescr,
@@ -289,7 +288,7 @@ def load_bioimageio(path: str | Path, device: str = "cpu") -> DenoisingModel:
     with zipfile.ZipFile(path) as archive:
         if not any(name in DESCRIPTOR_NAMES for name in archive.namelist()):
             raise ModelFileError(f"{path} is a zip archive without rdf.yaml, so not a bioimage.io model package.")
-    _spec()
+    _require_spec()
     from bioimageio.spec import InvalidDescr, load_model_description
 
     with warnings.catch_warnings():
