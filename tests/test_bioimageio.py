@@ -184,6 +184,12 @@ def test_export_refuses_bad_arguments(trained, tmp_path):
         export_bioimageio(trained, tmp_path / "model.zip", np.zeros((64, 64, 3), np.float32))
     with pytest.raises(InputError, match="DenoisingModel"):
         export_bioimageio("model.pt", tmp_path / "model.zip")
+    with pytest.raises(InputError, match="example image is .almost. all zero"):
+        export_bioimageio(trained, tmp_path / "model.zip", np.zeros((64, 64), np.float32))
+    with pytest.raises(InputError, match="'my own' is not an SPDX licence identifier"):
+        export_bioimageio(trained, tmp_path / "model.zip", license="my own")
+    with pytest.raises(InputError, match="^The bioimage.io description is invalid: name: "):
+        export_bioimageio(trained, tmp_path / "model.zip", name="")
     assert not (tmp_path / "model.zip").exists()
 
 

@@ -97,7 +97,8 @@ def test_a_bioimageio_package_is_opened_and_denoises_like_its_model(qtbot, tmp_p
     assert widget.source.value == FILE and "Loaded model.zip" in widget.status.value
     widget.image.value = viewer.layers["noisy"]
     run_to_end(qtbot, widget)
-    np.testing.assert_array_equal(viewer.layers["noisy denoised"].data, denoise(tiny_model, viewer.layers["noisy"].data))
+    expected = denoise(tiny_model, viewer.layers["noisy"].data)
+    np.testing.assert_array_equal(viewer.layers["noisy denoised"].data, expected)
 
     foreign = tmp_path / "foreign.zip"
     foreign.write_bytes(b"not a zip")

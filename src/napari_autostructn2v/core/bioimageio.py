@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
 from . import unet as unet_module
 from .errors import InputError, ModelFileError
@@ -36,6 +37,7 @@ MARGIN = 32  # pixels mirrored around each input: the default overlap of `denois
 TEST_SIDE = 256  # the test image is the centre of the example image, at most this many pixels a side
 INSTALL_HINT = 'install the bioimageio extra: pip install "napari-autostructn2v[bioimageio]"'
 DESCRIPTOR_NAMES = ("rdf.yaml", "bioimageio.yaml")
+TEST_VALUE_FLOOR = 1e-4  # bioimageio.spec refuses test tensors without a value this far from 0
 
 CITATIONS = {
     "n2v": ("Krull, Buchholz, Jug. Noise2Void - Learning denoising from single noisy images. CVPR 2019.",
@@ -88,6 +90,10 @@ def export_bioimageio(
         raise InputError(f"A bioimage.io package name must end in .zip; got {path.name}.")
     test_input = _test_image(image)
     test_output = denoise(model, test_input, overlap=MARGIN)
+    for array, what in ((test_input, "example image"), (test_output, "denoised example")):
+        if np.abs(array).max() < TEST_VALUE_FLOOR:
+            raise InputError(f"The {what} is (almost) all zero: bioimage.io needs values of at least "
+                             f"{TEST_VALUE_FLOOR:g} to test the package. Choose an image with signal.")
     with tempfile.TemporaryDirectory(prefix="autostructn2v-bioimageio-") as folder:
         files = _write_files(Path(folder), model, test_input, test_output)
         description = _describe(model, files, name, list(authors), license)
@@ -134,14 +140,15 @@ def _write_files(folder: Path, model: DenoisingModel, test_input: np.ndarray, te
 
 
 def _write_cover(path: Path, before: np.ndarray, after: np.ndarray) -> None:
-    """Noisy and denoised side by side, on the same grey scale."""
+    """Noisy and denoised side by side, each shown from its 0.5th to its 99.5th percentile."""
+    from skimage.exposure import rescale_intensity
     from skimage.io import imsave
 
-    low, high = np.percentile(after, (0.5, 99.5))
-    high = high if high > low else low + 1
+    def grey(image: np.ndarray) -> np.ndarray:
+        return rescale_intensity(image, in_range=tuple(np.percentile(image, (0.5, 99.5))), out_range=(0.0, 1.0))
+
     gap = np.ones((before.shape[0], max(2, before.shape[1] // 64)), np.float32)
-    row = np.concatenate([np.clip((before - low) / (high - low), 0, 1), gap, np.clip((after - low) / (high - low), 0, 1)],
-                         axis=1)
+    row = np.concatenate([grey(before), gap, grey(after)], axis=1)
     imsave(path, (row * 255).astype(np.uint8), check_contrast=False)
 
 
@@ -263,8 +270,16 @@ def _describe(model: DenoisingModel, files: dict, name: str, authors: list[str],
             weights=weights,
             config={CONFIG_KEY: _payload(model)},
         )
-    except ValueError as err:  # pydantic's ValidationError: a bad name, author or licence
-        raise InputError(f"The bioimage.io description is invalid: {err}") from None
+    except ValidationError as err:  # a bad name, author or licence
+        raise InputError(f"The bioimage.io description is invalid: {_first_problem(err, license)}") from None
+
+
+def _first_problem(err: ValidationError, license: str) -> str:
+    first = err.errors()[0]
+    if first["loc"] and first["loc"][0] == "license":
+        return f"license {license!r} is not an SPDX licence identifier such as CC-BY-4.0, MIT or BSD-3-Clause."
+    where = ".".join(str(part) for part in first["loc"] if "[" not in str(part))
+    return f"{where}: {first['msg'][:300]}"
 
 
 def _payload(model: DenoisingModel) -> dict:

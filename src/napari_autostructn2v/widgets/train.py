@@ -349,7 +349,8 @@ class TrainWidget(Container):
         self._show(f"Model saved to {path}.")
 
     def export(self) -> None:
-        """Write the trained model as a bioimage.io package (.zip) in a worker; the first chosen image is its example."""
+        """Write the trained model as a bioimage.io package (.zip) in a worker; the first chosen image is the
+        package's example."""
         path = self.package_path.value
         if self.model is None:
             show_error("There is no trained model yet: train one first.")
@@ -373,8 +374,11 @@ class TrainWidget(Container):
         self.export_worker.start()
 
     def _on_export_error(self, path, error: Exception) -> None:
-        message = user_message(error) if not isinstance(error, OSError) else str(error)
-        self._show(f"Could not export the model to {path}: {message or repr(error)}", warn=True)
+        message = str(error) if isinstance(error, OSError) else user_message(error)
+        if message is None:  # a bug, not the user's doing: napari reports the traceback
+            raise error
+        show_error(f"Could not export the model to {path}: {message}")
+        self._show(f"Could not export the model to {path}: {message}", warn=True)
 
     def _on_export_finished(self) -> None:
         self.export_worker = None
