@@ -11,9 +11,9 @@ import pytest
 import tifffile
 
 from conftest import make_tiny_config
-from napari_autostructn2v import ModelFileError, denoise, load_model, save_model
+from napari_autostructn2v import ModelFileError, denoise, export_bioimageio, load_model, save_model
 from napari_autostructn2v.cli import main
-from napari_autostructn2v.core.bioimageio import CONFIG_KEY, export_bioimageio
+from napari_autostructn2v.core.bioimageio import CONFIG_KEY
 from napari_autostructn2v.core.errors import InputError
 from napari_autostructn2v.core.sample import make_sample
 from napari_autostructn2v.core.training import fit
