@@ -154,7 +154,9 @@ def _rewrite(source, target, edit) -> None:
 @pytest.mark.parametrize("edit, message", [
     (lambda text: text.replace(f"{CONFIG_KEY}:", "another_tool:"), "not one exported by napari-autostructn2v"),
     (lambda text: text.replace("format: napari-autostructn2v model", "format: other"), "not one exported"),
-    (lambda text: text.replace("inputs:", "inputs: [", 1), "not a valid bioimage.io model"),
+    (lambda text: text.replace("inputs:", "inputs: [", 1), "not a valid bioimage.io model .its rdf.yaml is not valid"),
+    (lambda text: text.replace("callable: MirrorPaddedUNet", "callable: Other"), "its architecture .Other"),
+    (lambda text: text.replace("margin: 32", "margin: 8", 1), "its architecture .MirrorPaddedUNet"),
     (lambda text: text.replace("type: model", "type: modelx", 1), "not a valid bioimage.io model"),
     (lambda text: text.replace("std: ", "std: 1", 1), "pre-processing does not match"),
 ])
@@ -162,6 +164,15 @@ def test_foreign_or_malformed_packages_are_refused(package, tmp_path, edit, mess
     target = tmp_path / "edited.zip"
     _rewrite(package[0], target, edit)
     with pytest.raises(ModelFileError, match=message):
+        load_model(target)
+
+
+def test_a_package_with_damaged_weights_is_refused(package, tmp_path):
+    target = tmp_path / "damaged.zip"
+    with zipfile.ZipFile(package[0]) as original, zipfile.ZipFile(target, "w") as copy:
+        for item in original.infolist():
+            copy.writestr(item, b"junk" if item.filename == "weights.pt" else original.read(item))
+    with pytest.raises(ModelFileError, match=r"not a valid bioimage.io model \(weights.*SHA256 mismatch"):
         load_model(target)
 
 

@@ -311,7 +311,7 @@ def load_bioimageio(path: str | Path, device: str = "cpu") -> DenoisingModel:
         try:
             description = load_model_description(path, perform_io_checks=True)
         except Exception as err:  # the loader raises many kinds on malformed archives
-            raise ModelFileError(f"{path} is not a valid bioimage.io model ({_first_line(err)}).") from None
+            raise ModelFileError(f"{path} is not a valid bioimage.io model ({_loader_problem(err)}).") from None
     if isinstance(description, InvalidDescr):
         raise ModelFileError(f"{path} is not a valid bioimage.io model ({_first_error(description)}).")
     payload = (description.config.model_extra or {}).get(CONFIG_KEY) if hasattr(description, "config") else None
@@ -331,7 +331,7 @@ def load_bioimageio(path: str | Path, device: str = "cpu") -> DenoisingModel:
     prefix = "unet."
     if not all(isinstance(key, str) and key.startswith(prefix) for key in state):
         raise ModelFileError(f"{path} holds weights of another architecture than MirrorPaddedUNet.")
-    _check_processing(path, description, payload)
+    _check_consistency(path, description, payload)
     try:
         model = _model_from_payload({**payload, "state_dict": {k[len(prefix):]: v for k, v in state.items()}})
     except ModelFileError as err:
@@ -342,15 +342,35 @@ def load_bioimageio(path: str | Path, device: str = "cpu") -> DenoisingModel:
     return model
 
 
-def _check_processing(path: Path, description, payload: dict) -> None:
-    """The normalisation in our config must be the one the package's pre-processing applies."""
+def _check_consistency(path: Path, description, payload: dict) -> None:
+    """What runtimes use (architecture, pre-processing) must agree with the configuration import uses."""
+    edited = "the package was edited after export. Export it again from the .pt model."
+    architecture = description.weights.pytorch_state_dict.architecture
+    config = payload.get("config") if isinstance(payload.get("config"), dict) else {}
+    expected = {"base_channels": config.get("base_channels"), "depth": config.get("depth"),
+                "n2v2": payload.get("n2v2"), "margin": payload.get("margin")}
+    if architecture.callable != MirrorPaddedUNet.__name__ or dict(architecture.kwargs) != expected:
+        raise ModelFileError(f"{path}: its architecture ({architecture.callable} with {dict(architecture.kwargs)}) "
+                             f"is not the one its configuration describes; {edited}")
     steps = [step for step in description.inputs[0].preprocessing if step.id == "fixed_zero_mean_unit_variance"]
-    stored = payload.get("normalisation")
-    if not steps or not isinstance(stored, list) or len(stored) != 2 or not np.allclose(
-            [steps[0].kwargs.mean, steps[0].kwargs.std], stored, rtol=1e-6, atol=0):
-        raise ModelFileError(
-            f"{path}: its pre-processing does not match the normalisation in its configuration; the package was "
-            "edited after export. Export it again from the .pt model.")
+    try:
+        same = bool(steps) and np.allclose([steps[0].kwargs.mean, steps[0].kwargs.std], payload.get("normalisation"),
+                                           rtol=1e-6, atol=0)
+    except (TypeError, ValueError):  # a normalisation that is not two numbers
+        same = False
+    if not same:
+        raise ModelFileError(f"{path}: its pre-processing does not match the normalisation in its configuration; "
+                             f"{edited}")
+
+
+def _loader_problem(err: BaseException) -> str:
+    """The first specific line of the loader's message (it starts with a heading such as 'Invalid ...:')."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if "yaml" in type(err).__module__.lower():
+        return f"its rdf.yaml is not valid YAML: {_first_line(err)}"
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return lines[1][:300]
+    return _first_line(err)
 
 
 def _first_error(description) -> str:
