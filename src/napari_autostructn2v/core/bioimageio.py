@@ -305,6 +305,7 @@ def load_bioimageio(path: str | Path, device: str = "cpu") -> DenoisingModel:
             raise ModelFileError(f"{path} is a zip archive without rdf.yaml, so not a bioimage.io model package.")
     _require_spec()
     from bioimageio.spec import InvalidDescr, load_model_description
+    from bioimageio.spec.model.v0_5 import ModelDescr
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -314,7 +315,7 @@ def load_bioimageio(path: str | Path, device: str = "cpu") -> DenoisingModel:
             raise ModelFileError(f"{path} is not a valid bioimage.io model ({_loader_problem(err)}).") from None
     if isinstance(description, InvalidDescr):
         raise ModelFileError(f"{path} is not a valid bioimage.io model ({_first_error(description)}).")
-    payload = (description.config.model_extra or {}).get(CONFIG_KEY) if hasattr(description, "config") else None
+    payload = (description.config.model_extra or {}).get(CONFIG_KEY) if isinstance(description, ModelDescr) else None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelFileError(
             f"{path} is a bioimage.io model, but not one exported by napari-autostructn2v; run it with "
