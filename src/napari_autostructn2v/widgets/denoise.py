@@ -20,8 +20,10 @@ from ._session import model_for
 
 SESSION, FILE = "session", "file"
 TOOLTIPS = {
-    "source": "Use the model last trained in this viewer (Train widget), or a model saved as a .pt file.",
-    "model_path": "A model saved by the Train widget or the command line (.pt).",
+    "source": "Use the model last trained in this viewer (Train widget), or a model saved as a .pt file or "
+              "exported as a bioimage.io package (.zip).",
+    "model_path": "A model saved by the Train widget or the command line (.pt), or a bioimage.io package exported "
+                  "by them (.zip).",
     "image": "The image layer to denoise (2D or a stack); the result is a new '<name> denoised' layer.",
     "tile_size": "The image is denoised in tiles of this side: larger is faster and needs more memory.",
     "run_button": "Denoise the chosen image in the background; the viewer stays usable.",
@@ -52,7 +54,7 @@ class DenoiseWidget(Container):
         self.source = RadioButtons(
             label="model", choices=(("trained in this viewer", SESSION), ("model file", FILE)), value=SESSION
         )
-        self.model_path = FileEdit(label="model file", mode="r", filter="*.pt")
+        self.model_path = FileEdit(label="model file", mode="r", filter="*.pt *.zip")
         self.image = ComboBox(label="image", choices=self._image_layers)
         self.tile_size = SpinBox(label="tile size", value=256, min=96, max=8192, step=32)
         self.run_button = PushButton(text="Denoise")
