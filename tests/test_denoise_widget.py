@@ -88,6 +88,24 @@ def test_session_model_denoises_a_stack_by_tiles(qtbot, viewer, widget, tiny_mod
     np.testing.assert_allclose(output.scale, (3.0, *SCALE))
 
 
+def test_a_bioimageio_package_is_opened_and_denoises_like_its_model(qtbot, tmp_path, viewer, widget, errors,
+                                                                    tiny_model):
+    from napari_autostructn2v.core.bioimageio import export_bioimageio
+
+    export_bioimageio(tiny_model, tmp_path / "model.zip")
+    widget.model_path.value = tmp_path / "model.zip"
+    assert widget.source.value == FILE and "Loaded model.zip" in widget.status.value
+    widget.image.value = viewer.layers["noisy"]
+    run_to_end(qtbot, widget)
+    expected = denoise(tiny_model, viewer.layers["noisy"].data)
+    np.testing.assert_array_equal(viewer.layers["noisy denoised"].data, expected)
+
+    foreign = tmp_path / "foreign.zip"
+    foreign.write_bytes(b"not a zip")
+    widget.model_path.value = foreign
+    assert "not a zip archive" in errors[-1] and "not a zip archive" in widget.status.value
+
+
 def test_missing_model_bad_file_and_rgb_give_notifications(qtbot, tmp_path, viewer, widget, errors, tiny_model):
     widget.image.value = viewer.layers["noisy"]
     widget.run()

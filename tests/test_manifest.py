@@ -1,5 +1,6 @@
 """The napari manifest: discovered by npe2, valid, and its contributions work in a viewer."""
 
+import os
 import subprocess
 import sys
 import zipfile
@@ -34,7 +35,7 @@ def test_npe2_validate_passes():
 
 
 def test_built_wheel_carries_the_manifest_and_its_entry_point(tmp_path):
-    """What napari hub users install: the wheel must hold napari.yaml and point napari to it."""
+    """What napari hub users install: the wheel must hold the top-level napari.yaml and point napari to it."""
     root = Path(__file__).resolve().parents[1]
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(root)],
@@ -45,9 +46,34 @@ def test_built_wheel_carries_the_manifest_and_its_entry_point(tmp_path):
         names = archive.namelist()
         entry_points = archive.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
         metadata = archive.read(next(n for n in names if n.endswith("METADATA"))).decode()
-    assert "napari_autostructn2v/napari.yaml" in names
+        shipped = archive.read("napari_autostructn2v/napari.yaml")
+    assert shipped == (root / "napari.yaml").read_bytes()
     assert "[napari.manifest]" in entry_points and "napari_autostructn2v:napari.yaml" in entry_points
     assert "Classifier: Framework :: napari" in metadata
+
+    # installed from the wheel alone, npe2 finds the manifest through the entry point
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True)
+    probe = (
+        "import npe2, napari_autostructn2v\n"
+        "manifest = npe2.PluginManifest.from_distribution('napari-autostructn2v')\n"
+        "print(manifest.name, len(manifest.contributions.widgets), napari_autostructn2v.__file__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False,
+                            env={**os.environ, "PYTHONPATH": str(site)}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    name, widgets, module_file = result.stdout.split()
+    assert (name, widgets) == (PLUGIN, "3")
+    assert Path(module_file).is_relative_to(site)
+
+
+def test_one_manifest_at_the_top_of_the_repository():
+    """The design card's layout: napari.yaml next to pyproject.toml; the package's copy is a link to it."""
+    root = Path(__file__).resolve().parents[1]
+    packaged = root / "src" / "napari_autostructn2v" / "napari.yaml"
+    assert (root / "napari.yaml").is_file() and not (root / "napari.yaml").is_symlink()
+    assert packaged.is_symlink() and packaged.resolve() == (root / "napari.yaml").resolve()
 
 
 def test_plugins_menu_widget_and_sample_open_in_a_viewer(make_napari_viewer):

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from napari_autostructn2v.core.inference import denoise
 from napari_autostructn2v.core.mask import preset_mask
 from napari_autostructn2v.core.sample import make_sample
 from napari_autostructn2v.widgets import train as train_module
@@ -167,6 +168,33 @@ def test_saved_model_file(tmp_path, qtbot, widget):
     assert (tmp_path / "model.pt").is_file()
 
 
+def test_export_writes_a_bioimageio_package_of_the_trained_model(tmp_path, qtbot, viewer, widget, errors):
+    import zipfile
+
+    from napari_autostructn2v.core.model import load_model
+
+    assert not widget.export_button.enabled
+    set_budget(widget, epochs=1)
+    run_to_end(qtbot, widget)
+    assert widget.export_button.enabled
+    widget.package_path.value = tmp_path / "model"
+    widget.export_button.clicked.emit()
+    assert not widget.export_button.enabled  # one export at a time
+    qtbot.waitUntil(lambda: widget.export_worker is None, timeout=TIMEOUT)
+    assert widget.export_button.enabled and f"saved to {tmp_path / 'model.zip'}" in widget.status.value
+    exported = load_model(tmp_path / "model.zip")
+    np.testing.assert_array_equal(exported.struct_mask, widget.model.struct_mask)
+    image = viewer.layers["noisy"].data
+    np.testing.assert_array_equal(denoise(exported, image), denoise(widget.model, image))
+    with zipfile.ZipFile(tmp_path / "model.zip") as archive:  # the chosen image is the package's example
+        np.testing.assert_array_equal(np.load(archive.open("test_input.npy"))[0, 0], image)
+
+    (tmp_path / "folder.zip").mkdir()
+    widget.package_path.value = tmp_path / "folder.zip"
+    widget.export()
+    assert widget.export_worker is None and "Choose a file" in errors[-1]
+
+
 def test_undocking_the_widget_stops_training(qtbot, viewer, widget):
     set_budget(widget, epochs=500, stages=(1,))
     widget.start()
@@ -249,7 +277,8 @@ def test_every_control_has_a_tooltip(widget):
                 widget.mask_source, widget.significance, widget.min_correlation, widget.max_radius,
                 widget.base_channels, widget.depth, widget.seed, widget.device, widget.preview_every,
                 widget.tile_size, widget.review, widget.start_button, widget.stop_button, widget.preset,
-                widget.span, widget.mask_review.continue_button, widget.model_path, widget.save_button]
+                widget.span, widget.mask_review.continue_button, widget.model_path, widget.save_button,
+                widget.package_path, widget.export_button]
     assert all(control.tooltip for control in controls)
 
 

@@ -22,6 +22,7 @@ from .core.errors import ConfigError, InputError, ModelFileError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 MODEL_SUFFIXES = (".pt", ".pth")
+PACKAGE_SUFFIXES = (".zip",)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MIN_MASK_SIDE = 8
 AXES_HELP = ("axes of the image, letters from S T C Z Y X (e.g. YX, ZYX, CYX, TZYX); default: YX for 2D, "
@@ -120,7 +121,8 @@ class OutputPlan:
 
     def add(self, path: str | Path, option: str, suffixes: tuple[str, ...]) -> Path:
         path = Path(path)
-        kind = "TIFF" if suffixes == TIFF_SUFFIXES else "model" if suffixes == MODEL_SUFFIXES else "output"
+        kinds = {TIFF_SUFFIXES: "TIFF", MODEL_SUFFIXES: "model", PACKAGE_SUFFIXES: "bioimage.io package"}
+        kind = kinds.get(suffixes, "output")
         if path.suffix.lower() not in suffixes:
             raise CommandError(f"{option} {path}: a {kind} file name must end in {' or '.join(suffixes)}.")
         if path.is_dir():
@@ -471,6 +473,24 @@ def _write_comparison(path: Path, images: list) -> None:
     atomic_write(path, lambda temporary: imsave(temporary, (row * 255).astype(np.uint8), check_contrast=False))
 
 
+def cmd_export(args) -> None:
+    model_file = _input_file(args.model, image=False)
+    sources = [model_file]
+    if args.image:
+        sources.append(_input_file(args.image))
+        _check_tiff(sources[-1])
+    target = OutputPlan(sources, args.overwrite).add(args.output, "-o", PACKAGE_SUFFIXES)
+
+    from .core.bioimageio import export_bioimageio
+    from .core.model import load_model
+
+    model = load_model(model_file)
+    image = _read(args.image) if args.image else None
+    export_bioimageio(model, target, image, name=args.name, authors=tuple(args.author or ["napari-autostructn2v user"]),
+                      license=args.license)
+    print(f"bioimage.io model package saved to {target}")
+
+
 def cmd_config(args) -> None:
     from .core.config import Config
 
@@ -543,7 +563,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     denoise_cmd = command("denoise", "denoise TIFF images with a saved model", cmd_denoise)
     denoise_cmd.add_argument("images", nargs="+")
-    denoise_cmd.add_argument("-m", "--model", required=True)
+    denoise_cmd.add_argument("-m", "--model", required=True,
+                             help="model file (.pt) or bioimage.io package (.zip) exported by this package")
     denoise_cmd.add_argument(
         "-o", "--output", required=True,
         help="output TIFF (.tif) for one image, or a folder: NAME_denoised.tif for each image "
@@ -571,6 +592,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--tile-size", type=int, default=256)
     demo.add_argument("--device", choices=DEVICES)
     overwrite_option(demo)
+
+    export = command("export", "write a saved model as a bioimage.io model package (.zip)", cmd_export)
+    export.add_argument("model", help="model file written by training (.pt)")
+    export.add_argument("-o", "--output", required=True, help="package to write (.zip)")
+    export.add_argument("--image", help="TIFF image for the test input and the cover (default: the embedded sample)")
+    export.add_argument("--name", default="autoStructN2V denoiser", help="model name shown by bioimage.io tools")
+    export.add_argument("--author", action="append", help="author name (repeat for several)")
+    export.add_argument("--license", default="CC-BY-4.0", help="SPDX licence of the weights (default CC-BY-4.0)")
+    overwrite_option(export)
 
     config = command("config", "print the default configuration, or check a configuration file", cmd_config)
     action = config.add_mutually_exclusive_group(required=True)

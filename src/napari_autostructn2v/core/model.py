@@ -104,7 +104,8 @@ def _mask_values(mask: np.ndarray | None):
 
 
 def load_model(path: str | Path, device: str = "cpu") -> DenoisingModel:
-    """Read a model written by `save_model`; a missing, damaged or foreign file raises ModelFileError.
+    """Read a model written by `save_model` or `export_bioimageio` (a .zip); a missing, damaged or foreign
+    file raises ModelFileError.
 
     Only tensors and plain values are ever unpickled: a file holding other Python objects is refused.
     Every field is checked (types, finite normalisation and weights, a valid mask) before use.
@@ -114,6 +115,10 @@ def load_model(path: str | Path, device: str = "cpu") -> DenoisingModel:
         raise ModelFileError(f"Model file {path} is a folder; give the .pt file written by training.")
     if not path.is_file():
         raise ModelFileError(f"Model file {path} does not exist.")
+    from .bioimageio import is_bioimageio_package, load_bioimageio  # light: bioimageio.spec loads on use
+
+    if is_bioimageio_package(path):
+        return load_bioimageio(path, device)
     try:
         with warnings.catch_warnings():  # torch warns about unusual pickle protocols: one message is enough
             warnings.simplefilter("ignore")

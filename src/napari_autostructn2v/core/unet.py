@@ -89,3 +89,41 @@ class _BlurMaxPool(nn.Module):
         if self.dims == 2:
             return nn.functional.avg_pool2d(nn.functional.max_pool2d(x, 2, stride=1), 2)
         return nn.functional.avg_pool3d(nn.functional.max_pool3d(x, 2, stride=1), 2)
+
+
+class MirrorPaddedUNet(nn.Module):
+    """A UNet that takes an image of any size: it mirrors `margin` pixels around the input (more at the
+    bottom and right, up to a size the UNet can pool), then crops the result back to the input's size.
+
+    With `margin` equal to the overlap of tiled `denoise` (32 by default), it computes what `denoise`
+    does on a whole image. This module needs torch only: bioimage.io packages carry this file as the
+    architecture of their weights, for runtimes that do not have napari-autostructn2v installed.
+    """
+
+    def __init__(self, base_channels: int = 16, depth: int = 2, n2v2: bool = False, margin: int = 32):
+        super().__init__()
+        self.unet = UNet(base_channels, depth, n2v2=n2v2)
+        self.margin = margin
+        self.multiple = 2**depth
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2], x.shape[-1]
+        rows = _mirrored_indices(height, self.margin, self._extra(height), x.device)
+        columns = _mirrored_indices(width, self.margin, self._extra(width), x.device)
+        y = self.unet(x.index_select(-2, rows).index_select(-1, columns))
+        return y[..., self.margin : self.margin + height, self.margin : self.margin + width]
+
+    def _extra(self, length: int) -> int:
+        """Pixels after the far margin that make the padded length a multiple of 2**depth."""
+        padded = length + 2 * self.margin
+        return self.margin + (-padded) % self.multiple
+
+
+def _mirrored_indices(length: int, before: int, after: int, device: torch.device) -> torch.Tensor:
+    """Indices from -before to length + after - 1, reflected into [0, length) without repeating the edge."""
+    index = torch.arange(-before, length + after, device=device)
+    if length == 1:
+        return torch.zeros_like(index)
+    period = 2 * (length - 1)
+    index = index.abs() % period
+    return torch.where(index >= length, period - index, index)

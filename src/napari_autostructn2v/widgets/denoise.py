@@ -20,8 +20,10 @@ from ._session import model_for
 
 SESSION, FILE = "session", "file"
 TOOLTIPS = {
-    "source": "Use the model last trained in this viewer (Train widget), or a model saved as a .pt file.",
-    "model_path": "A model saved by the Train widget or the command line (.pt).",
+    "source": "Use the model last trained in this viewer (Train widget), or a model saved as a .pt file or "
+              "exported as a bioimage.io package (.zip).",
+    "model_path": "A model saved by the Train widget or the command line (.pt), or a bioimage.io package exported "
+                  "by them (.zip).",
     "image": "The image layer to denoise (2D or a stack); the result is a new '<name> denoised' layer.",
     "axes": "What the image's axes before Y, X are: S independent planes, T time, C channels, Z planes of a "
             "volume (from the layer's axis labels, or the model's training axes).",
@@ -54,7 +56,7 @@ class DenoiseWidget(Container):
         self.source = RadioButtons(
             label="model", choices=(("trained in this viewer", SESSION), ("model file", FILE)), value=SESSION
         )
-        self.model_path = FileEdit(label="model file", mode="r", filter="*.pt")
+        self.model_path = FileEdit(label="model file", mode="r", filter="*.pt *.zip")
         self.image = ComboBox(label="image", choices=self._image_layers)
         self.axes = ComboBox(label="axes", choices=["YX"])
         self.tile_size = SpinBox(label="tile size", value=256, min=96, max=8192, step=32)

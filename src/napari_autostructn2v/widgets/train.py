@@ -22,12 +22,14 @@ from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QEvent, QObject
 
+from ..core.bioimageio import export_bioimageio
 from ..core.config import DEVICES, MASK_SOURCES, NETWORKS, ConfigError
 from ..core.images import InputError
 from ..core.model import save_model
 from ..core.training import (PREVIEW_SIZE, PREVIEW_SIZE_3D, Done, EpochEnd, MaskEstimated, Preview, StageFinished,
                               Step, train)
-from ._common import Failed, active_input, current_index, input_layers, layer_axes_choices, layer_data, warm_up
+from ._common import (Failed, active_input, current_index, input_layers, layer_axes_choices, layer_data, user_message,
+                      warm_up)
 from ._layout import Activity, scrolling_dock, section, set_status, wrapping_label
 from ._loss_plot import LossPlot
 from ._mask_review import MaskReview, describe, mask_canvas, mask_from_canvas
@@ -96,6 +98,9 @@ TOOLTIPS = {
                    "Second press (or during the final denoising): skip the denoising.",
     "model_path": "The .pt file to save the trained model to.",
     "save_button": "Save the trained model (one .pt file) for the Denoise widget or the command line.",
+    "package_path": "The .zip file to write the bioimage.io model package to.",
+    "export_button": "Export the trained model as a bioimage.io package (.zip) for other tools (bioimage.io, "
+                     "deepImageJ, ...), with the first chosen image as its example.",
 }
 GRID_LABEL_PADDING = 12
 
@@ -179,6 +184,9 @@ class TrainWidget(Container):
         self.review_panel = Container(widgets=self.mask_review.widgets, visible=False)
         self.model_path = FileEdit(label="model file", mode="w", filter="*.pt")
         self.save_button = PushButton(text="Save model", enabled=False)
+        self.package_path = FileEdit(label="bioimage.io file", mode="w", filter="*.zip")
+        self.export_button = PushButton(text="Export bioimage.io package", enabled=False)
+        self.export_worker = None
         for name, tip in TOOLTIPS.items():
             getattr(self, name).tooltip = tip
 
@@ -197,7 +205,8 @@ class TrainWidget(Container):
         )
         bars = Container(widgets=[self.progress[1], self.progress[2]])
         bars.margins = (0, 0, 0, 0)
-        self.save_section, _ = section("Save the model", [self.model_path, self.save_button])
+        self.save_section, _ = section("Save the model", [self.model_path, self.save_button, self.package_path,
+                                                               self.export_button])
         self.scroll = scrolling_dock(self, [
             inputs, self.stage_section, self.advanced_section, self.review, buttons, self.status, bars,
             self.loss_plot, self.mask_text, self.review_panel, self.save_section,
@@ -215,6 +224,7 @@ class TrainWidget(Container):
         self.mask_review.span.changed.connect(self._show_choice)
         self.mask_review.continue_button.changed.connect(self.continue_training)
         self.save_button.changed.connect(self.save)
+        self.export_button.changed.connect(self.export)
         for event in ("inserted", "removed", "reordered", "renamed"):
             getattr(viewer.layers.events, event).connect(self.reset_choices)
         viewer.layers.events.inserted.connect(self.layers.keep_on_top)
@@ -373,6 +383,42 @@ class TrainWidget(Container):
         show_info(f"Model saved to {path}")
         self._show(f"Model saved to {path}.")
 
+    def export(self) -> None:
+        """Write the trained model as a bioimage.io package (.zip) in a worker; the first chosen image is the
+        package's example."""
+        path = self.package_path.value
+        if self.model is None:
+            show_error("There is no trained model yet: train one first.")
+            return
+        if not str(path) or path.is_dir():
+            show_error("Choose a file to export the model to (a .zip file) next to 'bioimage.io file'.")
+            return
+        path = path if path.suffix else path.with_suffix(".zip")
+        layers = list(self.images.value)
+        try:
+            example = layer_data(layers[0])[current_index(self._viewer, layers[0])] if layers else None
+        except InputError as error:
+            show_error(str(error))
+            return
+        self.export_worker = thread_worker(export_bioimageio, start_thread=False)(self.model, path, example)
+        self.export_worker.returned.connect(lambda written: self._show(f"bioimage.io package saved to {written}."))
+        self.export_worker.errored.connect(partial(self._on_export_error, path))
+        self.export_worker.finished.connect(self._on_export_finished)
+        self.export_button.enabled = False
+        self._show(f"Exporting the bioimage.io package to {path} ...")
+        self.export_worker.start()
+
+    def _on_export_error(self, path, error: Exception) -> None:
+        message = str(error) if isinstance(error, OSError) else user_message(error)
+        if message is None:  # a bug, not the user's doing: napari reports the traceback
+            raise error
+        show_error(f"Could not export the model to {path}: {message}")
+        self._show(f"Could not export the model to {path}: {message}", warn=True)
+
+    def _on_export_finished(self) -> None:
+        self.export_worker = None
+        self.export_button.enabled = self.model is not None
+
     def _build_grid(self) -> Container:
         texts = [text for text, *_ in STAGE_FIELDS]
         header = Label(value="")
@@ -478,6 +524,7 @@ class TrainWidget(Container):
         self.model = event.model
         set_model(self._viewer, event.model)
         self.save_button.enabled = True
+        self.export_button.enabled = self.export_worker is None
         self.review_panel.visible = False
         self.layers.restore_view()
         self._phase = "denoising"
