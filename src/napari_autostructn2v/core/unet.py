@@ -73,8 +73,8 @@ class UNet(nn.Module):
         """x and the skip connection side by side, group by group (each group sees only its own features)."""
         if self.groups == 1:
             return torch.cat([x, skip], dim=1)
-        shape = (x.shape[0], self.groups, -1, *x.shape[2:])
-        return torch.cat([x.reshape(shape), skip.reshape(shape)], dim=2).flatten(1, 2)
+        groups = [self.groups, -1]
+        return torch.cat([x.unflatten(1, groups), skip.unflatten(1, groups)], dim=2).flatten(1, 2)
 
 
 class _BlurMaxPool(nn.Module):
@@ -85,9 +85,10 @@ class _BlurMaxPool(nn.Module):
         self.dims = dims
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = nn.functional.pad(x, (0, 1) * self.dims, mode="replicate")
         if self.dims == 2:
+            x = nn.functional.pad(x, [0, 1, 0, 1], mode="replicate")
             return nn.functional.avg_pool2d(nn.functional.max_pool2d(x, 2, stride=1), 2)
+        x = nn.functional.pad(x, [0, 1, 0, 1, 0, 1], mode="replicate")
         return nn.functional.avg_pool3d(nn.functional.max_pool3d(x, 2, stride=1), 2)
 
 
