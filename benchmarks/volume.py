@@ -1,20 +1,21 @@
 """3D network against 2D (plane by plane) on a generated volume with in-plane structured noise.
 
-    python -m benchmarks.volume                       # 32 x 256 x 256, 3 seeds, 300 steps each (about 1.5 h on 1 thread)
-    python -m benchmarks.volume --steps 100 --seeds 1 --shape 16 128 128   # a few minutes
+    python -m benchmarks.volume                       # 32 x 256 x 256, 3 seeds, 60 steps each (over an hour on 1 thread)
+    python -m benchmarks.volume --steps 20 --seeds 1 --shape 8 64 64 --patch-size 32   # a minute or two
 
 Both networks run the default two-stage pipeline (ROI-selected N2V warm-up on a tenth of the
 steps, then structN2V with the mask estimated from the image) for the same number of optimiser
 steps, with the same UNet (16 base channels, depth 2) and the same number of pixels per batch:
 the 2D network takes `--batch-2d` patches of P x P pixels, the 3D one `--batch-3d` patches of
-`--patch-depth` x P x P (16 x 64 x 64 by default, so 16 planar patches against one volume patch).
+`--patch-depth` x P x P (by default 16 patches of 64 x 64 against 2 of 8 x 64 x 64).
 The volume is `core.sample.make_volume`: a signal continuous along Z, and noise of standard
 deviation 0.1 correlated along rows (kernel of 3 pixels) in every plane, independent between
 planes. PSNR is over the whole volume, SSIM the mean over planes, both against the clean volume
 with data range 1. The table prints the mean and standard deviation over seeds and the gain of
 3D over 2D per seed; the mask column shows the mask the run estimated (expected: the 5-pixel
-horizontal line, no Z correlation). Figures in docs/shapes.md were taken this way on a shared
-2-core machine with torch on 1 thread.
+horizontal line, no Z correlation). The figures in docs/shapes.md were taken with
+`--steps 60 --batch-3d 1 --patch-depth 16` on a shared 2-core machine (load 7 to 9), torch on
+1 thread, CPU only; the run's per-seed lines are printed to stderr as each run ends.
 """
 
 from __future__ import annotations
@@ -103,11 +104,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.volume", description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", type=int, nargs=3, default=(32, 256, 256), metavar=("Z", "Y", "X"))
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (volumes and trainings), default 3")
-    parser.add_argument("--steps", type=int, default=300, help="optimiser steps per run, both stages (default 300)")
+    parser.add_argument("--steps", type=int, default=60, help="optimiser steps per run, both stages (default 60)")
     parser.add_argument("--patch-size", type=int, default=64)
-    parser.add_argument("--patch-depth", type=int, default=16)
+    parser.add_argument("--patch-depth", type=int, default=8)
     parser.add_argument("--batch-2d", type=int, default=16)
-    parser.add_argument("--batch-3d", type=int, default=1)
+    parser.add_argument("--batch-3d", type=int, default=2)
     parser.add_argument("--sigma", type=float, default=0.1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
