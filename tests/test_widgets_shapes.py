@@ -1,7 +1,6 @@
 """Axes in the Train and Denoise widgets: a ZYX layer through the 3D network, a CYX layer with a mask per channel."""
 
 import numpy as np
-import pytest
 
 from napari_autostructn2v.core.sample import make_sample, make_volume, structured_noise
 from napari_autostructn2v.widgets.denoise import DenoiseWidget

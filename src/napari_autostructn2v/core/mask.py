@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from .axes import canonical_image
 from .config import MaskConfig
-from .images import InputError, check_image
+from .images import InputError
 
 PRESETS = ("horizontal", "vertical", "cross", "diagonal", "antidiagonal", "centre")
 
