@@ -15,7 +15,6 @@ a uniform random value within the patch's range.
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 
