@@ -146,3 +146,31 @@ def test_a_failed_save_leaves_the_previous_file_whole(trained, tmp_path, monkeyp
 def test_a_folder_is_not_a_model_file(tmp_path):
     with pytest.raises(ModelFileError, match="is a folder"):
         load_model(tmp_path)
+
+
+def test_inference_copy_folds_batch_norm_and_keeps_outputs(trained):
+    model, noisy = trained
+    net = model.net.eval()
+    for module in net.modules():  # running statistics far from the identity, so a wrong fold shows
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.add_(0.3)
+            module.running_var.mul_(1.7)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    fused = net.fused_for_inference()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    patch = torch.from_numpy(noisy[:64, :64].copy())[None, None]
+    patch = (patch - patch.mean()) / patch.std()
+    with torch.no_grad():
+        np.testing.assert_allclose(fused(patch).numpy(), net(patch).numpy(), rtol=1e-4, atol=1e-4)
+    for key, value in net.state_dict().items():  # the training weights are untouched
+        assert torch.equal(value, before[key]), key
+
+
+def test_device_policies_on_the_cpu():
+    from napari_autostructn2v.core.model import autocast, memory_format
+
+    cpu = torch.device("cpu")
+    assert memory_format(cpu) is torch.channels_last
+    with autocast(cpu):  # mixed precision only on CUDA: the CPU computes in float32
+        out = torch.nn.Conv2d(1, 2, 3)(torch.ones(1, 1, 5, 5))
+    assert out.dtype == torch.float32

@@ -55,6 +55,17 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def memory_format(device: torch.device) -> torch.memory_format:
+    """The faster layout for convolutions on `device`: channels-last for oneDNN (CPU) and cuDNN (CUDA)."""
+    return torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format
+
+
+def autocast(device: torch.device):
+    """Mixed precision (bfloat16) on CUDA GPUs that support it; full precision everywhere else."""
+    enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
 def save_model(model: DenoisingModel, path: str | Path) -> Path:
     """Write the model to one file (a torch archive holding only tensors and plain values).
 
