@@ -174,3 +174,16 @@ def test_device_policies_on_the_cpu():
     with autocast(cpu):  # mixed precision only on CUDA: the CPU computes in float32
         out = torch.nn.Conv2d(1, 2, 3)(torch.ones(1, 1, 5, 5))
     assert out.dtype == torch.float32
+
+
+def test_idle_threads_leave_the_busy_cores_alone(monkeypatch):
+    from napari_autostructn2v.core import model as model_module
+
+    monkeypatch.setattr(model_module.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(model_module.torch, "get_num_threads", lambda: 4)
+    for load, expected in ((0.2, 4), (1.4, 3), (2.6, 1), (9.0, 1)):
+        monkeypatch.setattr(model_module.os, "getloadavg", lambda load=load: (load, load, load))
+        assert model_module.idle_threads() == expected, load
+    monkeypatch.setattr(model_module.torch, "get_num_threads", lambda: 2)  # OMP_NUM_THREADS=2 is kept
+    monkeypatch.setattr(model_module.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert model_module.idle_threads() == 2
