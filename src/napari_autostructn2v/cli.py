@@ -9,6 +9,7 @@ User errors print one line and exit with status 2 (--debug adds the traceback).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import tempfile
@@ -230,12 +231,25 @@ def _config(args):
     return config.validate()
 
 
+@functools.cache
+def _use_idle_threads() -> int:
+    """Give torch, once per command, as many threads as cores were idle when it started."""
+    import torch
+
+    from .core.model import idle_threads
+
+    threads = idle_threads()
+    torch.set_num_threads(threads)
+    return threads
+
+
 def _train(images, config, quiet: bool = False, on_event=None):
     """Run training with a progress bar per stage; return the model."""
     from tqdm import tqdm
 
     from .core.training import Done, EpochEnd, MaskEstimated, StageStarted, Step, train
 
+    _use_idle_threads()
     bar = None
     for event in train(images, config):
         if on_event is not None:
@@ -264,6 +278,7 @@ def _denoise(model, image, tile_size: int, quiet: bool = False, desc: str = "den
 
     from .core.inference import denoise_steps
 
+    _use_idle_threads()
     steps = denoise_steps(model, image, tile_size=tile_size)
     with tqdm(desc=desc, unit="tile", disable=quiet, file=sys.stderr) as bar:
         while True:
@@ -535,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", required=True,
         help="output TIFF (.tif) for one image, or a folder: NAME_denoised.tif for each image "
              "(inputs sharing a name get their folder's name in front)")
-    denoise_cmd.add_argument("--tile-size", type=int, default=256)
+    denoise_cmd.add_argument("--tile-size", type=int, default=512)
     denoise_cmd.add_argument("--device", choices=DEVICES)
     overwrite_option(denoise_cmd)
 
@@ -543,7 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("image")
     run.add_argument("-o", "--output", required=True, help="output TIFF (.tif), or a folder for NAME_denoised.tif")
     run.add_argument("--save-model", help="also write the model to this file (.pt)")
-    run.add_argument("--tile-size", type=int, default=256)
+    run.add_argument("--tile-size", type=int, default=512)
     training_options(run)
 
     demo = command("demo", "denoise the embedded structured-noise sample and report PSNR", cmd_demo)
@@ -554,7 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="epochs of both stages together (40 steps each, at least 2), split 1:9, "
                            "at least one per stage")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--tile-size", type=int, default=256)
+    demo.add_argument("--tile-size", type=int, default=512)
     demo.add_argument("--device", choices=DEVICES)
     overwrite_option(demo)
 
