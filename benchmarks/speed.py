@@ -1,7 +1,13 @@
-"""Speed: ROI selection, blind-spot masking, training and inference throughput, peak memory.
+"""Speed: ROI selection, blind-spot masking, training and inference throughput, peak memory, CAREamics side by side.
 
-    python -m benchmarks.speed --quick     # about a minute or two on 2 CPU cores
-    python -m benchmarks.speed             # adds 8192 x 8192 ROI selection and denoising
+    python -m benchmarks.speed --quick     # side by side 20 steps x 3 repeats: 15-30 min on a shared 2-core CPU
+    python -m benchmarks.speed             # adds 8192 x 8192 ROI selection and denoising, 40 steps side by
+                                           # side and a timed default `autostructn2v run` on a 1024² image
+
+The side by side trains this project's N2V stage and CAREamics' N2V (in its own environment, see
+benchmarks/peers) at the same width, depth, patch, batch and steps, one thread each, then times the
+prediction of a 1024² image by each; repeats alternate between the two and medians are reported,
+as wall time and as CPU time of the process (less sensitive to other users of the machine).
 
 ROI selection is timed next to a straightforward implementation of the seed document's
 algorithm (skimage rescale with anti-aliasing, Gaussian sigma 300, CLAHE, a Python double loop
@@ -12,10 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,8 +39,9 @@ from napari_autostructn2v.core.masking import mask_batch
 from napari_autostructn2v.core.model import DenoisingModel
 from napari_autostructn2v.core.images import Normalisation
 from napari_autostructn2v.core.sample import clean_image
-from napari_autostructn2v.core.training import Step
+from napari_autostructn2v.core.training import StageFinished, StageStarted, Step
 
+from .peers.careamics_client import find_python
 from ._common import best_of, fmt, limit_threads, markdown_table, stopwatch, write_json
 
 
@@ -212,19 +223,121 @@ def bench_peak_memory(size: int, device: str = "cpu", threads: int = 1) -> dict:
             "mpix_per_s": size * size / 1e6 / data["seconds"]}
 
 
-# ----------------------------------------------------------------------------- CAREamics (optional)
+# ----------------------------------------------------------------------------- side by side with CAREamics
 
-def bench_careamics() -> dict:
-    try:
-        import careamics  # noqa: F401  (optional; pulls in lightning)
-    except ImportError:
-        return {"status": "not installed"}
-    return {"status": f"installed ({careamics.__version__}) but not benchmarked by this suite"}
+def ours_side_by_side(train_image: np.ndarray, predict_image: np.ndarray, *, width: int, depth: int, patch: int,
+                      batch: int, steps: int, steps_per_epoch: int, seed: int = 0) -> dict:
+    """N2V training (stage 1 alone, random patches, validation each epoch) for `steps` steps, from the
+    call to the end of the stage, then the default `denoise` of `predict_image`: wall and CPU seconds."""
+    stage = StageConfig(use_roi=False, epochs=steps // steps_per_epoch, steps_per_epoch=steps_per_epoch,
+                        patch_size=patch, batch_size=batch)
+    config = Config(stage1=stage, stage2=StageConfig(use_roi=False, epochs=0), base_channels=width, depth=depth,
+                    device="cpu", seed=seed)
+    wall, cpu = time.perf_counter(), time.process_time()
+    events = train(train_image, config, num_threads=1)
+    for event in events:
+        if isinstance(event, StageStarted):
+            model = event.model
+        if isinstance(event, StageFinished):
+            break
+    events.close()
+    train_wall, train_cpu = time.perf_counter() - wall, time.process_time() - cpu
+    model.net.eval()
+    wall, cpu = time.perf_counter(), time.process_time()
+    denoise(model, predict_image)
+    return {"train_seconds": train_wall, "train_cpu_seconds": train_cpu,
+            "predict_seconds": time.perf_counter() - wall, "predict_cpu_seconds": time.process_time() - cpu}
+
+
+def bench_side_by_side(python, *, width: int = 32, depth: int = 2, patch: int = 64, batch: int = 16, steps: int = 40,
+                       steps_per_epoch: int = 20, train_size: int = 256, predict_size: int = 1024, repeats: int = 3,
+                       work_dir=None, log=None) -> dict:
+    """Ours and CAREamics at the same network and budget, one thread each, repeats alternating (ours first
+    in even repeats, CAREamics first in odd ones) so that the machine's load hits both alike; medians."""
+    from .peers.careamics_client import CareamicsError, run_jobs, runner_settings
+
+    train_image, predict_image = speed_image(train_size, seed=1), speed_image(predict_size, seed=2)
+    work_dir = Path(work_dir or tempfile.mkdtemp(prefix="speed_careamics_"))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    predict_path = work_dir / "predict.npy"
+    np.save(predict_path, predict_image)
+    settings = {**runner_settings(steps=steps, patch_size=patch, batch_size=batch, depth=depth, base_channels=width,
+                                  steps_per_epoch=steps_per_epoch, threads=1), "predict_input": str(predict_path)}
+    runs: dict[str, list[dict]] = {"ours": [], "careamics": []}
+    notes: list[str] = []
+
+    def run_ours() -> None:
+        runs["ours"].append(ours_side_by_side(train_image, predict_image, width=width, depth=depth, patch=patch,
+                                              batch=batch, steps=steps, steps_per_epoch=steps_per_epoch))
+
+    def run_careamics(index: int) -> None:
+        (job,), _ = run_jobs(python, [(train_image, settings)], work_dir / f"repeat{index}")
+        notes.extend(note for note in job.notes if note not in notes)
+        result = job.result
+        runs["careamics"].append({"train_seconds": result["train_seconds"],
+                                  "train_cpu_seconds": result["train_cpu_seconds"],
+                                  "predict_seconds": result["predict_input_seconds"],
+                                  "predict_cpu_seconds": result["predict_input_cpu_seconds"]})
+
+    for index in range(repeats):
+        order = (run_ours, lambda: run_careamics(index)) if index % 2 == 0 else (lambda: run_careamics(index), run_ours)
+        for part in order:
+            try:
+                part()
+            except CareamicsError as err:
+                return {"status": f"CAREamics failed: {str(err).splitlines()[0]}", "runs": runs}
+        if log:
+            log(f"side by side, repeat {index + 1}/{repeats}: ours {runs['ours'][-1]}, CAREamics {runs['careamics'][-1]}")
+    megapixels = predict_size**2 / 1e6
+    rows = {}
+    for name, measured in runs.items():
+        median = {key: float(np.median([m[key] for m in measured])) for key in measured[0]}
+        rows[name] = {**median, "steps_per_s": steps / median["train_seconds"],
+                      "steps_per_cpu_s": steps / median["train_cpu_seconds"],
+                      "mpix_per_s": megapixels / median["predict_seconds"],
+                      "mpix_per_cpu_s": megapixels / median["predict_cpu_seconds"]}
+    ratios = {key: rows["ours"][key] / rows["careamics"][key]
+              for key in ("steps_per_s", "steps_per_cpu_s", "mpix_per_s", "mpix_per_cpu_s")}
+    return {"status": "measured", "settings": {"width": width, "depth": depth, "patch": patch, "batch": batch,
+                                               "steps": steps, "steps_per_epoch": steps_per_epoch,
+                                               "train_size": train_size, "predict_size": predict_size,
+                                               "repeats": repeats, "threads": 1},
+            "runs": runs, "ours": rows["ours"], "careamics": rows["careamics"], "ratio": ratios, "notes": notes}
+
+
+def bench_default_run(size: int = 1024, threads: int | None = None) -> dict:
+    """Wall and CPU time (of the child process) of a default `autostructn2v run` on a size x size sample
+    with horizontal line noise; torch threads as the command chooses them unless `threads` is given."""
+    from napari_autostructn2v.core.sample import make_sample
+
+    import tifffile
+
+    folder = Path(tempfile.mkdtemp(prefix="speed_run_"))
+    source = folder / "noisy.tif"
+    tifffile.imwrite(source, make_sample((size, size), "horizontal", 0.1, seed=0)[1])
+    env = dict(os.environ)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    else:
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env.pop(name, None)
+    load = os.getloadavg()[0]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "napari_autostructn2v.cli", "run", str(source), "-o", str(folder / "out.tif"),
+                    "--quiet"], check=True, env=env, capture_output=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"size": size, "threads": threads or "chosen by the command", "seconds": wall, "cpu_seconds": cpu,
+            "load_before": load}
 
 
 # ----------------------------------------------------------------------------- command line
 
 def tables(results: dict) -> dict[str, str]:
+    if "roi" not in results:  # --side-by-side-only
+        return comparison_tables(results)
     out = {}
     roi_rows = [{
         "size": f"{r['size']}²", "core_first": fmt(r["core_first_s"] * 1e3, 1), "seed_first": fmt(r.get("seed_first_s"), 2),
@@ -254,8 +367,39 @@ def tables(results: dict) -> dict[str, str]:
          for r in results["memory"]],
         [("device", "device"), ("size", "image"), ("image", "image (MiB)"), ("peak", "peak RSS (MiB)"),
          ("increase", "peak - RSS before the image (MiB)"), ("s", "seconds"), ("mps", "megapixels/s")])
-    out["careamics"] = f"CAREamics: {results['careamics']['status']}."
+    return {**out, **comparison_tables(results)}
+
+
+def comparison_tables(results: dict) -> dict[str, str]:
+    out = {"careamics": side_by_side_table(results["careamics"])}
+    run = results.get("default_run")
+    out["default_run"] = "not measured (--run-size 0)." if not run else markdown_table(
+        [{"size": f"{run['size']}²", "threads": run["threads"], "s": fmt(run["seconds"], 0),
+          "cpu": fmt(run["cpu_seconds"], 0), "load": fmt(run["load_before"], 1)}],
+        [("size", "image"), ("threads", "torch threads"), ("s", "wall (s)"), ("cpu", "CPU time (s)"),
+         ("load", "load average at the start")])
     return out
+
+
+def side_by_side_table(side: dict) -> str:
+    if side.get("status") != "measured":
+        return f"CAREamics: {side.get('status')}."
+    rows = [{"tool": name, "steps": fmt(side[key]["steps_per_s"], 3), "steps_cpu": fmt(side[key]["steps_per_cpu_s"], 3),
+             "mps": fmt(side[key]["mpix_per_s"], 3), "mps_cpu": fmt(side[key]["mpix_per_cpu_s"], 3)}
+            for name, key in (("this project", "ours"), ("CAREamics", "careamics"))]
+    ratio = side["ratio"]
+    rows.append({"tool": "ratio (this project / CAREamics)", "steps": fmt(ratio["steps_per_s"], 2),
+                 "steps_cpu": fmt(ratio["steps_per_cpu_s"], 2), "mps": fmt(ratio["mpix_per_s"], 2),
+                 "mps_cpu": fmt(ratio["mpix_per_cpu_s"], 2)})
+    config = side["settings"]
+    caption = (f"UNet depth {config['depth']}, {config['width']} base channels, patch {config['patch']}, batch "
+               f"{config['batch']}, {config['steps']} steps (epochs of {config['steps_per_epoch']}) on a "
+               f"{config['train_size']}² image, then prediction of a {config['predict_size']}² image; 1 thread each, "
+               f"medians of {config['repeats']} alternating repeats.")
+    notes = f"\n\nCAREamics did not run as asked: {'; '.join(side['notes'])}." if side["notes"] else ""
+    return caption + "\n\n" + markdown_table(rows, [
+        ("tool", "tool"), ("steps", "training steps/s (wall)"), ("steps_cpu", "training steps per CPU second"),
+        ("mps", "inference MP/s (wall)"), ("mps_cpu", "inference MP per CPU second")]) + notes
 
 
 TITLES = {
@@ -264,7 +408,8 @@ TITLES = {
     "training": "Training throughput, default UNet, patch 64, batch 16",
     "inference": "Inference throughput (denoise, tiles 256, margin 32)",
     "memory": "Peak memory of denoising (fresh process)",
-    "careamics": "CAREamics",
+    "careamics": "Side by side with CAREamics, same network and budget",
+    "default_run": "A default `autostructn2v run`",
 }
 
 
@@ -277,13 +422,27 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--train-steps", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for the suite (default 1); training is also timed with 2")
+    parser.add_argument("--careamics-python", default=None,
+                        help="CAREamics' interpreter (default: benchmarks/.venv-careamics, else $CAREAMICS_PYTHON)")
+    parser.add_argument("--no-careamics", action="store_true", help="skip the side by side with CAREamics")
+    parser.add_argument("--width", type=int, default=32, help="base channels of both UNets side by side (default 32, "
+                        "CAREamics' default)")
+    parser.add_argument("--side-steps", type=int, default=None, help="training steps side by side (40; quick: 20)")
+    parser.add_argument("--side-repeats", type=int, default=3, help="alternating repeats side by side (default 3)")
+    parser.add_argument("--run-size", type=int, default=None,
+                        help="image side of the timed default `autostructn2v run` (1024; quick: 0 = skipped)")
+    parser.add_argument("--side-by-side-only", action="store_true",
+                        help="only the side by side with CAREamics and the default run")
     parser.add_argument("--out", default=None)
     parser.add_argument("--name", default="speed")
     return parser.parse_args(argv)
 
 
-def run(roi_sizes, inference_sizes, memory_size, train_steps, threads=1, log=None, compare_threads=True) -> dict:
-    """All speed measurements; on the CPU training is also timed with 2 threads when `compare_threads`."""
+def run(roi_sizes, inference_sizes, memory_size, train_steps, threads=1, log=None, compare_threads=True,
+        careamics_python=None, side_by_side=None, run_size=0) -> dict:
+    """All speed measurements; on the CPU training is also timed with 2 threads when `compare_threads`.
+    With `careamics_python`, the side by side (`side_by_side`: keyword arguments of bench_side_by_side);
+    with `run_size`, a default `autostructn2v run` on an image of that side."""
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     results = {"roi": bench_roi(roi_sizes, log=log), "masking": bench_masking(), "training": [], "inference": [],
                "memory": []}
@@ -297,7 +456,11 @@ def run(roi_sizes, inference_sizes, memory_size, train_steps, threads=1, log=Non
         if log:
             log(f"{device}: training {results['training'][-1]['patches_per_s']:.0f} patches/s, "
                 f"inference {results['inference'][-1]['mpix_per_s']:.2f} MP/s")
-    results["careamics"] = bench_careamics()
+    if careamics_python:
+        results["careamics"] = bench_side_by_side(careamics_python, log=log, **(side_by_side or {}))
+    else:
+        results["careamics"] = {"status": "not run (no CAREamics interpreter found, or --no-careamics)"}
+    results["default_run"] = bench_default_run(run_size) if run_size else None
     return results
 
 
@@ -313,8 +476,20 @@ def main(argv=None) -> dict:
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
+    python = None if args.no_careamics else find_python(args.careamics_python)
+    if python is not None and not Path(python).exists():
+        python = None
+    side_by_side = {"width": args.width, "steps": args.side_steps or (20 if quick else 40),
+                    "repeats": args.side_repeats}
+    run_size = args.run_size if args.run_size is not None else (0 if quick else 1024)
     with stopwatch() as total:
-        results = run(roi_sizes, inference_sizes, memory_size, train_steps, args.threads, log)
+        if args.side_by_side_only:
+            results = {"careamics": bench_side_by_side(python, log=log, **side_by_side) if python else
+                       {"status": "not run (no CAREamics interpreter found)"},
+                       "default_run": bench_default_run(run_size) if run_size else None}
+        else:
+            results = run(roi_sizes, inference_sizes, memory_size, train_steps, args.threads, log,
+                          careamics_python=python, side_by_side=side_by_side, run_size=run_size)
     out = tables(results)
     text = "\n\n".join(f"### {TITLES[name]}\n\n{table}" for name, table in out.items())
     print(f"Speed: total wall time {total():.0f} s (shared 2-core CPU: timings are noisy)\n\n{text}")

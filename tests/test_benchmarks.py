@@ -111,3 +111,37 @@ def test_speed_tables(tmp_path):
 def test_peak_memory_subprocess():
     row = speed.bench_peak_memory(256)
     assert row["peak_mib"] > row["image_mib"] > 0 and row["seconds"] > 0
+
+
+def test_side_by_side_alternates_and_reports_medians(monkeypatch, tmp_path):
+    from benchmarks.peers import careamics_client
+
+    order = []
+
+    def fake_ours(*args, **kwargs):
+        order.append("ours")
+        return {"train_seconds": 2.0, "train_cpu_seconds": 1.0, "predict_seconds": 1.0, "predict_cpu_seconds": 0.5}
+
+    def fake_jobs(python, jobs, work_dir, timeout=None):
+        order.append("careamics")
+        (image, settings), = jobs
+        assert settings["num_channels_init"] == 8 and settings["steps"] == 4 and settings["threads"] == 1
+        result = {"train_seconds": 4.0 + len(order), "train_cpu_seconds": 3.0, "predict_input_seconds": 2.0,
+                  "predict_input_cpu_seconds": 2.0}
+        return [careamics_client.JobResult(image, result)], 0.0
+
+    monkeypatch.setattr(speed, "ours_side_by_side", fake_ours)
+    monkeypatch.setattr(careamics_client, "run_jobs", fake_jobs)
+    side = speed.bench_side_by_side("python", width=8, steps=4, steps_per_epoch=2, train_size=64, predict_size=64,
+                                    repeats=3, work_dir=tmp_path)
+    assert order == ["ours", "careamics", "careamics", "ours", "ours", "careamics"]
+    assert side["careamics"]["train_seconds"] == 7.0  # median of 6, 7 and 10
+    assert side["ratio"]["steps_per_s"] == 3.5 and side["ratio"]["steps_per_cpu_s"] == 3.0
+    assert side["ratio"]["mpix_per_s"] == 2.0 and side["ratio"]["mpix_per_cpu_s"] == 4.0
+    assert "| this project |" in speed.side_by_side_table(side)
+
+
+def test_ours_side_by_side_trains_the_budget_and_denoises():
+    result = speed.ours_side_by_side(speed.speed_image(64), speed.speed_image(96), width=4, depth=1, patch=32,
+                                     batch=2, steps=2, steps_per_epoch=1)
+    assert all(value > 0 for value in result.values())

@@ -4,7 +4,7 @@ import torch
 
 from napari_autostructn2v import Config, DenoisingModel, InputError, denoise
 from napari_autostructn2v.core.images import Normalisation
-from napari_autostructn2v.core.inference import denoise_steps
+from napari_autostructn2v.core.inference import DEFAULT_TILE, _tile_length, denoise_steps
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +121,25 @@ def test_a_negative_batch_size_never_returns_uninitialised_memory(model):
 def test_the_model_must_be_a_denoising_model(image):
     with pytest.raises(InputError, match="model must be a DenoisingModel .* got str"):
         denoise("model.pt", image)
+
+
+@pytest.mark.parametrize("length", [1, 100, 191, 192, 193, 500, 1024, 1500])
+@pytest.mark.parametrize("tile_size, margin, multiple", [(256, 32, 4), (512, 32, 4), (100, 16, 8)])
+def test_tiles_split_the_axis_evenly_within_the_tile_size(length, tile_size, margin, multiple):
+    tile = _tile_length(length, tile_size, margin, multiple)
+    longest = -(-tile_size // multiple) * multiple
+    fewest = -(-length // (longest - 2 * margin))
+    inner = tile - 2 * margin
+    assert tile % multiple == 0 and tile <= longest
+    assert -(-length // inner) == fewest  # no more tiles than the largest tile would need
+    assert inner < -(-length // fewest) + multiple  # and no larger than an even split needs
+
+
+def test_tiling_of_a_1024_image_computes_few_extra_pixels():
+    """Computed pixels over image pixels: fixed 256 tiles with 32 px margins cost 2.25x (6 x 6 tiles of 256)."""
+    def overhead(tile_size):
+        tile = _tile_length(1024, tile_size, 32, 4)
+        return (-(-1024 // (tile - 64)) * tile) ** 2 / 1024**2
+
+    assert overhead(256) < 1.95  # even split: 6 x 6 tiles of 236
+    assert overhead(DEFAULT_TILE) < 1.45  # 3 x 3 tiles of 408

@@ -146,3 +146,44 @@ def test_a_failed_save_leaves_the_previous_file_whole(trained, tmp_path, monkeyp
 def test_a_folder_is_not_a_model_file(tmp_path):
     with pytest.raises(ModelFileError, match="is a folder"):
         load_model(tmp_path)
+
+
+def test_inference_copy_folds_batch_norm_and_keeps_outputs(trained):
+    model, noisy = trained
+    net = model.net.eval()
+    for module in net.modules():  # running statistics far from the identity, so a wrong fold shows
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.add_(0.3)
+            module.running_var.mul_(1.7)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    fused = net.fused_for_inference()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    patch = torch.from_numpy(noisy[:64, :64].copy())[None, None]
+    patch = (patch - patch.mean()) / patch.std()
+    with torch.no_grad():
+        np.testing.assert_allclose(fused(patch).numpy(), net(patch).numpy(), rtol=1e-4, atol=1e-4)
+    for key, value in net.state_dict().items():  # the training weights are untouched
+        assert torch.equal(value, before[key]), key
+
+
+def test_device_policies_on_the_cpu():
+    from napari_autostructn2v.core.model import autocast, memory_format
+
+    cpu = torch.device("cpu")
+    assert memory_format(cpu) is torch.channels_last
+    with autocast(cpu):  # mixed precision only on CUDA: the CPU computes in float32
+        out = torch.nn.Conv2d(1, 2, 3)(torch.ones(1, 1, 5, 5))
+    assert out.dtype == torch.float32
+
+
+def test_idle_threads_leave_the_busy_cores_alone(monkeypatch):
+    from napari_autostructn2v.core import model as model_module
+
+    monkeypatch.setattr(model_module.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(model_module.torch, "get_num_threads", lambda: 4)
+    for load, expected in ((0.2, 4), (1.4, 3), (2.6, 1), (9.0, 1)):
+        monkeypatch.setattr(model_module.os, "getloadavg", lambda load=load: (load, load, load))
+        assert model_module.idle_threads() == expected, load
+    monkeypatch.setattr(model_module.torch, "get_num_threads", lambda: 2)  # OMP_NUM_THREADS=2 is kept
+    monkeypatch.setattr(model_module.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert model_module.idle_threads() == 2

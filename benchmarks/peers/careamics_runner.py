@@ -10,7 +10,8 @@ This file is executed by the CAREamics interpreter (benchmarks/.venv-careamics),
 the benchmark suite or the package: it needs only numpy, torch and careamics. The settings have
 the keys written by `benchmarks.peers.careamics.runner_settings`: steps, patch_size, batch_size, depth,
 steps_per_epoch, num_channels_init, struct_axis ("none", "horizontal" or "vertical"), struct_span, seed, threads,
-accelerator (Lightning's name for the device ours runs on) and work_dir. Each result JSON holds the wall times (training, prediction), the optimiser steps counted by
+accelerator (Lightning's name for the device ours runs on), work_dir and optionally predict_input (a
+second .npy image whose prediction is timed on its own). Each result JSON holds the wall and CPU times (training, prediction), the optimiser steps counted by
 the Lightning trainer and by CAREamics' CSV log, the epochs and the configuration actually used.
 """
 
@@ -94,12 +95,21 @@ def run_job(job: dict) -> dict:
     # then cuts the learning rate every few steps (measured: 1e-3 down to 1e-8 within 200 steps). Given
     # as `copies` copies, the image yields epochs of `steps_per_epoch` batches, as ours has.
     copies = epoch_copies(noisy.shape, settings)
+    cpu_start = time.process_time()
     careamist.train(train_data=[noisy] * copies if copies > 1 else noisy, val_data=noisy)
-    trained = time.perf_counter()
+    trained, cpu_trained = time.perf_counter(), time.process_time()
     predictions, _ = careamist.predict(noisy, data_type="array", axes="YX")
     output = np.asarray(predictions[0], np.float32).reshape(noisy.shape)
-    done = time.perf_counter()
+    done, cpu_done = time.perf_counter(), time.process_time()
     np.save(job["output"], output)
+    timed_prediction = {}
+    if settings.get("predict_input"):  # a second image, predicted and timed on its own (speed benchmark)
+        image = np.load(settings["predict_input"]).astype(np.float32)
+        wall, cpu = time.perf_counter(), time.process_time()
+        careamist.predict(image, data_type="array", axes="YX")
+        timed_prediction = {"predict_input_shape": list(image.shape),
+                            "predict_input_seconds": time.perf_counter() - wall,
+                            "predict_input_cpu_seconds": time.process_time() - cpu}
 
     model = config.algorithm_config.model
     manipulate = config.algorithm_config.n2v_config
@@ -107,6 +117,9 @@ def run_job(job: dict) -> dict:
         "seconds": done - start,
         "train_seconds": trained - start,
         "predict_seconds": done - trained,
+        "train_cpu_seconds": cpu_trained - cpu_start,
+        "predict_cpu_seconds": cpu_done - cpu_trained,
+        **timed_prediction,
         "trainer_steps": int(careamist.trainer.global_step),
         "logged_steps": logged_steps(work_dir),
         "epochs": int(careamist.trainer.current_epoch),

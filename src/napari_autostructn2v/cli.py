@@ -9,6 +9,7 @@ User errors print one line and exit with status 2 (--debug adds the traceback).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import tempfile
@@ -17,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 # only light modules here: `--help` and argument errors must answer without importing torch
-from .core.config import DEFAULT_TILE, NETWORKS
+from .core.config import DEFAULT_TILES, NETWORKS
 from .core.errors import ConfigError, InputError, ModelFileError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -243,12 +244,25 @@ def _config(args):
     return config.validate()
 
 
+@functools.cache
+def _use_idle_threads() -> int:
+    """Give torch, once per command, as many threads as cores were idle when it started."""
+    import torch
+
+    from .core.model import idle_threads
+
+    threads = idle_threads()
+    torch.set_num_threads(threads)
+    return threads
+
+
 def _train(images, config, quiet: bool = False, on_event=None, axes: str | None = None):
     """Run training with a progress bar per stage; return the model."""
     from tqdm import tqdm
 
     from .core.training import Done, EpochEnd, MaskEstimated, StageStarted, Step, train
 
+    _use_idle_threads()
     bar = None
     for event in train(images, config, axes=axes):
         if on_event is not None:
@@ -279,6 +293,7 @@ def _denoise(model, image, tile_size: int | None, quiet: bool = False, desc: str
 
     from .core.inference import denoise_steps
 
+    _use_idle_threads()
     steps = denoise_steps(model, image, tile_size=tile_size, axes=axes)
     with tqdm(desc=desc, unit="tile", disable=quiet, file=sys.stderr) as bar:
         while True:
@@ -401,7 +416,7 @@ def cmd_run(args) -> None:
 
 def _tile_size(tile_size: int | None, network: str) -> int:
     """--tile-size, or the default of the network."""
-    return tile_size if tile_size is not None else DEFAULT_TILE[network]
+    return tile_size if tile_size is not None else DEFAULT_TILES[network]
 
 
 DEMO_IMAGES = ("clean", "noisy", "stage1_n2v", "final_structn2v")
@@ -569,7 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", required=True,
         help="output TIFF (.tif) for one image, or a folder: NAME_denoised.tif for each image "
              "(inputs sharing a name get their folder's name in front)")
-    denoise_cmd.add_argument("--tile-size", type=int, help="tile side in pixels (default 256, 96 for a 3D model)")
+    denoise_cmd.add_argument("--tile-size", type=int, help="tile side in pixels (default 512, 96 for a 3D model)")
     denoise_cmd.add_argument("--device", choices=DEVICES)
     denoise_cmd.add_argument("--axes", help=AXES_HELP + " (default: the training images' axes, when they fit)")
     overwrite_option(denoise_cmd)
@@ -578,7 +593,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("image")
     run.add_argument("-o", "--output", required=True, help="output TIFF (.tif), or a folder for NAME_denoised.tif")
     run.add_argument("--save-model", help="also write the model to this file (.pt)")
-    run.add_argument("--tile-size", type=int, help="tile side in pixels (default 256, 96 with --network 3d)")
+    run.add_argument("--tile-size", type=int, help="tile side in pixels (default 512, 96 with --network 3d)")
     training_options(run)
 
     demo = command("demo", "denoise the embedded structured-noise sample and report PSNR", cmd_demo)
@@ -589,7 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="epochs of both stages together (40 steps each, at least 2), split 1:9, "
                            "at least one per stage")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--tile-size", type=int, default=256)
+    demo.add_argument("--tile-size", type=int, default=512)
     demo.add_argument("--device", choices=DEVICES)
     overwrite_option(demo)
 

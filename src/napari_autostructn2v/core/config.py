@@ -13,7 +13,7 @@ from .errors import ConfigError  # noqa: F401  (raised here; also importable fro
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MASK_SOURCES = ("image", "stage1_residual")
 NETWORKS = ("2d", "3d")
-DEFAULT_TILE = {"2d": 256, "3d": 96}  # tile side of inference; 96**3 voxels are as many as a 2D tile of 940**2
+DEFAULT_TILES = {"2d": 512, "3d": 96}  # tile side of inference; 96**3 voxels are as many as a 2D tile of 940**2
 SEED_MAX = 2**32 - 1  # numpy and torch both accept seeds in [0, 2**32 - 1]; training adds small offsets
 
 

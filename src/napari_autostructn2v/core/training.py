@@ -25,7 +25,7 @@ from .images import InputError, Normalisation, check_image
 from .inference import denoise
 from .mask import MaskEstimate, check_mask, estimate_struct_mask
 from .masking import channel_masks, mask_batch
-from .model import DenoisingModel, resolve_device
+from .model import DenoisingModel, autocast, memory_format, resolve_device
 from .roi import count_windows, select_roi_patches
 
 MIN_PATCH_POSITIONS = 4
@@ -222,7 +222,9 @@ def _seeded_generator(seed: int, device: torch.device) -> torch.Generator:
 def _masked_loss(net, patches: torch.Tensor, generator: torch.Generator, stage: StageConfig,
                  struct_mask: np.ndarray | None) -> torch.Tensor:
     inputs, blind = mask_batch(patches, stage.mask_percent, generator, struct_mask, median=stage.n2v2)
-    return torch.mean((net(inputs)[blind] - patches[blind]) ** 2)
+    with autocast(patches.device):
+        predicted = net(inputs)
+    return torch.mean((predicted[blind].float() - patches[blind]) ** 2)
 
 
 def _validation_loss(net, patches: torch.Tensor, seed: int, stage: StageConfig, struct_mask, batch: int) -> float:
@@ -336,9 +338,10 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     normalisation = Normalisation.fit_channels(slices)
+    layout = memory_format(device, 3 if config.network == "3d" else 2)
     model = DenoisingModel.create(config, normalisation, n2v2=config.stage1.n2v2 or config.stage2.n2v2)
     model.axes = axes
-    model.net.to(device)
+    model.net.to(device, memory_format=layout)
     if preview_image is None:
         preview, preview_axes = _preview_crop(slices[0]), "CZYX" if slices[0].ndim == 4 else "CYX"
     else:
@@ -363,7 +366,7 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
             model.struct_mask = struct_mask if len(struct_mask) > 1 else struct_mask[0]
             if not config.stage2_from_stage1:
                 torch.manual_seed(seed + 1)
-                model.net = DenoisingModel.create(config, normalisation, model.net.n2v2).net.to(device)
+                model.net = DenoisingModel.create(config, normalisation, model.net.n2v2).net.to(device, memory_format=layout)
         if stage.epochs == 0:
             continue
         sampler = PatchSampler(slices, stage, normalisation, rng, f"stage {stage_index}", config.patch_depth)
@@ -410,7 +413,7 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
             best_loss = _keep_best(net, val_patches, seed, stage, mask, best_loss, best_state)
             net.eval()
         yield StageFinished(stage_index, best_loss, stopped)
-    model.net.eval()
+    model.net.to(memory_format=torch.contiguous_format).eval()
     yield Done(model, stopped)
 
 
