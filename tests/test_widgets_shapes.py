@@ -71,7 +71,7 @@ def test_a_cyx_layer_reviews_one_mask_per_channel(qtbot, make_napari_viewer):
                         and widget._mask_event.channel == channel, timeout=TIMEOUT)
         canvas = viewer.layers[MASK_LAYER].data
         reviewed.append(int(canvas.sum()))
-        assert f"channel {channel} ({channel + 1} of 2)" in widget.status.value
+        assert f"channel {channel}:" in widget.mask_text.value
         widget.continue_training()
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT)
     assert reviewed == [1, 5]  # white noise: the centre; horizontal noise: a 5-pixel line
