@@ -21,8 +21,12 @@ It prints markdown tables and writes benchmarks/results/gui.json.
 from __future__ import annotations
 
 import argparse
+import glob
 import os
+import sys
+import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import napari
@@ -31,6 +35,7 @@ from qtpy.QtCore import QEventLoop, Qt, QTimer
 from qtpy.QtWidgets import QApplication
 
 from napari_autostructn2v.core.roi import count_windows, select_roi_patches
+from napari_autostructn2v import widgets
 from napari_autostructn2v.core.sample import clean_image, structured_noise
 from napari_autostructn2v.widgets.denoise import DenoiseWidget
 from napari_autostructn2v.widgets.roi import RoiWidget
@@ -43,6 +48,7 @@ OLD_MAX_PATCHES = 1000  # the "max patches shown" default of the previous code p
 PROBE_MS = 10
 WINDOW = (1280, 1024)
 TIMEOUT_S = 1800
+WATCHDOG_S = 0.02
 
 
 def sample(size: int, seed: int = 0) -> np.ndarray:
@@ -166,23 +172,47 @@ def _latency_row(size: int, path: str, times: list[tuple[float, float, float]], 
             "painted_median": np.median(painted), "painted_max": painted.max(), "moves": len(times), "note": note}
 
 
+def _where(frame) -> str:
+    """Where the main thread is: the outermost calls into the widgets, then the innermost frame."""
+    chain = []
+    while frame is not None:
+        chain.append(f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_code.co_name}")
+        frame = frame.f_back
+    ours = [call for call in reversed(chain[1:]) if call.split(":")[0] in WIDGET_FILES][:3]
+    return " > ".join(ours + [chain[0]]) if chain else ""
+
+
+WIDGET_FILES = {os.path.basename(path) for path in glob.glob(os.path.join(os.path.dirname(widgets.__file__), "*.py"))}
+
+
 @dataclass
 class StallProbe:
-    """A 10 ms QTimer: the gaps between its ticks beyond 10 ms are main-thread stalls."""
+    """A 10 ms QTimer: the gaps between its ticks beyond 10 ms are main-thread stalls.
+
+    A watchdog thread samples the main thread's stack while a tick is late, so that the report
+    can say what the main thread was doing during the longest stall.
+    """
 
     describe: object = None
     ticks: list[float] = field(default_factory=list)
     notes: list[tuple[float, str]] = field(default_factory=list)
+    samples: list[tuple[int, str]] = field(default_factory=list)
 
     def start(self) -> None:
         self.timer = QTimer()
         self.timer.setTimerType(Qt.TimerType.PreciseTimer)
         self.timer.timeout.connect(self._tick)
         self.ticks = [time.perf_counter()]
+        self._running = True
+        self._main = threading.main_thread().ident
+        self._watchdog = threading.Thread(target=self._watch, daemon=True)
+        self._watchdog.start()
         self.timer.start(PROBE_MS)
 
     def stop(self) -> None:
         self.timer.stop()
+        self._running = False
+        self._watchdog.join()
 
     def _tick(self) -> None:
         now = time.perf_counter()
@@ -190,11 +220,24 @@ class StallProbe:
             self.notes.append((now - self.ticks[-1], str(self.describe())))
         self.ticks.append(now)
 
+    def _watch(self) -> None:
+        while self._running:
+            time.sleep(WATCHDOG_S)
+            ticks = len(self.ticks)
+            if time.perf_counter() - self.ticks[-1] > 0.05:
+                frame = sys._current_frames().get(self._main)
+                self.samples.append((ticks, _where(frame)))
+
     def summary(self) -> dict:
-        stalls = np.maximum(np.diff(self.ticks) * 1000 - PROBE_MS, 0)
+        gaps = np.diff(self.ticks)
+        stalls = np.maximum(gaps * 1000 - PROBE_MS, 0)
         worst = max(self.notes, default=(0.0, ""))[1]
+        # samples taken while the tick count was k belong to the gap after tick k - 1
+        longest = int(np.argmax(gaps)) + 1
+        where = Counter(place for ticks, place in self.samples if ticks == longest).most_common(1)
         return {"p99": float(np.percentile(stalls, 99)), "max": float(stalls.max()), "ticks": len(stalls),
-                "over_100ms": int((stalls > 100).sum()), "worst_during": worst[:90]}
+                "over_100ms": int((stalls > 100).sum()), "worst_during": worst[:90],
+                "worst_where": where[0][0] if where else ""}
 
 
 def run_probed(start, worker_of, describe) -> dict:
@@ -285,6 +328,7 @@ def main(argv=None) -> None:
         print(markdown_table(probe, [
             ("scenario", "scenario"), ("p99", "p99"), ("max", "max"), ("over_100ms", "stalls > 100 ms"),
             ("seconds", "run (s)"), ("worst_during", "longest stall ended during"),
+            ("worst_where", "main thread during the longest stall (most samples)"),
         ]))
     payload["load_after"] = os.getloadavg()
     path = write_json("gui", payload, args.out)
