@@ -2,10 +2,12 @@
 
 import numpy as np
 import pytest
+from napari.utils.colormaps.standardize_color import transform_color
 
 from napari_autostructn2v.core.mask import preset_mask
 from napari_autostructn2v.core.sample import make_sample
 from napari_autostructn2v.widgets import train as train_module
+from napari_autostructn2v.widgets._progress_layers import STAGE_COLOURS
 from napari_autostructn2v.widgets._session import model_for, settings_for
 from napari_autostructn2v.widgets.train import ACF_LAYER, MASK_LAYER, PATCHES_LAYER, PREVIEW_LAYER, TrainWidget
 
@@ -106,6 +108,8 @@ def test_display_layers_are_added_at_start_so_that_none_is_created_during_traini
     assert added == ["noisy denoised"]  # the user's result, at the end
     assert viewer.layers[PREVIEW_LAYER].opacity == 1 and viewer.layers[ACF_LAYER].opacity == 1
     assert viewer.layers[PREVIEW_LAYER].data.shape == (128, 128) and len(viewer.layers[PATCHES_LAYER].data)
+    # stage 2's patches, in stage 2's colour
+    np.testing.assert_allclose(viewer.layers[PATCHES_LAYER].edge_color, transform_color(STAGE_COLOURS[2]))
 
 
 def test_stop_keeps_a_usable_model_and_refuses_a_second_start(qtbot, viewer, widget, monkeypatch):

@@ -26,6 +26,7 @@ from ._common import (
     show_image,
     show_layer,
 )
+from ._overlay import Outline
 from ._train_worker import StageShown
 
 PREVIEW_LAYER = "denoised preview"
@@ -128,8 +129,8 @@ class ProgressLayers:
         colour = STAGE_COLOURS[self._stage.stage]
         if PATCHES_LAYER in self._viewer.layers:
             layer = self._viewer.layers[PATCHES_LAYER]
-            if layer.metadata.get("colour") != colour:  # new shapes take the current colour
-                layer.data = []
+            if layer.metadata.get("colour") != colour:  # shapes drawn after clearing take the current colour
+                draw_outline(layer, Outline(), 1.0)
                 layer.current_edge_color = colour
         else:
             layer = self._add_patches_layer(colour)
