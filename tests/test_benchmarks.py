@@ -111,3 +111,14 @@ def test_speed_tables(tmp_path):
 def test_peak_memory_subprocess():
     row = speed.bench_peak_memory(256)
     assert row["peak_mib"] > row["image_mib"] > 0 and row["seconds"] > 0
+
+
+def test_gui_stall_summary_keeps_the_button_handler_apart_and_says_where_the_longest_stall_was():
+    from benchmarks.gui import StallProbe
+
+    probe = StallProbe()
+    probe.ticks = [0.0, 1.0, 1.01, 1.52, 1.53]  # the handler's gap (1 s), a 0.5 s stall two ticks later
+    probe.samples = [(1, "in the handler"), (3, "painting"), (3, "painting"), (3, "elsewhere")]
+    summary = probe.summary()
+    assert summary["max"] == pytest.approx(990) and summary["max_after_press"] == pytest.approx(500)
+    assert summary["worst_where"] == "painting" and summary["over_100ms"] == 2
