@@ -21,6 +21,7 @@ from napari.layers import Image
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QEvent, QObject
+from qtpy.QtWidgets import QAbstractSpinBox
 
 from ..core.bioimageio import export_bioimageio
 from ..core.config import DEVICES, MASK_SOURCES, ConfigError
@@ -90,7 +91,7 @@ TOOLTIPS = {
     "export_button": "Export the trained model as a bioimage.io package (.zip) for other tools (bioimage.io, "
                      "deepImageJ, ...), with the first chosen image as its example.",
 }
-GRID_LABEL_PADDING = 12
+GRID_LABEL_PADDING = 9
 
 
 class _Watcher(QObject):
@@ -142,7 +143,7 @@ class TrainWidget(Container):
         self.images.native.setMaximumHeight(80)
         self._stage_controls: dict[tuple[int, str], object] = {}
         grid = self._build_grid()
-        self.n2v2 = CheckBox(text="N2V2 (blur pooling, median blind spots)")
+        self.n2v2 = CheckBox(text="N2V2 (against checkerboards)")
         self.mask_percent = FloatSpinBox(label="masked pixels (%)", min=0.05, max=10.0, step=0.05)
         self.mask_source = ComboBox(label="mask from", choices=MASK_SOURCES)
         self.significance = FloatSpinBox(label="mask significance", min=0.5, max=50.0, step=0.5)
@@ -273,7 +274,7 @@ class TrainWidget(Container):
         except (InputError, ConfigError) as error:
             self._fail(str(error))
             return
-        self.layers.start(layers, (top, left))
+        self.layers.start(layers, (top, left), plane[top : top + PREVIEW_SIZE, left : left + PREVIEW_SIZE].shape)
         self._mask_event = None
         self.mask_review.clear()
         patch_sizes = {1: self.settings.stage1.patch_size, 2: self.settings.stage2.patch_size}
@@ -387,13 +388,17 @@ class TrainWidget(Container):
     def _build_grid(self) -> Container:
         texts = [text for text, *_ in STAGE_FIELDS]
         header = Label(value="")
-        width = max(header.native.fontMetrics().horizontalAdvance(text) for text in texts) + GRID_LABEL_PADDING
+        # the row labels wrap at word boundaries, so that the grid fits a narrow dock
+        width = max(header.native.fontMetrics().horizontalAdvance(word) for text in texts for word in text.split())
+        width += GRID_LABEL_PADDING
         rows = [self._row(header, width, Label(value="stage 1"), Label(value="stage 2"))]
         for text, field, factory, tip in STAGE_FIELDS:
             controls = []
             for stage in (1, 2):
                 control = self._stage_controls[stage, field] = factory()
                 control.tooltip = f"{STAGE_NAMES[stage]}: {tip}"
+                # no step buttons: the digits keep the room in a narrow dock (arrow keys and the wheel step)
+                control.native.setButtonSymbols(QAbstractSpinBox.ButtonSymbols.NoButtons)
                 controls.append(control)
             label = Label(value=text)
             label.tooltip = tip
@@ -405,6 +410,7 @@ class TrainWidget(Container):
     @staticmethod
     def _row(label: Label, width: int, *controls) -> Container:
         label.native.setFixedWidth(width)
+        label.native.setWordWrap(True)
         row = Container(layout="horizontal", labels=False, widgets=[label, *controls])
         row.margins = (0, 0, 0, 0)
         return row
@@ -513,6 +519,7 @@ class TrainWidget(Container):
         self._activity.close()
         self.review_panel.visible = False
         self.layers.restore_view()
+        self.layers.finish()
         self.layers.refresh_thumbnails()
         self._set_running(False)
         if self._phase == "cancelled" or (skipped and self.model is not None and self._phase == "denoising"):
