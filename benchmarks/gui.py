@@ -13,7 +13,10 @@ Run headless from the repository root:
 2. Main-thread stalls: a 10 ms QTimer ticks while the Train widget trains and denoises (a 2048x2048
    image, a 20 x 2048 x 2048 stack; tiny budgets) and while the Denoise widget denoises them. A stall is
    a gap between ticks beyond the 10 ms; its p99 and maximum are reported, with what the widget said
-   when the longest one ended.
+   when the longest one ended and where the main thread was meanwhile.
+3. Layout: the ROI, Train (advanced settings open) and Denoise docks in a 1280x1024 window: the
+   canvas width, and whether every dock's controls fit its width and are reachable by scrolling
+   (`--screenshot PATH` saves a picture of it).
 
 It prints markdown tables and writes benchmarks/results/gui.json.
 """
@@ -21,16 +24,22 @@ It prints markdown tables and writes benchmarks/results/gui.json.
 from __future__ import annotations
 
 import argparse
+import glob
 import os
+import sys
+import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import napari
 import numpy as np
+from imageio.v3 import imwrite
 from qtpy.QtCore import QEventLoop, Qt, QTimer
 from qtpy.QtWidgets import QApplication
 
 from napari_autostructn2v.core.roi import count_windows, select_roi_patches
+from napari_autostructn2v import widgets
 from napari_autostructn2v.core.sample import clean_image, structured_noise
 from napari_autostructn2v.widgets.denoise import DenoiseWidget
 from napari_autostructn2v.widgets.roi import RoiWidget
@@ -43,6 +52,7 @@ OLD_MAX_PATCHES = 1000  # the "max patches shown" default of the previous code p
 PROBE_MS = 10
 WINDOW = (1280, 1024)
 TIMEOUT_S = 1800
+WATCHDOG_S = 0.02
 
 
 def sample(size: int, seed: int = 0) -> np.ndarray:
@@ -166,35 +176,75 @@ def _latency_row(size: int, path: str, times: list[tuple[float, float, float]], 
             "painted_median": np.median(painted), "painted_max": painted.max(), "moves": len(times), "note": note}
 
 
+def _where(frame) -> str:
+    """Where the main thread is: the outermost calls into the widgets, then the innermost frame."""
+    chain = []
+    while frame is not None:
+        chain.append(f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_code.co_name}")
+        frame = frame.f_back
+    ours = [call for call in reversed(chain[1:]) if call.split(":")[0] in WIDGET_FILES][:3]
+    return " > ".join(ours + [chain[0]]) if chain else ""
+
+
+WIDGET_FILES = {os.path.basename(path) for path in glob.glob(os.path.join(os.path.dirname(widgets.__file__), "*.py"))}
+
+
 @dataclass
 class StallProbe:
-    """A 10 ms QTimer: the gaps between its ticks beyond 10 ms are main-thread stalls."""
+    """A 10 ms QTimer: the gaps between its ticks beyond 10 ms are main-thread stalls.
+
+    A watchdog thread samples the main thread's stack while a tick is late, so that the report
+    can say what the main thread was doing during the longest stall.
+    """
 
     describe: object = None
     ticks: list[float] = field(default_factory=list)
-    notes: list[tuple[float, str]] = field(default_factory=list)
+    notes: list[tuple[float, int, str]] = field(default_factory=list)
+    samples: list[tuple[int, str]] = field(default_factory=list)
 
     def start(self) -> None:
         self.timer = QTimer()
         self.timer.setTimerType(Qt.TimerType.PreciseTimer)
         self.timer.timeout.connect(self._tick)
         self.ticks = [time.perf_counter()]
+        self._running = True
+        self._main = threading.main_thread().ident
+        self._watchdog = threading.Thread(target=self._watch, daemon=True)
+        self._watchdog.start()
         self.timer.start(PROBE_MS)
 
     def stop(self) -> None:
         self.timer.stop()
+        self._running = False
+        self._watchdog.join()
 
     def _tick(self) -> None:
         now = time.perf_counter()
         if now - self.ticks[-1] > 0.05 and self.describe is not None:
-            self.notes.append((now - self.ticks[-1], str(self.describe())))
+            self.notes.append((now - self.ticks[-1], len(self.ticks), str(self.describe())))
         self.ticks.append(now)
 
+    def _watch(self) -> None:
+        while self._running:
+            time.sleep(WATCHDOG_S)
+            ticks = len(self.ticks)
+            if time.perf_counter() - self.ticks[-1] > 0.05:
+                frame = sys._current_frames().get(self._main)
+                self.samples.append((ticks, _where(frame)))
+
     def summary(self) -> dict:
-        stalls = np.maximum(np.diff(self.ticks) * 1000 - PROBE_MS, 0)
-        worst = max(self.notes, default=(0.0, ""))[1]
+        gaps = np.diff(self.ticks)
+        stalls = np.maximum(gaps * 1000 - PROBE_MS, 0)
+        worst = max((note for note in self.notes if note[1] > 1), default=(0.0, 0, ""))[2]
+        # samples taken while the tick count was k belong to the gap after tick k - 1; the longest gap
+        # after the button's handler is described (the handler's own is known)
+        longest = int(np.argmax(gaps[1:])) + 2 if len(gaps) > 1 else 1
+        where = Counter(place for ticks, place in self.samples if ticks == longest).most_common(1)
+        # the first gap holds the button's handler (the probe starts just before it): also reported without it
         return {"p99": float(np.percentile(stalls, 99)), "max": float(stalls.max()), "ticks": len(stalls),
-                "over_100ms": int((stalls > 100).sum()), "worst_during": worst[:90]}
+                "max_after_press": float(stalls[1:].max(initial=0.0)),
+                "over_100ms": int((stalls > 100).sum()), "worst_during": worst[:90],
+                "worst_where": where[0][0] if where else ""}
 
 
 def run_probed(start, worker_of, describe) -> dict:
@@ -204,6 +254,7 @@ def run_probed(start, worker_of, describe) -> dict:
     probe.start()
     began = time.perf_counter()
     start()
+    pressed = time.perf_counter() - began
     worker = worker_of()
     if worker is None:
         raise RuntimeError(f"the widget did not start: {describe()}")
@@ -211,7 +262,7 @@ def run_probed(start, worker_of, describe) -> dict:
     QTimer.singleShot(TIMEOUT_S * 1000, loop.quit)
     loop.exec()
     probe.stop()
-    return {**probe.summary(), "seconds": time.perf_counter() - began}
+    return {**probe.summary(), "press_ms": 1000 * pressed, "seconds": time.perf_counter() - began}
 
 
 def stalls(stack_depth: int) -> list[dict]:
@@ -248,6 +299,37 @@ def stalls(stack_depth: int) -> list[dict]:
     return rows
 
 
+def layout(screenshot: str | None) -> list[dict]:
+    """The ROI, Train (advanced settings open) and Denoise docks in a 1280x1024 window: the canvas width,
+    and whether each dock's controls fit its width and are reachable by scrolling."""
+    viewer = napari.Viewer(title="benchmarks.gui")
+    viewer.window.resize(*WINDOW)
+    viewer.add_image(sample(512), name="a noisy image with a long name, as files often have")
+    docks = {"ROI selection": RoiWidget(viewer), "Train": TrainWidget(viewer), "Denoise": DenoiseWidget(viewer)}
+    for name, dock in docks.items():
+        viewer.window.add_dock_widget(dock, name=name)
+    docks["Train"].advanced_section.expand(animate=False)
+    canvas = viewer.window._qt_viewer.canvas.native
+    process_until(lambda: canvas.width() > 0 and all(dock.scroll.height() > 0 for dock in docks.values()), 30)
+    for _ in range(10):
+        QApplication.processEvents()
+    rows = []
+    for name, dock in docks.items():
+        area, content = dock.scroll, dock.scroll.widget()
+        rows.append({
+            "dock": name, "canvas_px": canvas.width(), "canvas_share": canvas.width() / WINDOW[0],
+            "dock_px": area.width(), "content_min_px": content.minimumSizeHint().width(),
+            "viewport_px": area.viewport().width(), "visible_px": area.viewport().height(),
+            "content_px": content.height(),
+            "scroll_reaches_all": "yes" if area.verticalScrollBar().maximum() + area.viewport().height()
+            >= content.height() else "no",
+        })
+    if screenshot:
+        imwrite(screenshot, viewer.screenshot(canvas_only=False, flash=False))
+    viewer.close()
+    return rows
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gui", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="512 and 2048 only, 6 moves, a 4-slice stack")
@@ -256,6 +338,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--stack", type=int, default=None, help="slices of the stack (default 20)")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-stalls", action="store_true")
+    parser.add_argument("--skip-layout", action="store_true")
+    parser.add_argument("--screenshot", default=None, help="write a picture of the three docks here (PNG)")
     parser.add_argument("--out", default=None, help="directory for gui.json (default benchmarks/results)")
     return parser.parse_args(argv)
 
@@ -283,8 +367,19 @@ def main(argv=None) -> None:
         payload["main_thread_stalls_ms"] = probe
         print(f"\nMain-thread stalls ({PROBE_MS} ms QTimer probe; ms beyond the interval)\n")
         print(markdown_table(probe, [
-            ("scenario", "scenario"), ("p99", "p99"), ("max", "max"), ("over_100ms", "stalls > 100 ms"),
-            ("seconds", "run (s)"), ("worst_during", "longest stall ended during"),
+            ("scenario", "scenario"), ("p99", "p99"), ("max", "max"), ("press_ms", "button handler"),
+            ("max_after_press", "max after the handler"), ("over_100ms", "stalls > 100 ms"),
+            ("seconds", "run (s)"), ("worst_during", "longest stall after the handler ended during"),
+            ("worst_where", "main thread during the longest stall after the handler (most samples)"),
+        ]))
+    if not args.skip_layout:
+        docks = layout(args.screenshot)
+        payload["layout"] = docks
+        print(f"\nThree docks in a {WINDOW[0]}x{WINDOW[1]} window (Train's advanced settings open)\n")
+        print(markdown_table(docks, [
+            ("dock", "dock"), ("canvas_px", "canvas (px)"), ("canvas_share", "canvas share"), ("dock_px", "dock (px)"),
+            ("content_min_px", "narrowest content (px)"), ("viewport_px", "room (px)"), ("visible_px", "visible height"),
+            ("content_px", "content height"), ("scroll_reaches_all", "scrolling reaches every control"),
         ]))
     payload["load_after"] = os.getloadavg()
     path = write_json("gui", payload, args.out)

@@ -145,3 +145,14 @@ def test_ours_side_by_side_trains_the_budget_and_denoises():
     result = speed.ours_side_by_side(speed.speed_image(64), speed.speed_image(96), width=4, depth=1, patch=32,
                                      batch=2, steps=2, steps_per_epoch=1)
     assert all(value > 0 for value in result.values())
+
+
+def test_gui_stall_summary_keeps_the_button_handler_apart_and_says_where_the_longest_stall_was():
+    from benchmarks.gui import StallProbe
+
+    probe = StallProbe()
+    probe.ticks = [0.0, 1.0, 1.01, 1.52, 1.53]  # the handler's gap (1 s), a 0.5 s stall two ticks later
+    probe.samples = [(1, "in the handler"), (3, "painting"), (3, "painting"), (3, "elsewhere")]
+    summary = probe.summary()
+    assert summary["max"] == pytest.approx(990) and summary["max_after_press"] == pytest.approx(500)
+    assert summary["worst_where"] == "painting" and summary["over_100ms"] == 2

@@ -175,9 +175,12 @@ def draw_outline(layer: Shapes, outline: Outline, edge_width: float) -> None:
     The layer's thumbnail is not redrawn here (that costs as much as the shapes themselves): the
     caller refreshes it later with `refresh_thumbnail`. The layer is refreshed once instead of at
     each step of napari's data setter, through napari's private `_block_refresh` when it exists.
+    The layer's `data` event is not emitted: the viewer answers each one (two per set) by re-reading
+    the extent of every layer, 10-30 ms, and an outline drawn inside its image never changes them.
     """
     block = getattr(layer, "_block_refresh", None)
-    with layer.block_thumbnail_update(), (block() if block is not None else nullcontext()):
+    with layer.block_thumbnail_update(), layer.events.data.blocker(), (
+            block() if block is not None else nullcontext()):
         layer.data = (outline.paths, [outline.shape_type] * len(outline.paths))
         if any(width != edge_width for width in layer.edge_width):
             layer.edge_width = edge_width
@@ -203,20 +206,32 @@ def show_image(viewer, data: np.ndarray, name: str, like: Image | None = None, o
     return show_layer(viewer, "image", data, name, **kwargs)
 
 
+LAYER_KINDS = {"image": Image, "labels": Labels}
+UPDATED_IN_PLACE = ("scale", "translate", "contrast_limits", "opacity")
+
+
 def show_layer(viewer, kind: str, data, name: str, internal: bool = True, **kwargs):
-    """Update image or labels layer `name` in place, or add it (keeping the user's active layer)."""
+    """Update image or labels layer `name` in place, or add it (keeping the user's active layer).
+
+    In place, only the data and the keyword arguments in `UPDATED_IN_PLACE` are set.
+    """
     if name in viewer.layers:
         layer = viewer.layers[name]
         if type(layer).__name__.lower() == kind and layer.ndim == np.ndim(data):
             layer.data = data
             layer.metadata[INTERNAL] = internal
-            for key in ("scale", "translate", "contrast_limits"):
+            for key in UPDATED_IN_PLACE:
                 if key in kwargs:
                     setattr(layer, key, kwargs[key])
             return layer
         viewer.layers.remove(layer)
+    return add_quietly(viewer, LAYER_KINDS[kind](data, name=name, metadata={INTERNAL: internal}, **kwargs))
+
+
+def add_quietly(viewer, layer):
+    """Add `layer` and give the active layer back to the one the user works on (napari activates new layers)."""
     active = viewer.layers.selection.active
-    layer = getattr(viewer, f"add_{kind}")(data, name=name, metadata={INTERNAL: internal}, **kwargs)
+    viewer.add_layer(layer)
     if active is not None:
         viewer.layers.selection.active = active
     return layer

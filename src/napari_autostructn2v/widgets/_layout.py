@@ -8,10 +8,10 @@ import time
 from magicgui.widgets import Container, Label
 from napari.utils import progress
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QFrame, QLayout, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QComboBox, QFrame, QLayout, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
-DOCK_WIDTH = 340
+DOCK_WIDTH = 280  # napari's own left dock takes about 346 px: three docks leave the canvas half of a 1280 px window
 STATUS_LINES = 3
 ACTIVITY_INTERVAL_S = 1.0
 
@@ -80,7 +80,7 @@ def scrolling_dock(dock: Container, parts: list, width: int = DOCK_WIDTH) -> QSc
     """
     inner = QWidget()
     layout = QVBoxLayout(inner)
-    layout.setContentsMargins(6, 4, 6, 4)
+    layout.setContentsMargins(4, 4, 4, 4)
     for part in parts:
         layout.addWidget(getattr(part, "native", part))
     layout.addStretch(1)
@@ -95,6 +95,12 @@ def scrolling_dock(dock: Container, parts: list, width: int = DOCK_WIDTH) -> QSc
     dock.margins = (0, 0, 0, 0)
     dock.native.layout().addWidget(scroll)
     return scroll
+
+
+def narrow_combo(combo, characters: int = 10) -> None:
+    """Keep a combo box from widening its dock to fit a long choice (a layer name): it is cut instead."""
+    combo.native.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.native.setMinimumContentsLength(characters)
 
 
 def wrapping_label(text: str = "", lines: int = STATUS_LINES, monospace: bool = False) -> Label:

@@ -3,6 +3,10 @@
 Only hands ready data to layers (main thread); the worker computed it. The autocorrelation and the
 mask appear as small insets at the top-left corner of the source image, where the user looks,
 and stay above images opened later.
+
+Adding a napari layer stalls the viewer for a few hundred milliseconds (layer controls, visuals,
+shader set-up), so the layers are added when a run starts, as transparent placeholders, and
+training only replaces their data; placeholders a run never filled are removed when it ends.
 """
 
 from __future__ import annotations
@@ -12,16 +16,18 @@ from napari.layers import Image, Shapes
 
 from ..core.axes import layout
 from ._common import (
-    place_like,
+    add_quietly,
     current_index,
     draw_outline,
     keep_on_top,
     later,
     mark_internal,
+    place_like,
     refresh_thumbnail,
     show_image,
     show_layer,
 )
+from ._overlay import Outline
 from ._train_worker import StageShown
 
 PREVIEW_LAYER = "denoised preview"
@@ -43,9 +49,43 @@ class ProgressLayers:
         self.axes: str | None = None
         self._stage: StageShown | None = None
         self._saved_view = None
+        self._placeholders: dict[str, object] = {}  # name -> layer added empty at the start of the run
 
-    def start(self, sources: list[Image], preview_offset: tuple[int, int], axes: str | None = None) -> None:
+    def start(self, sources: list[Image], preview_offset: tuple[int, int], preview_shape: tuple[int, int],
+              axes: str | None = None) -> None:
+        """Begin a run on `sources` (of these axes): add the display layers that are missing, empty and transparent."""
         self.sources, self.preview_offset, self._stage, self.axes = sources, preview_offset, None, axes
+        self._placeholders = {}
+        source = self.source()
+        if source is None:
+            return
+        added = []
+        if PREVIEW_LAYER not in self._viewer.layers:
+            added.append(show_image(self._viewer, np.zeros(preview_shape, np.float32), PREVIEW_LAYER, like=source,
+                                    offset=preview_offset, contrast_limits=source.contrast_limits,
+                                    colormap=source.colormap.name, opacity=0.0))
+        if ACF_LAYER not in self._viewer.layers:
+            added.append(show_layer(self._viewer, "image", np.zeros((3, 3), np.float32), ACF_LAYER, colormap="magma",
+                                    contrast_limits=(0.0, 1.0), opacity=0.0, **self._inset(3, column=0)))
+        if MASK_LAYER not in self._viewer.layers:
+            added.append(show_layer(self._viewer, "labels", np.zeros((3, 3), np.uint8), MASK_LAYER, opacity=0.9,
+                                    **self._inset(3, column=1)))
+        if PATCHES_LAYER not in self._viewer.layers:
+            added.append(self._add_patches_layer(STAGE_COLOURS[1]))
+        self._placeholders = {layer.name: layer for layer in added}
+        if added:
+            self.keep_on_top()
+
+    def finish(self) -> None:
+        """Remove the placeholders that the run did not fill (it stopped early, or skipped a stage)."""
+        for name, layer in self._placeholders.items():
+            if name in self._viewer.layers and self._viewer.layers[name] is layer:
+                self._viewer.layers.remove(layer)
+        self._placeholders = {}
+
+    def _fill(self, name: str) -> dict:
+        """Mark layer `name` as filled; the keyword arguments that make it visible when it was a placeholder."""
+        return {"opacity": 1.0} if self._placeholders.pop(name, None) is not None else {}
 
     def source(self) -> Image | None:
         """The first training image, while it is still in the viewer."""
@@ -72,7 +112,8 @@ class ProgressLayers:
             return
         created = PREVIEW_LAYER not in self._viewer.layers
         show_image(self._viewer, image, PREVIEW_LAYER, like=source, offset=self.preview_offset,
-                   contrast_limits=source.contrast_limits, colormap=source.colormap.name)
+                   contrast_limits=source.contrast_limits, colormap=source.colormap.name,
+                   **self._fill(PREVIEW_LAYER))
         if created:
             self.keep_on_top()
 
@@ -91,32 +132,36 @@ class ProgressLayers:
         colour = STAGE_COLOURS[self._stage.stage]
         if PATCHES_LAYER in self._viewer.layers:
             layer = self._viewer.layers[PATCHES_LAYER]
-            if layer.metadata.get("colour") != colour:  # new shapes take the current colour
-                layer.data = []
+            if layer.metadata.get("colour") != colour:  # shapes drawn after clearing take the current colour
+                draw_outline(layer, Outline(), 1.0)
                 layer.current_edge_color = colour
         else:
-            layer = mark_internal(Shapes(ndim=2, name=PATCHES_LAYER, edge_color=colour, face_color="transparent"))
-            active = self._viewer.layers.selection.active
-            self._viewer.add_layer(layer)
-            self._viewer.layers.selection.active = active
+            layer = self._add_patches_layer(colour)
+        self._placeholders.pop(PATCHES_LAYER, None)
         layer.metadata["colour"] = colour
         place_like(layer, source)
         draw_outline(layer, outline, max(1.0, self._stage.patch_size / 32))
         refresh_thumbnail(layer)
         self.keep_on_top()
 
+    def _add_patches_layer(self, colour: str) -> Shapes:
+        layer = mark_internal(Shapes(ndim=2, name=PATCHES_LAYER, edge_color=colour, face_color="transparent"))
+        layer.metadata["colour"] = colour
+        return add_quietly(self._viewer, layer)
+
     def show_mask_layers(self, acf: np.ndarray, canvas: np.ndarray) -> None:
         size = acf.shape[0]
         show_layer(self._viewer, "image", acf, ACF_LAYER, colormap="magma", contrast_limits=(0.0, 1.0),
-                   **self._inset(size, column=0))
+                   **self._inset(size, column=0), **self._fill(ACF_LAYER))
         self.show_mask(canvas)
         self.keep_on_top()
 
     def show_mask(self, canvas: np.ndarray) -> None:
+        self._placeholders.pop(MASK_LAYER, None)
         show_layer(self._viewer, "labels", canvas, MASK_LAYER, opacity=0.9, **self._inset(canvas.shape[0], column=1))
 
     def mask_canvas(self) -> np.ndarray | None:
-        if MASK_LAYER in self._viewer.layers:
+        if MASK_LAYER in self._viewer.layers and MASK_LAYER not in self._placeholders:
             return np.asarray(self._viewer.layers[MASK_LAYER].data)
         return None
 

@@ -15,7 +15,7 @@ from ..core.inference import denoise_steps
 from ..core.model import ModelFileError, load_model
 from ._common import (Failed, active_input, gui_words, input_layers, layer_axes_choices, layer_data,
                       refresh_image_choice, show_image, user_message)
-from ._layout import Activity, scrolling_dock, set_status, wrapping_label
+from ._layout import Activity, narrow_combo, scrolling_dock, set_status, wrapping_label
 from ._session import model_for
 
 SESSION, FILE = "session", "file"
@@ -58,6 +58,7 @@ class DenoiseWidget(Container):
         )
         self.model_path = FileEdit(label="model file", mode="r", filter="*.pt *.zip")
         self.image = ComboBox(label="image", choices=self._image_layers)
+        narrow_combo(self.image)
         self.axes = ComboBox(label="axes", choices=["YX"])
         self.tile_size = SpinBox(label="tile size", value=256, min=96, max=8192, step=32)
         self.run_button = PushButton(text="Denoise")

@@ -24,6 +24,7 @@ from ..core.images import InputError, check_image
 from ..core.roi import RoiMap, count_windows, roi_map, select_roi_patches, suggest_threshold
 from ._common import (
     active_input,
+    add_quietly,
     draw_outline,
     input_layers,
     keep_on_top,
@@ -34,7 +35,7 @@ from ._common import (
     refresh_thumbnail,
     warm_up,
 )
-from ._layout import scrolling_dock, section, set_status, wrapping_label
+from ._layout import narrow_combo, scrolling_dock, section, set_status, wrapping_label
 from ._overlay import Outline, patch_outline
 from ._session import settings_for
 
@@ -91,7 +92,7 @@ def _stage_view(stage: str, settings: StageConfig, plane: np.ndarray, name: str,
     empty = Outline()
     try:
         settings.validate(label)
-        check_image(plane, name, min_size=settings.patch_size)
+        check_image(plane, name, min_size=settings.patch_size, finite=False)  # roi_map scans it once
         if not settings.use_roi:
             return _StageView(stage, f"{label}: ROI selection is off; training takes patches anywhere in the image.",
                               False, empty, 1.0)
@@ -142,6 +143,7 @@ class RoiWidget(Container):
         self._job = None
         self._sync_refreshes = 0
         self.image = ComboBox(label="image", choices=self._image_layers)
+        narrow_combo(self.image)
         self.stage = RadioButtons(
             label="stage", choices=[(label, stage) for stage, label in STAGE_LABELS.items()], value="stage1",
             orientation="vertical",
@@ -317,18 +319,12 @@ class RoiWidget(Container):
             face_color="transparent",
         ))
         self._overlays[stage] = overlay
-        self._add_quietly(overlay)
+        add_quietly(self._viewer, overlay)
         return overlay
 
     def _refresh_thumbnails(self) -> None:
         for overlay in self._live_overlays():
             refresh_thumbnail(overlay)
-
-    def _add_quietly(self, layer) -> None:
-        """Add a layer without taking the selection away from the layer the user works on."""
-        active = self._viewer.layers.selection.active
-        self._viewer.add_layer(layer)
-        self._viewer.layers.selection.active = active
 
     def _update_map(self, image: Image, result: RoiMap) -> None:
         scale = np.asarray(image.scale[-2:]) * result.factor
@@ -337,7 +333,7 @@ class RoiWidget(Container):
             self._map_layer = mark_internal(Image(
                 result.map, name=MAP_LAYER_NAME, colormap="magma", opacity=0.5, contrast_limits=(0, 1)
             ))
-            self._add_quietly(self._map_layer)
+            add_quietly(self._viewer, self._map_layer)
             self._keep_on_top()
         else:
             self._map_layer.data = result.map

@@ -21,6 +21,7 @@ from napari.layers import Image
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QEvent, QObject
+from qtpy.QtWidgets import QAbstractSpinBox
 
 from ..core.bioimageio import export_bioimageio
 from ..core.config import DEVICES, MASK_SOURCES, NETWORKS, ConfigError
@@ -102,7 +103,7 @@ TOOLTIPS = {
     "export_button": "Export the trained model as a bioimage.io package (.zip) for other tools (bioimage.io, "
                      "deepImageJ, ...), with the first chosen image as its example.",
 }
-GRID_LABEL_PADDING = 12
+GRID_LABEL_PADDING = 9
 
 
 class _Watcher(QObject):
@@ -156,7 +157,7 @@ class TrainWidget(Container):
         self.axes = ComboBox(label="axes", choices=["YX"])
         self._stage_controls: dict[tuple[int, str], object] = {}
         grid = self._build_grid()
-        self.n2v2 = CheckBox(text="N2V2 (blur pooling, median blind spots)")
+        self.n2v2 = CheckBox(text="N2V2 (against checkerboards)")
         self.mask_percent = FloatSpinBox(label="masked pixels (%)", min=0.05, max=10.0, step=0.05)
         self.mask_source = ComboBox(label="mask from", choices=MASK_SOURCES)
         self.significance = FloatSpinBox(label="mask significance", min=0.5, max=50.0, step=0.5)
@@ -296,10 +297,12 @@ class TrainWidget(Container):
                 plane = images[0][current_index(self._viewer, layers[0])]
                 top, left = (max(0, (n - PREVIEW_SIZE) // 2) for n in plane.shape)
                 preview = plane[top : top + PREVIEW_SIZE, left : left + PREVIEW_SIZE]
+                preview_shape = preview.shape
             else:  # channels or a volume: training's own central crop of the first image
                 size = PREVIEW_SIZE if self.settings.network == "2d" else PREVIEW_SIZE_3D
                 height, width = (images[0].shape[axes.index(letter)] for letter in "YX")
                 top, left, preview = max(0, (height - size) // 2), max(0, (width - size) // 2), None
+                preview_shape = (min(size, height), min(size, width))
             events = train(
                 images, self.settings, stop=stop, preview_every=self.preview_every.value, preview_image=preview,
                 num_threads=max(1, (os.cpu_count() or 2) - 1), axes=axes,
@@ -307,7 +310,7 @@ class TrainWidget(Container):
         except (InputError, ConfigError) as error:
             self._fail(str(error))
             return
-        self.layers.start(layers, (top, left), axes)
+        self.layers.start(layers, (top, left), preview_shape, axes)
         self._mask_event = None
         self.mask_review.clear()
         patch_sizes = {1: self.settings.stage1.patch_size, 2: self.settings.stage2.patch_size}
@@ -422,13 +425,17 @@ class TrainWidget(Container):
     def _build_grid(self) -> Container:
         texts = [text for text, *_ in STAGE_FIELDS]
         header = Label(value="")
-        width = max(header.native.fontMetrics().horizontalAdvance(text) for text in texts) + GRID_LABEL_PADDING
+        # the row labels wrap at word boundaries, so that the grid fits a narrow dock
+        width = max(header.native.fontMetrics().horizontalAdvance(word) for text in texts for word in text.split())
+        width += GRID_LABEL_PADDING
         rows = [self._row(header, width, Label(value="stage 1"), Label(value="stage 2"))]
         for text, field, factory, tip in STAGE_FIELDS:
             controls = []
             for stage in (1, 2):
                 control = self._stage_controls[stage, field] = factory()
                 control.tooltip = f"{STAGE_NAMES[stage]}: {tip}"
+                # no step buttons: the digits keep the room in a narrow dock (arrow keys and the wheel step)
+                control.native.setButtonSymbols(QAbstractSpinBox.ButtonSymbols.NoButtons)
                 controls.append(control)
             label = Label(value=text)
             label.tooltip = tip
@@ -440,6 +447,7 @@ class TrainWidget(Container):
     @staticmethod
     def _row(label: Label, width: int, *controls) -> Container:
         label.native.setFixedWidth(width)
+        label.native.setWordWrap(True)
         row = Container(layout="horizontal", labels=False, widgets=[label, *controls])
         row.margins = (0, 0, 0, 0)
         return row
@@ -559,6 +567,7 @@ class TrainWidget(Container):
         self._activity.close()
         self.review_panel.visible = False
         self.layers.restore_view()
+        self.layers.finish()
         self.layers.refresh_thumbnails()
         self._set_running(False)
         if self._phase == "cancelled" or (skipped and self.model is not None and self._phase == "denoising"):
