@@ -40,8 +40,7 @@ def _input_file(path: str | Path, image: bool = True) -> Path:
     file = Path(path)
     if file.is_dir() and image:
         raise CommandError(
-            f"{file} is a folder; give the TIFF files themselves (e.g. {file / '*.tif'}): "
-            "reading every image of a folder is not supported yet."
+            f"{file} is a folder; give one TIFF file (train and denoise read every TIFF in a folder)."
         )
     if file.is_dir():
         raise CommandError(f"{file} is a folder; give the model file (.pt) written by training.")
@@ -72,6 +71,36 @@ def _read(path: str | Path):
         return tifffile.imread(file)
     except (tifffile.TiffFileError, ValueError, OSError, IndexError) as err:
         raise CommandError(f"{file} could not be read as a TIFF image ({_one_line(err)}).") from None
+
+
+def _tiff_inputs(texts: list[str]):
+    """The TIFF files of the arguments (files, folders searched recursively, glob patterns), checked."""
+    from .core.folders import find_tiffs
+
+    inputs = find_tiffs(texts)
+    for found in inputs:
+        _input_file(found.path)
+    _distinct_inputs([found.path for found in inputs])
+    for found in inputs:
+        _check_tiff(found.path)
+    return inputs
+
+
+def _training_planes(inputs, quiet: bool) -> list:
+    """The 2D slices of every input, memory-mapped where the file allows; a note names files read whole."""
+    from .core.folders import open_planes
+
+    planes, in_memory = [], []
+    for found in inputs:
+        file_planes, mapped = open_planes(found.path)
+        planes += file_planes
+        if not mapped:
+            in_memory.append(found.path.name)
+    if in_memory and not quiet and len(inputs) > 1:
+        print(f"note: {len(in_memory)} of {len(inputs)} files are compressed or tiled and cannot be memory-mapped; "
+              f"they are held in memory during training: {', '.join(in_memory[:5])}"
+              f"{' ...' if len(in_memory) > 5 else ''}", file=sys.stderr)
+    return planes
 
 
 def _distinct_inputs(paths: list[Path]) -> None:
@@ -160,9 +189,15 @@ def _denoised_names(inputs: list[Path]) -> tuple[list[str], list[str]]:
     return names, notes
 
 
-def _image_outputs(plan: OutputPlan, inputs: list[Path], output: str) -> list[Path]:
-    """One output TIFF per input: `output` itself (a .tif name, one input) or files in the folder `output`."""
+def _image_outputs(plan: OutputPlan, inputs: list[Path], output: str, mirrored: list[Path | None] | None = None
+                   ) -> list[Path]:
+    """One output TIFF per input: `output` itself (a .tif name, one input) or files in the folder `output`.
+
+    `mirrored` gives, per input found in a folder or by a pattern, its path relative to that folder:
+    its output keeps that place in the output folder (sub/a.tif -> OUT/sub/a_denoised.tif).
+    """
     out = Path(output)
+    mirrored = mirrored or [None] * len(inputs)
     if out.is_dir():
         folder = True
     elif out.suffix.lower() in TIFF_SUFFIXES:
@@ -180,10 +215,24 @@ def _image_outputs(plan: OutputPlan, inputs: list[Path], output: str) -> list[Pa
         folder = True
     if not folder:
         return [plan.add(out, "-o", TIFF_SUFFIXES)]
-    names, notes = _denoised_names(inputs)
+    loose = [path for path, relative in zip(inputs, mirrored) if relative is None]
+    names, notes = _denoised_names(loose)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
-    return [plan.add(out / name, "-o", TIFF_SUFFIXES) for name in names]
+    loose_names = iter(names)
+    targets = [out / next(loose_names) if relative is None else out / relative.parent / f"{relative.stem}_denoised.tif"
+               for relative in mirrored]
+    return [plan.add(target, "-o", TIFF_SUFFIXES) for target in targets]
+
+
+def _outside_input_folders(output: str, texts: list[str]) -> None:
+    """Refuse an output inside an input folder: a later run would read the outputs as inputs."""
+    out = Path(output).resolve()
+    for text in texts:
+        folder = Path(text)
+        if folder.is_dir() and out.is_relative_to(folder.resolve()):
+            raise CommandError(f"-o {output} is inside the input folder {folder}; a later run would take the "
+                               "outputs for inputs. Choose an output outside it.")
 
 
 def _write_tiff(path: Path, image) -> None:
@@ -322,27 +371,24 @@ def cmd_mask(args) -> None:
 
 
 def cmd_train(args) -> None:
-    sources = [_input_file(path) for path in args.images]
-    _distinct_inputs(sources)
-    for source in sources:
-        _check_tiff(source)
+    inputs = _tiff_inputs(args.images)
+    sources = [found.path for found in inputs]
     config = _config(args)
     plan = OutputPlan(sources + _config_file(args), args.overwrite)
     target = plan.add(args.output, "-o", MODEL_SUFFIXES)
-    images = [_read(path) for path in sources]
-    model = _train(images, config, args.quiet)
+    model = _train(_training_planes(inputs, args.quiet), config, args.quiet)
     _save_model(model, target)
     print(f"model saved to {target}")
 
 
 def cmd_denoise(args) -> None:
-    sources = [_input_file(path) for path in args.images]
-    _distinct_inputs(sources)
-    for source in sources:
-        _check_tiff(source)
+    inputs = _tiff_inputs(args.images)
+    sources = [found.path for found in inputs]
     model_file = _input_file(args.model, image=False)
     plan = OutputPlan([*sources, model_file], args.overwrite)
-    targets = _image_outputs(plan, sources, args.output)
+    _outside_input_folders(args.output, args.images)
+    targets = _image_outputs(plan, sources, args.output,
+                             [found.relative if found.in_folder else None for found in inputs])
 
     from .core.inference import check_tiling
     from .core.model import load_model
@@ -502,18 +548,23 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--device", choices=DEVICES)
         overwrite_option(sub)
 
-    train_cmd = command("train", "train on one or more TIFF images and save the model", cmd_train)
-    train_cmd.add_argument("images", nargs="+")
+    inputs_help = ("TIFF files, folders (every .tif/.tiff inside, subfolders included) or quoted glob patterns "
+                   "('data/**/*.tif')")
+    train_cmd = command("train", "train on TIFF images (files, folders, patterns) and save the model", cmd_train)
+    train_cmd.add_argument("images", nargs="+", help=inputs_help + "; uncompressed files are read patch by patch "
+                           "through memory maps, so the data may exceed memory")
     train_cmd.add_argument("-o", "--output", required=True, help="model file to write (.pt)")
     training_options(train_cmd)
 
-    denoise_cmd = command("denoise", "denoise TIFF images with a saved model", cmd_denoise)
-    denoise_cmd.add_argument("images", nargs="+")
+    denoise_cmd = command("denoise", "denoise TIFF images (files, folders, patterns) with a saved model",
+                          cmd_denoise)
+    denoise_cmd.add_argument("images", nargs="+", help=inputs_help + "; one image in memory at a time")
     denoise_cmd.add_argument("-m", "--model", required=True)
     denoise_cmd.add_argument(
         "-o", "--output", required=True,
         help="output TIFF (.tif) for one image, or a folder: NAME_denoised.tif for each image "
-             "(inputs sharing a name get their folder's name in front)")
+             "(inputs sharing a name get their folder's name in front; images found in a folder or by a pattern "
+             "keep their subfolder)")
     denoise_cmd.add_argument("--tile-size", type=int, default=256)
     denoise_cmd.add_argument("--device", choices=DEVICES)
     overwrite_option(denoise_cmd)
