@@ -382,6 +382,14 @@ def cmd_train(args) -> None:
 
 
 def cmd_denoise(args) -> None:
+    from .core.chunked import is_zarr
+
+    if any(is_zarr(path) for path in args.images):
+        _denoise_zarr(args)
+        return
+    if args.scheduler is not None:
+        raise CommandError("--scheduler applies to zarr inputs (in.zarr); TIFF images are denoised here, "
+                           "one at a time.")
     inputs = _tiff_inputs(args.images)
     sources = [found.path for found in inputs]
     model_file = _input_file(args.model, image=False)
@@ -398,6 +406,62 @@ def cmd_denoise(args) -> None:
     for source, target in zip(sources, targets):
         _write_tiff(target, _denoise(model, _read(source), args.tile_size, args.quiet, desc=source.name))
         print(f"{source} -> {target}")
+
+
+def _zarr_target(source: Path, output: str, overwrite: bool) -> Path:
+    """The output store: a .zarr name apart from the input (core.chunked decides about an existing one)."""
+    target = Path(output)
+    if not target.name.lower().endswith(".zarr"):
+        raise CommandError(f"-o {target}: a zarr input is written as OME-Zarr; give a name ending in .zarr "
+                           "(or .ome.zarr).")
+    source_path, target_path = source.resolve(), target.resolve()
+    if target_path == source_path or target_path.is_relative_to(source_path) or source_path.is_relative_to(
+            target_path):
+        raise CommandError(f"-o {target} is or contains the input {source}; writing there would change it. "
+                           "Choose another name.")
+    _check_writable_folder(target.parent)
+    return target
+
+
+def _denoise_zarr(args) -> None:
+    """denoise in.zarr -o out.zarr: chunk by chunk on a dask scheduler, resuming an interrupted run."""
+    if len(args.images) != 1:
+        raise CommandError("a zarr input is denoised on its own: give one zarr store per command.")
+    source = Path(args.images[0])
+    if not source.is_dir():
+        raise CommandError(f"{source} does not exist or is not a zarr store (a folder).")
+    model_file = _input_file(args.model, image=False)
+    target = _zarr_target(source, args.output, args.overwrite)
+
+    from tqdm import tqdm
+
+    from .core.chunked import denoise_zarr, file_digest
+    from .core.inference import check_tiling
+    from .core.model import load_model
+
+    model = load_model(model_file, device=args.device or "auto")
+    check_tiling(args.tile_size, depth=model.net.depth)
+    bars = []  # opened at the first report: a refused output shows no bar
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(desc=source.name, total=total, unit="chunk", disable=args.quiet, file=sys.stderr))
+        bars[0].update(done - bars[0].n)
+
+    try:
+        run = denoise_zarr(model, source, target, model_digest=file_digest(model_file), tile_size=args.tile_size,
+                           chunk=args.chunk_size, scheduler=args.scheduler or "threads", workers=args.workers,
+                           overwrite=args.overwrite, on_block=progress)
+    except KeyboardInterrupt:
+        print(f"note: the chunks written so far are kept in {target}; run the same command again to resume.",
+              file=sys.stderr)
+        raise
+    finally:
+        for bar in bars:
+            bar.close()
+    if run.resumed:
+        print(f"resumed: {run.skipped} chunk(s) were already written, {run.computed} computed now", file=sys.stderr)
+    print(f"{source} -> {target}")
 
 
 def cmd_run(args) -> None:
@@ -567,6 +631,16 @@ def build_parser() -> argparse.ArgumentParser:
              "keep their subfolder)")
     denoise_cmd.add_argument("--tile-size", type=int, default=256)
     denoise_cmd.add_argument("--device", choices=DEVICES)
+    zarr_options = denoise_cmd.add_argument_group(
+        "zarr inputs", "denoise in.zarr -m model.pt -o out.zarr: the full-resolution level, chunk by chunk with "
+        "overlap (equal to denoising it whole), into a new OME-Zarr store; run an interrupted command again to "
+        "resume it")
+    zarr_options.add_argument("--scheduler", help="threads (default) or processes (local dask scheduler), or the "
+                              "address of a dask.distributed scheduler (tcp://HOST:PORT)")
+    zarr_options.add_argument("--workers", type=_int_range(1, 1024), default=1,
+                              help="threads or processes of a local scheduler (default 1)")
+    zarr_options.add_argument("--chunk-size", type=_int_range(32, 16384), default=512,
+                              help="side of the output chunks in pixels (default 512)")
     overwrite_option(denoise_cmd)
 
     run = command("run", "train on an image, then denoise it", cmd_run)
