@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Config": "core.config", "ConfigError": "core.errors", "MaskConfig": "core.config", "StageConfig": "core.config",
     "InputError": "core.errors", "ModelFileError": "core.errors",
-    "denoise": "core.inference",
+    "denoise": "core.inference", "denoise_lazy": "core.chunked", "denoise_zarr": "core.chunked",
     "MaskEstimate": "core.mask", "estimate_struct_mask": "core.mask", "preset_mask": "core.mask",
     "DenoisingModel": "core.model", "load_model": "core.model", "save_model": "core.model",
     "select_roi_patches": "core.roi", "suggest_threshold": "core.roi",
@@ -44,6 +44,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # for type checkers and editors; at run time the names are resolved lazily
     from .core.config import Config, MaskConfig, StageConfig
     from .core.errors import ConfigError, InputError, ModelFileError
+    from .core.chunked import denoise_lazy, denoise_zarr
     from .core.inference import denoise
     from .core.mask import MaskEstimate, estimate_struct_mask, preset_mask
     from .core.model import DenoisingModel, load_model, save_model
