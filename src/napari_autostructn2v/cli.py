@@ -382,9 +382,7 @@ def cmd_train(args) -> None:
 
 
 def cmd_denoise(args) -> None:
-    from .core.chunked import is_zarr
-
-    if any(is_zarr(path) for path in args.images):
+    if any(_is_zarr(path) for path in args.images):
         _denoise_zarr(args)
         return
     if args.scheduler is not None:
@@ -408,7 +406,15 @@ def cmd_denoise(args) -> None:
         print(f"{source} -> {target}")
 
 
-def _zarr_target(source: Path, output: str, overwrite: bool) -> Path:
+def _is_zarr(path: str) -> bool:
+    """Whether `path` is named like a zarr store or is one (zarr format 2 or 3, an array or a group)."""
+    path = Path(path)
+    if path.name.lower().endswith(".zarr"):
+        return True
+    return path.is_dir() and any((path / name).is_file() for name in ("zarr.json", ".zgroup", ".zarray"))
+
+
+def _zarr_target(source: Path, output: str) -> Path:
     """The output store: a .zarr name apart from the input (core.chunked decides about an existing one)."""
     target = Path(output)
     if not target.name.lower().endswith(".zarr"):
@@ -431,7 +437,7 @@ def _denoise_zarr(args) -> None:
     if not source.is_dir():
         raise CommandError(f"{source} does not exist or is not a zarr store (a folder).")
     model_file = _input_file(args.model, image=False)
-    target = _zarr_target(source, args.output, args.overwrite)
+    target = _zarr_target(source, args.output)
 
     from tqdm import tqdm
 

@@ -109,14 +109,6 @@ def denoise_lazy(model: DenoisingModel, image, tile_size: int = 256, overlap: in
 # ---------------------------------------------------------------- OME-Zarr stores
 
 
-def is_zarr(path: str | Path) -> bool:
-    """Whether `path` is a zarr store (an array or a group, zarr format 2 or 3) or is named like one."""
-    path = Path(path)
-    if path.name.lower().endswith(".zarr"):
-        return True
-    return path.is_dir() and any((path / name).is_file() for name in ("zarr.json", ".zgroup", ".zarray"))
-
-
 @dataclass
 class ZarrImage:
     """The full-resolution array of a zarr store, and the OME-NGFF axes and scale found with it."""
