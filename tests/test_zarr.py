@@ -185,6 +185,7 @@ def test_cli_denoises_a_zarr_store_and_refuses_unsafe_outputs(model, model_file,
     for args, fragment in [
         ([str(source), "-o", str(source)], "is or contains the input"),
         ([str(source), "-o", str(source / "inside.zarr")], "is or contains the input"),
+        ([str(source / "0"), "-o", str(source / "sibling.zarr")], "is or contains the input"),
         ([str(source), "-o", str(tmp_path / "out.tif")], "give a name ending in .zarr"),
         ([str(source), "-o", str(out)], "is complete; add --overwrite"),
         ([str(source), str(source), "-o", str(tmp_path / "two.zarr")], "one zarr store per command"),

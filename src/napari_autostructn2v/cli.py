@@ -406,12 +406,13 @@ def cmd_denoise(args) -> None:
         print(f"{source} -> {target}")
 
 
+def _is_zarr_node(path: Path) -> bool:
+    return path.is_dir() and any((path / name).is_file() for name in ("zarr.json", ".zgroup", ".zarray"))
+
+
 def _is_zarr(path: str) -> bool:
     """Whether `path` is named like a zarr store or is one (zarr format 2 or 3, an array or a group)."""
-    path = Path(path)
-    if path.name.lower().endswith(".zarr"):
-        return True
-    return path.is_dir() and any((path / name).is_file() for name in ("zarr.json", ".zgroup", ".zarray"))
+    return Path(path).name.lower().endswith(".zarr") or _is_zarr_node(Path(path))
 
 
 def _zarr_target(source: Path, output: str) -> Path:
@@ -421,6 +422,8 @@ def _zarr_target(source: Path, output: str) -> Path:
         raise CommandError(f"-o {target}: a zarr input is written as OME-Zarr; give a name ending in .zarr "
                            "(or .ome.zarr).")
     source_path, target_path = source.resolve(), target.resolve()
+    while _is_zarr_node(source_path.parent):  # an array inside a group: the whole store is the input
+        source_path = source_path.parent
     if target_path == source_path or target_path.is_relative_to(source_path) or source_path.is_relative_to(
             target_path):
         raise CommandError(f"-o {target} is or contains the input {source}; writing there would change it. "
