@@ -205,7 +205,7 @@ def test_a_killed_command_resumes(model_file, stack, tmp_path, capsys):
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None and len(list((target / "0").rglob("*/*/*"))) < 8:
-        time.sleep(0.05)
+        time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL, process.stderr.read()
