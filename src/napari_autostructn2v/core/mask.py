@@ -8,7 +8,7 @@ import numpy as np
 from scipy import ndimage
 
 from .config import MaskConfig
-from .images import InputError, as_slices, check_image
+from .images import InputError, MappedPlane, as_slices, check_image
 
 PRESETS = ("horizontal", "vertical", "cross", "diagonal", "antidiagonal", "centre")
 
@@ -93,7 +93,8 @@ def estimate_struct_mask(
     if not arrays:
         raise InputError("No image was given to estimate the mask from.")
     name = "noise" if is_noise else "image"
-    checked = [check_image(array, name) for array in arrays]
+    # a MappedPlane (checked by whoever made it) stays on disk: its tiles are read when analysed
+    checked = [array if isinstance(array, MappedPlane) else check_image(array, name) for array in arrays]
     radius = config.max_radius
     window = radius + 2
     for array in checked:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .config import Config, StageConfig
-from .images import InputError, Normalisation, as_slices, check_image
+from .images import InputError, MappedPlane, Normalisation, as_slices, check_image
 from .inference import denoise
 from .mask import MaskEstimate, check_mask, estimate_struct_mask
 from .masking import mask_batch
@@ -208,8 +208,16 @@ def _check_images(images, config: Config) -> list[np.ndarray]:
     if len(images) == 0:
         raise InputError("No training images were given.")
     patch = max(config.stage1.patch_size, config.stage2.patch_size)
-    checked = [check_image(im, f"training image {i}", min_size=patch) for i, im in enumerate(images)]
+    checked = [_check_training_image(im, f"training image {i}", patch) for i, im in enumerate(images)]
     return [plane for im in checked for plane in as_slices(im)]
+
+
+def _check_training_image(image, name: str, patch: int):
+    """`image` checked; a MappedPlane is read once for the check and kept as it is (read again when used)."""
+    if isinstance(image, MappedPlane):
+        check_image(np.asarray(image), name, min_size=patch)
+        return image
+    return check_image(image, name, min_size=patch)
 
 
 def _preview_crop(plane: np.ndarray) -> np.ndarray:
@@ -333,7 +341,7 @@ def _keep_best(net, val_patches, seed: int, stage: StageConfig, mask, best_loss:
 
 def _estimate_mask(model: DenoisingModel, slices: list[np.ndarray], config: Config) -> MaskEstimate:
     if config.mask.source == "stage1_residual":
-        residuals = [plane.astype(np.float32) - denoise(model, plane) for plane in slices]
+        residuals = [np.asarray(plane, dtype=np.float32) - denoise(model, plane) for plane in slices]
         return estimate_struct_mask(residuals, is_noise=True, config=config.mask)
     return estimate_struct_mask(slices, config=config.mask)
 
