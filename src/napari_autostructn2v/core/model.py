@@ -56,9 +56,13 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def memory_format(device: torch.device) -> torch.memory_format:
-    """The faster layout for convolutions on `device`: channels-last for oneDNN (CPU) and cuDNN (CUDA)."""
-    return torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format
+def memory_format(device: torch.device, training: bool = False) -> torch.memory_format:
+    """The faster layout for convolutions on `device`: channels-last for cuDNN (CUDA) and, at inference, for
+    oneDNN (CPU). CPU training keeps the usual layout: there it gained 10 % at most, and its other rounding
+    alone moved a quick quality run's result by 1.8 dB (a different epoch won the validation)."""
+    if device.type == "cuda" or (device.type == "cpu" and not training):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 def autocast(device: torch.device):

@@ -259,7 +259,7 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     normalisation = Normalisation.fit(slices)
-    layout = memory_format(device)
+    layout = memory_format(device, training=True)
     model = DenoisingModel.create(config, normalisation, n2v2=config.stage1.n2v2 or config.stage2.n2v2)
     model.net.to(device, memory_format=layout)
     preview = _preview_crop(slices[0]) if preview_image is None else check_image(preview_image, "preview image")
