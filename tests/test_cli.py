@@ -315,8 +315,9 @@ def test_a_malicious_model_file_is_one_line_without_unsafe_advice(noisy_tif, tmp
     ("args", "fragment"),
     [
         (["roi", "{missing}"], "does not exist"),
-        (["roi", "{folder}"], "is a folder; give the TIFF files themselves"),
-        (["denoise", "{folder}", "-m", "{text}", "-o", "{out}"], "is a folder; give the TIFF files themselves"),
+        (["roi", "{folder}"], "is a folder; give one TIFF file"),
+        (["denoise", "{folder}", "-m", "{text}", "-o", "{out}"], "is a folder without TIFF files"),
+        (["train", "{folder}/*.tif", "-o", "{model}"], "no TIFF file (.tif, .tiff) matches the pattern"),
         (["denoise", "{noisy}", "-m", "{folder}", "-o", "{out}"], "is a folder; give the model file"),
         (["mask", "{text}"], "could not be read as a TIFF"),
         (["mask", "{tiny}"], "6x40"),

@@ -155,3 +155,33 @@ def test_the_active_image_is_the_default_and_every_control_has_a_tooltip(viewer)
     controls = [widget.source, widget.model_path, widget.image, widget.tile_size, widget.run_button,
                 widget.stop_button]
     assert all(control.tooltip for control in controls)
+
+
+def test_a_dask_layer_gives_a_lazy_layer_equal_to_denoising_in_memory(qtbot, viewer, widget, tiny_model):
+    import dask.array as da
+
+    set_model(viewer, tiny_model)
+    stack = np.stack([make_sample((150, 130), seed=s)[1] for s in range(2)])
+    viewer.add_image(da.from_array(stack, chunks=(1, 64, 64)), name="lazy", scale=(3.0, *SCALE))
+    widget.image.value = viewer.layers["lazy"]
+    widget.tile_size.value = 96
+    widget.run()
+    assert widget.worker is None  # nothing computed up front: the layer computes what it shows
+    output = viewer.layers["lazy denoised"]
+    assert isinstance(output.data, da.Array) and output.data.shape == stack.shape
+    np.testing.assert_allclose(output.data.compute(), denoise(tiny_model, stack, tile_size=96), atol=1e-5)
+    np.testing.assert_allclose(output.scale, (3.0, *SCALE))
+
+
+def test_a_multiscale_layer_gives_its_full_resolution_denoised_lazily(qtbot, viewer, widget, tiny_model):
+    import dask.array as da
+
+    set_model(viewer, tiny_model)
+    image = make_sample((160, 144), seed=4)[1]
+    viewer.add_image([da.from_array(image, chunks=64), da.from_array(image[::2, ::2], chunks=64)], multiscale=True,
+                     name="pyramid")
+    widget.image.value = viewer.layers["pyramid"]
+    widget.run()
+    output = viewer.layers["pyramid denoised"]
+    assert not output.multiscale and isinstance(output.data, da.Array)
+    np.testing.assert_allclose(output.data.compute(), denoise(tiny_model, image), atol=1e-5)

@@ -170,7 +170,9 @@ def test_device_policies_on_the_cpu():
     from napari_autostructn2v.core.model import autocast, memory_format
 
     cpu = torch.device("cpu")
-    assert memory_format(cpu) is torch.channels_last
+    assert memory_format(cpu) is torch.channels_last  # inference
+    assert memory_format(cpu, training=True) is torch.contiguous_format  # training: results as before
+    assert memory_format(torch.device("cuda"), training=True) is torch.channels_last
     with autocast(cpu):  # mixed precision only on CUDA: the CPU computes in float32
         out = torch.nn.Conv2d(1, 2, 3)(torch.ones(1, 1, 5, 5))
     assert out.dtype == torch.float32

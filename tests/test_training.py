@@ -198,14 +198,3 @@ def test_zero_epochs_in_both_stages_is_refused_at_the_call(noisy, tiny_config):
     tiny_config.stage1.epochs = tiny_config.stage2.epochs = 0
     with pytest.raises(ConfigError, match="both 0: nothing would be trained"):
         train(noisy, tiny_config)  # at the call, before the first event
-
-
-def test_cpu_training_runs_channels_last_and_returns_a_standard_layout(noisy, tiny_config):
-    layouts = {}
-    for event in train(noisy, tiny_config, struct_mask=preset_mask("horizontal", 3)):
-        if isinstance(event, (StageStarted, Done)):
-            weight = event.model.net.encoders[1][0].weight
-            layouts[type(event).__name__] = (weight.is_contiguous(memory_format=torch.channels_last),
-                                             weight.is_contiguous())
-    assert layouts["StageStarted"] == (True, False)  # oneDNN's faster layout while training
-    assert layouts["Done"] == (False, True)  # the model handed back is in torch's usual layout

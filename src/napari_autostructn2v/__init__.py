@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Config": "core.config", "ConfigError": "core.errors", "MaskConfig": "core.config", "StageConfig": "core.config",
     "InputError": "core.errors", "ModelFileError": "core.errors",
-    "denoise": "core.inference",
+    "denoise": "core.inference", "denoise_lazy": "core.chunked", "denoise_zarr": "core.chunked",
     "export_bioimageio": "core.bioimageio",
     "MaskEstimate": "core.mask", "estimate_struct_mask": "core.mask", "preset_mask": "core.mask",
     "DenoisingModel": "core.model", "load_model": "core.model", "save_model": "core.model",
@@ -46,6 +46,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names are re
     from .core.config import Config, MaskConfig, StageConfig
     from .core.errors import ConfigError, InputError, ModelFileError
     from .core.bioimageio import export_bioimageio
+    from .core.chunked import denoise_lazy, denoise_zarr
     from .core.inference import denoise
     from .core.mask import MaskEstimate, estimate_struct_mask, preset_mask
     from .core.model import DenoisingModel, load_model, save_model

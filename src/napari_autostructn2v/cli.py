@@ -28,6 +28,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 MIN_MASK_SIDE = 8
 AXES_HELP = ("axes of the image, letters from S T C Z Y X (e.g. YX, ZYX, CYX, TZYX); default: YX for 2D, "
              "a stack of 2D planes for more")
+ZARR_TILE = 256
 
 
 class CommandError(Exception):
@@ -45,8 +46,7 @@ def _input_file(path: str | Path, image: bool = True) -> Path:
     file = Path(path)
     if file.is_dir() and image:
         raise CommandError(
-            f"{file} is a folder; give the TIFF files themselves (e.g. {file / '*.tif'}): "
-            "reading every image of a folder is not supported yet."
+            f"{file} is a folder; give one TIFF file (train and denoise read every TIFF in a folder)."
         )
     if file.is_dir():
         raise CommandError(f"{file} is a folder; give the model file (.pt) written by training.")
@@ -77,6 +77,36 @@ def _read(path: str | Path):
         return tifffile.imread(file)
     except (tifffile.TiffFileError, ValueError, OSError, IndexError) as err:
         raise CommandError(f"{file} could not be read as a TIFF image ({_one_line(err)}).") from None
+
+
+def _tiff_inputs(texts: list[str]):
+    """The TIFF files of the arguments (files, folders searched recursively, glob patterns), checked."""
+    from .core.folders import find_tiffs
+
+    inputs = find_tiffs(texts)
+    for found in inputs:
+        _input_file(found.path)
+    _distinct_inputs([found.path for found in inputs])
+    for found in inputs:
+        _check_tiff(found.path)
+    return inputs
+
+
+def _training_planes(inputs, quiet: bool) -> list:
+    """The 2D slices of every input, memory-mapped where the file allows; a note names files read whole."""
+    from .core.folders import open_planes
+
+    planes, in_memory = [], []
+    for found in inputs:
+        file_planes, mapped = open_planes(found.path)
+        planes += file_planes
+        if not mapped:
+            in_memory.append(found.path.name)
+    if in_memory and not quiet and len(inputs) > 1:
+        print(f"note: {len(in_memory)} of {len(inputs)} files are compressed or tiled and cannot be memory-mapped; "
+              f"they are held in memory during training: {', '.join(in_memory[:5])}"
+              f"{' ...' if len(in_memory) > 5 else ''}", file=sys.stderr)
+    return planes
 
 
 def _distinct_inputs(paths: list[Path]) -> None:
@@ -166,9 +196,15 @@ def _denoised_names(inputs: list[Path]) -> tuple[list[str], list[str]]:
     return names, notes
 
 
-def _image_outputs(plan: OutputPlan, inputs: list[Path], output: str) -> list[Path]:
-    """One output TIFF per input: `output` itself (a .tif name, one input) or files in the folder `output`."""
+def _image_outputs(plan: OutputPlan, inputs: list[Path], output: str, mirrored: list[Path | None] | None = None
+                   ) -> list[Path]:
+    """One output TIFF per input: `output` itself (a .tif name, one input) or files in the folder `output`.
+
+    `mirrored` gives, per input found in a folder or by a pattern, its path relative to that folder:
+    its output keeps that place in the output folder (sub/a.tif -> OUT/sub/a_denoised.tif).
+    """
     out = Path(output)
+    mirrored = mirrored or [None] * len(inputs)
     if out.is_dir():
         folder = True
     elif out.suffix.lower() in TIFF_SUFFIXES:
@@ -186,10 +222,24 @@ def _image_outputs(plan: OutputPlan, inputs: list[Path], output: str) -> list[Pa
         folder = True
     if not folder:
         return [plan.add(out, "-o", TIFF_SUFFIXES)]
-    names, notes = _denoised_names(inputs)
+    loose = [path for path, relative in zip(inputs, mirrored) if relative is None]
+    names, notes = _denoised_names(loose)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
-    return [plan.add(out / name, "-o", TIFF_SUFFIXES) for name in names]
+    loose_names = iter(names)
+    targets = [out / next(loose_names) if relative is None else out / relative.parent / f"{relative.stem}_denoised.tif"
+               for relative in mirrored]
+    return [plan.add(target, "-o", TIFF_SUFFIXES) for target in targets]
+
+
+def _outside_input_folders(output: str, texts: list[str]) -> None:
+    """Refuse an output inside an input folder: a later run would read the outputs as inputs."""
+    out = Path(output).resolve()
+    for text in texts:
+        folder = Path(text)
+        if folder.is_dir() and out.is_relative_to(folder.resolve()):
+            raise CommandError(f"-o {output} is inside the input folder {folder}; a later run would take the "
+                               "outputs for inputs. Choose an output outside it.")
 
 
 def _write_tiff(path: Path, image) -> None:
@@ -361,37 +411,113 @@ def cmd_mask(args) -> None:
 
 
 def cmd_train(args) -> None:
-    sources = [_input_file(path) for path in args.images]
-    _distinct_inputs(sources)
-    for source in sources:
-        _check_tiff(source)
+    inputs = _tiff_inputs(args.images)
+    sources = [found.path for found in inputs]
     config = _config(args)
     plan = OutputPlan(sources + _config_file(args), args.overwrite)
     target = plan.add(args.output, "-o", MODEL_SUFFIXES)
-    images = [_read(path) for path in sources]
+    if args.axes is None:  # planes of uncompressed files stay on disk, read patch by patch
+        images = _training_planes(inputs, args.quiet)
+    else:  # the axes apply to whole files
+        images = [_read(path) for path in sources]
     model = _train(images, config, args.quiet, axes=args.axes)
     _save_model(model, target)
     print(f"model saved to {target}")
 
 
 def cmd_denoise(args) -> None:
-    sources = [_input_file(path) for path in args.images]
-    _distinct_inputs(sources)
-    for source in sources:
-        _check_tiff(source)
+    if any(_is_zarr(path) for path in args.images):
+        _denoise_zarr(args)
+        return
+    if args.scheduler is not None:
+        raise CommandError("--scheduler applies to zarr inputs (in.zarr); TIFF images are denoised here, "
+                           "one at a time.")
+    inputs = _tiff_inputs(args.images)
+    sources = [found.path for found in inputs]
     model_file = _input_file(args.model, image=False)
     plan = OutputPlan([*sources, model_file], args.overwrite)
-    targets = _image_outputs(plan, sources, args.output)
+    _outside_input_folders(args.output, args.images)
+    targets = _image_outputs(plan, sources, args.output,
+                             [found.relative if found.in_folder else None for found in inputs])
 
     from .core.inference import check_tiling
     from .core.model import load_model
 
     model = load_model(model_file, device=args.device or "auto")
-    check_tiling(_tile_size(args.tile_size, model.config.network), depth=model.net.depth)
+    tile_size = _tile_size(args.tile_size, model.config.network)
+    check_tiling(tile_size, depth=model.net.depth)
     for source, target in zip(sources, targets):
-        _write_tiff(target, _denoise(model, _read(source), args.tile_size, args.quiet, desc=source.name,
+        _write_tiff(target, _denoise(model, _read(source), tile_size, args.quiet, desc=source.name,
                                      axes=args.axes))
         print(f"{source} -> {target}")
+
+
+def _is_zarr_node(path: Path) -> bool:
+    return path.is_dir() and any((path / name).is_file() for name in ("zarr.json", ".zgroup", ".zarray"))
+
+
+def _is_zarr(path: str) -> bool:
+    """Whether `path` is named like a zarr store or is one (zarr format 2 or 3, an array or a group)."""
+    return Path(path).name.lower().endswith(".zarr") or _is_zarr_node(Path(path))
+
+
+def _zarr_target(source: Path, output: str) -> Path:
+    """The output store: a .zarr name apart from the input (core.chunked decides about an existing one)."""
+    target = Path(output)
+    if not target.name.lower().endswith(".zarr"):
+        raise CommandError(f"-o {target}: a zarr input is written as OME-Zarr; give a name ending in .zarr "
+                           "(or .ome.zarr).")
+    source_path, target_path = source.resolve(), target.resolve()
+    while _is_zarr_node(source_path.parent):  # an array inside a group: the whole store is the input
+        source_path = source_path.parent
+    if target_path == source_path or target_path.is_relative_to(source_path) or source_path.is_relative_to(
+            target_path):
+        raise CommandError(f"-o {target} is or contains the input {source}; writing there would change it. "
+                           "Choose another name.")
+    _check_writable_folder(target.parent)
+    return target
+
+
+def _denoise_zarr(args) -> None:
+    """denoise in.zarr -o out.zarr: chunk by chunk on a dask scheduler, resuming an interrupted run."""
+    if len(args.images) != 1:
+        raise CommandError("a zarr input is denoised on its own: give one zarr store per command.")
+    source = Path(args.images[0])
+    if not source.is_dir():
+        raise CommandError(f"{source} does not exist or is not a zarr store (a folder).")
+    model_file = _input_file(args.model, image=False)
+    target = _zarr_target(source, args.output)
+
+    from tqdm import tqdm
+
+    from .core.chunked import denoise_zarr, file_digest
+    from .core.inference import check_tiling
+    from .core.model import load_model
+
+    model = load_model(model_file, device=args.device or "auto")
+    tile_size = ZARR_TILE if args.tile_size is None else args.tile_size
+    check_tiling(tile_size, depth=model.net.depth)
+    bars = []  # opened at the first report: a refused output shows no bar
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(desc=source.name, total=total, unit="chunk", disable=args.quiet, file=sys.stderr))
+        bars[0].update(done - bars[0].n)
+
+    try:
+        run = denoise_zarr(model, source, target, model_digest=file_digest(model_file), tile_size=tile_size,
+                           chunk=args.chunk_size, scheduler=args.scheduler or "threads", workers=args.workers,
+                           overwrite=args.overwrite, on_block=progress)
+    except KeyboardInterrupt:
+        print(f"note: the chunks written so far are kept in {target}; run the same command again to resume.",
+              file=sys.stderr)
+        raise
+    finally:
+        for bar in bars:
+            bar.close()
+    if run.resumed:
+        print(f"resumed: {run.skipped} chunk(s) were already written, {run.computed} computed now", file=sys.stderr)
+    print(f"{source} -> {target}")
 
 
 def cmd_run(args) -> None:
@@ -571,22 +697,40 @@ def build_parser() -> argparse.ArgumentParser:
                          help="2d: every plane on its own (default); 3d: a 3D network on volumes (axes with Z)")
         overwrite_option(sub)
 
-    train_cmd = command("train", "train on one or more TIFF images and save the model", cmd_train)
-    train_cmd.add_argument("images", nargs="+")
+    inputs_help = ("TIFF files, folders (every .tif/.tiff inside, subfolders included) or quoted glob patterns "
+                   "('data/**/*.tif')")
+    train_cmd = command("train", "train on TIFF images (files, folders, patterns) and save the model", cmd_train)
+    train_cmd.add_argument("images", nargs="+", help=inputs_help + "; uncompressed files are read patch by patch "
+                           "through memory maps, so the data may exceed memory")
     train_cmd.add_argument("-o", "--output", required=True, help="model file to write (.pt)")
     training_options(train_cmd)
 
-    denoise_cmd = command("denoise", "denoise TIFF images with a saved model", cmd_denoise)
-    denoise_cmd.add_argument("images", nargs="+")
+    denoise_cmd = command("denoise", "denoise TIFF images (files, folders, patterns) with a saved model",
+                          cmd_denoise)
+    denoise_cmd.add_argument("images", nargs="+", help=inputs_help + "; one image in memory at a time")
     denoise_cmd.add_argument("-m", "--model", required=True,
                              help="model file (.pt) or bioimage.io package (.zip) exported by this package")
     denoise_cmd.add_argument(
         "-o", "--output", required=True,
         help="output TIFF (.tif) for one image, or a folder: NAME_denoised.tif for each image "
-             "(inputs sharing a name get their folder's name in front)")
-    denoise_cmd.add_argument("--tile-size", type=int, help="tile side in pixels (default 512, 96 for a 3D model)")
+             "(inputs sharing a name get their folder's name in front; images found in a folder or by a pattern "
+             "keep their subfolder)")
+    denoise_cmd.add_argument("--tile-size", type=int,
+                             help=f"tile side in pixels (default {DEFAULT_TILES['2d']} for TIFF images, {DEFAULT_TILES['3d']} "
+                                  f"for a 3D model, {ZARR_TILE} for zarr stores, where smaller tiles keep the "
+                                  "memory of parallel chunks low)")
     denoise_cmd.add_argument("--device", choices=DEVICES)
     denoise_cmd.add_argument("--axes", help=AXES_HELP + " (default: the training images' axes, when they fit)")
+    zarr_options = denoise_cmd.add_argument_group(
+        "zarr inputs", "denoise in.zarr -m model.pt -o out.zarr: the full-resolution level, chunk by chunk with "
+        "overlap (equal to denoising it whole), into a new OME-Zarr store; run an interrupted command again to "
+        "resume it")
+    zarr_options.add_argument("--scheduler", help="threads (default) or processes (local dask scheduler), or the "
+                              "address of a dask.distributed scheduler (tcp://HOST:PORT)")
+    zarr_options.add_argument("--workers", type=_int_range(1, 1024), default=1,
+                              help="threads or processes of a local scheduler (default 1)")
+    zarr_options.add_argument("--chunk-size", type=_int_range(32, 16384), default=512,
+                              help="side of the output chunks in pixels (default 512)")
     overwrite_option(denoise_cmd)
 
     run = command("run", "train on an image, then denoise it", cmd_run)
@@ -604,7 +748,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="epochs of both stages together (40 steps each, at least 2), split 1:9, "
                            "at least one per stage")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--tile-size", type=int, default=512)
+    demo.add_argument("--tile-size", type=int, default=DEFAULT_TILES["2d"])
     demo.add_argument("--device", choices=DEVICES)
     overwrite_option(demo)
 

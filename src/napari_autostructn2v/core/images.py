@@ -71,9 +71,70 @@ def _largest_patch(size: int) -> int:
     return max(16, (size // 8) * 8)
 
 
-def as_slices(image: np.ndarray) -> np.ndarray:
-    """View an (..., Y, X) array as (N, Y, X) without copying where possible."""
+def as_slices(image):
+    """View an (..., Y, X) array as (N, Y, X) without copying where possible; a MappedPlane is one slice."""
+    if isinstance(image, MappedPlane):
+        return [image]
     return image.reshape((-1, *image.shape[-2:]))
+
+
+class MappedPlane:
+    """One 2D slice of an uncompressed image file, read through a memory map opened for each read.
+
+    Indexing returns an in-memory copy of just the pixels asked for (`np.asarray` gives the whole
+    slice). Nothing stays mapped between reads, so however many and large the files, memory holds
+    only what is in use. Training accepts these in place of arrays.
+    """
+
+    ndim = 2
+
+    def __init__(self, path, offset: int, file_shape: tuple[int, ...], file_dtype, index: tuple[int, ...] = ()):
+        self.path = path
+        self.offset = offset
+        self.file_shape = tuple(file_shape)
+        self.file_dtype = np.dtype(file_dtype)  # with the file's byte order
+        self.index = tuple(index)  # of the slice in the file's leading axes
+        self.dtype = self.file_dtype.newbyteorder("=")
+        self.shape = self.file_shape[-2:]
+        self.size = self.shape[0] * self.shape[1]
+
+    def __getitem__(self, key) -> np.ndarray:
+        mapped = np.memmap(self.path, self.file_dtype, "r", self.offset, self.file_shape)
+        return np.array(mapped[self.index][key], dtype=self.dtype)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        plane = self[...]
+        return plane if dtype is None else plane.astype(dtype, copy=False)
+
+    def __repr__(self) -> str:
+        return f"MappedPlane({self.path}, slice {self.index}, shape {self.shape}, {self.dtype})"
+
+
+class ChannelPlane:
+    """A MappedPlane seen as a one-channel (1, Y, X) sample: indexing reads only the pixels asked for."""
+
+    ndim = 3
+
+    def __init__(self, plane: MappedPlane):
+        self.plane = plane
+        self.shape = (1, *plane.shape)
+        self.dtype = plane.dtype
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, key) -> np.ndarray | MappedPlane:
+        if isinstance(key, (int, np.integer)):
+            if key not in (0, -1):
+                raise IndexError(f"channel {key} of a one-channel plane")
+            return self.plane
+        key = key if isinstance(key, tuple) else (key,)
+        if key and key[0] is Ellipsis:
+            return self.plane[key[1:]][None] if len(key) > 1 else np.asarray(self.plane)[None]
+        return np.asarray(self)[key]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return np.asarray(self.plane, dtype=dtype)[None]
 
 
 @dataclass(frozen=True)
@@ -93,7 +154,7 @@ class Normalisation:
         slices = [plane for im in images for plane in as_slices(im)]
         count = sum(plane.size for plane in slices)
         mean = sum(float(np.sum(plane, dtype=np.float64)) for plane in slices) / count
-        squares = sum(float(np.sum((plane.astype(np.float64) - mean) ** 2)) for plane in slices)
+        squares = sum(float(np.sum((np.asarray(plane, dtype=np.float64) - mean) ** 2)) for plane in slices)
         std = (squares / count) ** 0.5
         return cls(mean=mean, std=std if std > 0 else 1.0)
 

@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from .axes import canonical_image
 from .config import MaskConfig
-from .images import InputError
+from .images import InputError, MappedPlane
 
 PRESETS = ("horizontal", "vertical", "cross", "diagonal", "antidiagonal", "centre")
 
@@ -108,21 +108,25 @@ def estimate_struct_mask(
     if not arrays:
         raise InputError("No image was given to estimate the mask from.")
     name = "noise" if is_noise else "image"
-    found = [canonical_image(array, axes, name) for array in arrays]
+    # a MappedPlane (a plane of an uncompressed file, checked by whoever opened it) stays on disk: its tiles
+    # are read when analysed; it counts as one sample of one channel and one plane
+    found = [None if isinstance(array, MappedPlane) else canonical_image(array, axes, name) for array in arrays]
     window = config.max_radius + 2
-    for array, _ in found:
-        _check_size(array.shape[-2:], window, name)
-    channels = {array.shape[1] for array, _ in found}
+    for array, canonical in zip(arrays, found):
+        _check_size(array.shape[-2:] if canonical is None else canonical[0].shape[-2:], window, name)
+    channels = {1 if canonical is None else canonical[0].shape[1] for canonical in found}
     if len(channels) > 1:
         raise InputError(f"The images have different numbers of channels ({sorted(channels)}); give the same channels.")
-    estimates = [
-        _estimate_channel([array[:, channel] for array, _ in found], is_noise, config, detrend_sigma, flat_fraction)
-        for channel in range(channels.pop())
-    ]
-    return estimates if "C" in found[0][1].axes else estimates[0]
+
+    def volumes(channel: int) -> list:
+        return [[[array]] if canonical is None else canonical[0][:, channel] for array, canonical in zip(arrays, found)]
+
+    estimates = [_estimate_channel(volumes(channel), is_noise, config, detrend_sigma, flat_fraction)
+                 for channel in range(channels.pop())]
+    return estimates if any(c is not None and "C" in c[1].axes for c in found) else estimates[0]
 
 
-def _estimate_channel(volumes: list[np.ndarray], is_noise: bool, config: MaskConfig, detrend_sigma: float,
+def _estimate_channel(volumes: list, is_noise: bool, config: MaskConfig, detrend_sigma: float,
                       flat_fraction: float) -> MaskEstimate:
     """The estimate for one channel from (N, Z, Y, X) arrays; Z correlation when a volume has several planes."""
     radius = config.max_radius

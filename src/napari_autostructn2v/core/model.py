@@ -73,12 +73,14 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def memory_format(device: torch.device, dims: int = 2) -> torch.memory_format:
-    """The faster layout for convolutions on `device`: channels-last for oneDNN (CPU) and cuDNN (CUDA), in
-    its 3D form for the 3D network."""
-    if device.type not in ("cpu", "cuda"):
-        return torch.contiguous_format
-    return torch.channels_last if dims == 2 else torch.channels_last_3d
+def memory_format(device: torch.device, dims: int = 2, training: bool = False) -> torch.memory_format:
+    """The faster layout for convolutions on `device` (its 3D form for the 3D network): channels-last for cuDNN
+    (CUDA) and, at inference, for oneDNN (CPU). CPU training keeps the usual layout: there it gained 10 % at
+    most, and its other rounding alone moved a quick quality run's result by 1.8 dB (a different epoch won the
+    validation)."""
+    if device.type == "cuda" or (device.type == "cpu" and not training):
+        return torch.channels_last if dims == 2 else torch.channels_last_3d
+    return torch.contiguous_format
 
 
 def autocast(device: torch.device):

@@ -21,7 +21,7 @@ import torch
 
 from .axes import canonical_image
 from .config import Config, StageConfig
-from .images import InputError, Normalisation, check_image
+from .images import ChannelPlane, InputError, MappedPlane, Normalisation, check_image
 from .inference import denoise
 from .mask import MaskEstimate, check_mask, estimate_struct_mask
 from .masking import channel_masks, mask_batch
@@ -248,6 +248,10 @@ def _check_images(images, config: Config, axes: str | None) -> tuple[list[np.nda
     samples, first_axes = [], None
     for i, image in enumerate(images):
         name = f"training image {i}"
+        if isinstance(image, MappedPlane):
+            samples.append(_mapped_sample(image, name, patch, config, axes))
+            first_axes = first_axes or "YX"
+            continue
         array, found = canonical_image(image, axes, name, min_size=patch)
         first_axes = first_axes or found.axes
         if config.network == "3d":
@@ -269,6 +273,15 @@ def _check_images(images, config: Config, axes: str | None) -> tuple[list[np.nda
                 "every training image needs the same channels."
             )
     return samples, first_axes
+
+
+def _mapped_sample(plane: MappedPlane, name: str, patch: int, config: Config, axes: str | None) -> ChannelPlane:
+    """A plane of an uncompressed file as a one-channel sample: read once for the checks, then kept on disk."""
+    if config.network == "3d" or axes not in (None, "YX"):
+        raise InputError(f"{name} is a plane read from a file on demand, which trains the 2D network on YX planes "
+                         "only; load the file as an array to give it axes or train the 3D network.")
+    check_image(np.asarray(plane), name, min_size=patch)
+    return ChannelPlane(plane)
 
 
 def _preview_crop(sample: np.ndarray) -> np.ndarray:
@@ -338,7 +351,7 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     normalisation = Normalisation.fit_channels(slices)
-    layout = memory_format(device, 3 if config.network == "3d" else 2)
+    layout = memory_format(device, 3 if config.network == "3d" else 2, training=True)
     model = DenoisingModel.create(config, normalisation, n2v2=config.stage1.n2v2 or config.stage2.n2v2)
     model.axes = axes
     model.net.to(device, memory_format=layout)
@@ -431,7 +444,7 @@ def _estimate_masks(model: DenoisingModel, slices: list[np.ndarray], config: Con
     volumes = slices[0].ndim == 4
     if config.mask.source == "stage1_residual":
         axes = "CZYX" if volumes else "CYX"
-        data = [sample.astype(np.float32) - denoise(model, sample, axes=axes) for sample in slices]
+        data = [np.asarray(sample, np.float32) - denoise(model, np.asarray(sample), axes=axes) for sample in slices]
     else:
         data = slices
     return [estimate_struct_mask([sample[channel] for sample in data], is_noise=config.mask.source != "image",

@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import napari.viewer
+import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, ProgressBar, PushButton, RadioButtons, SpinBox
 from napari.layers import Image
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error
 
+from ..core.chunked import denoise_lazy
 from ..core.images import InputError
 from ..core.inference import denoise_steps
 from ..core.model import ModelFileError, load_model
@@ -24,7 +26,8 @@ TOOLTIPS = {
               "exported as a bioimage.io package (.zip).",
     "model_path": "A model saved by the Train widget or the command line (.pt), or a bioimage.io package exported "
                   "by them (.zip).",
-    "image": "The image layer to denoise (2D or a stack); the result is a new '<name> denoised' layer.",
+    "image": "The image layer to denoise (2D or a stack); the result is a new '<name> denoised' layer. "
+              "A dask-backed or multiscale layer (e.g. OME-Zarr) gives a lazy layer: each part is denoised when shown.",
     "axes": "What the image's axes before Y, X are: S independent planes, T time, C channels, Z planes of a "
             "volume (from the layer's axis labels, or the model's training axes).",
     "tile_size": "The image is denoised in tiles of this side: larger is faster and needs more memory.",
@@ -129,6 +132,9 @@ class DenoiseWidget(Container):
         try:
             model = self.model()
             data = layer_data(layer)
+            if layer.multiscale or not isinstance(data, np.ndarray):
+                self._show_lazy(layer, denoise_lazy(model, data, self.tile_size.value))
+                return
         except (ModelFileError, InputError) as error:
             self._fail(gui_words(str(error)))
             return
@@ -143,6 +149,12 @@ class DenoiseWidget(Container):
         self._set_running(True)
         self._show(f"Denoising {layer.name} ...")
         self.worker.start()
+
+    def _show_lazy(self, source: Image, result) -> None:
+        """Add the lazily computed result of a dask-backed or multiscale layer: napari computes what it shows."""
+        show_image(self._viewer, result, f"{source.name} denoised", like=source, internal=False,
+                   contrast_limits=source.contrast_limits, colormap=source.colormap.name)
+        self._show(f"Added '{source.name} denoised' (full resolution), computed chunk by chunk as it is shown.")
 
     def stop(self) -> None:
         """Cancel the running denoising."""

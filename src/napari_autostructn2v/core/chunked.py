@@ -1,0 +1,326 @@
+"""Denoising of arrays larger than memory: lazily as a dask array, or from one OME-Zarr store into another.
+
+Each chunk is denoised with a margin of its neighbours (`dask.array.map_overlap`) at least as wide
+as the tiled denoiser's own margin, so chunk borders never show: the result equals `denoise` on
+the whole array. Chunk origins are kept on multiples of the network's pooling factor, which the
+equality also needs. Memory holds a few chunks and their margins, whatever the size of the array.
+
+`denoise_zarr` writes the result chunk by chunk into a new OME-Zarr store (OME-NGFF 0.4, zarr
+format 2) and records what it is doing in the store's attributes: run again after an interruption,
+it keeps the chunks already written and computes only the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .images import check_image
+from .inference import check_tiling, denoise
+from .model import DenoisingModel
+
+DEFAULT_CHUNK = 512
+OUTPUT_LEVEL = "0"  # the path of the denoised array inside the output group
+STATE_KEY = "autostructn2v"  # the store attribute that records the run
+AXIS_NAMES = ("t", "c", "z", "y", "x")  # OME-NGFF order; plain arrays get the last len(shape) names
+
+
+def _require(module: str):
+    """Import an optional dependency, or raise InputError saying how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise InputError(f"zarr stores and dask clusters need the optional package {module.split('.')[0]}: "
+                         "pip install 'napari-autostructn2v[zarr]'.") from None
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def processing_chunks(length: int, chunk: int, margin: int, multiple: int) -> tuple[int, ...]:
+    """Chunk sizes along a Y or X axis of `length`: multiples of `multiple` (the pooling factor) so that
+    every chunk starts on the network's grid, and a last chunk smaller than `margin` joins the one before
+    (map_overlap needs chunks at least as large as the margin)."""
+    size = max(_round_up(chunk, multiple), _round_up(margin, multiple))
+    sizes = [size] * (length // size)
+    rest = length - size * len(sizes)
+    if rest:
+        if sizes and rest < margin:
+            sizes[-1] += rest
+        else:
+            sizes.append(rest)
+    return tuple(sizes)
+
+
+def _margin(model: DenoisingModel, overlap: int) -> int:
+    return _round_up(overlap, 2**model.net.depth)
+
+
+def _denoise_block(block: np.ndarray, model: DenoisingModel, tile_size: int, overlap: int,
+                   batch_size: int) -> np.ndarray:
+    return denoise(model, block, tile_size, overlap, batch_size)
+
+
+def _check_array_like(image, name: str = "image") -> None:
+    """The checks of `check_image` that need only the shape and type (a zero-stride view stands for the data)."""
+    if not hasattr(image, "shape") or not hasattr(image, "dtype"):
+        raise InputError(f"{name} must be an array (numpy, dask or zarr); got {type(image).__name__}.")
+    check_image(np.broadcast_to(np.zeros((), image.dtype), image.shape), name, finite=False)
+
+
+def denoise_lazy(model: DenoisingModel, image, tile_size: int = 256, overlap: int = 32, batch_size: int = 4,
+                 chunk: int = DEFAULT_CHUNK):
+    """A dask array that computes the denoised float32 `image` (numpy, dask or zarr, (..., Y, X)) chunk by chunk.
+
+    Nothing runs until it is computed (or shown); any part equals the same part of `denoise(model, image)`.
+    The Y and X axes are processed in chunks of about `chunk` pixels, the leading axes slice by slice
+    (or as the dask input is chunked).
+    """
+    import dask.array as da
+
+    if not isinstance(model, DenoisingModel):
+        raise InputError(f"model must be a DenoisingModel (from fit or load_model); got {type(model).__name__}.")
+    check_tiling(tile_size, overlap, batch_size, model.net.depth)
+    _check_array_like(image)
+    multiple, margin = 2**model.net.depth, _margin(model, overlap)
+    if isinstance(image, da.Array):
+        array = image
+    else:
+        array = da.from_array(image, chunks=(1,) * (image.ndim - 2) + (-1, -1), asarray=True)
+    chunks = tuple(array.chunks[:-2]) + tuple(processing_chunks(n, chunk, margin, multiple) for n in array.shape[-2:])
+    array = array.rechunk(chunks)
+    axes = (array.ndim - 2, array.ndim - 1)
+    depth = {axis: margin if len(array.chunks[axis]) > 1 else 0 for axis in axes}
+    return da.map_overlap(_denoise_block, array, depth=depth, boundary="none", trim=True, dtype=np.float32,
+                          meta=np.empty((0,) * array.ndim, np.float32), model=model, tile_size=tile_size,
+                          overlap=overlap, batch_size=batch_size)
+
+
+# ---------------------------------------------------------------- OME-Zarr stores
+
+
+@dataclass
+class ZarrImage:
+    """The full-resolution array of a zarr store, and the OME-NGFF axes and scale found with it."""
+
+    array: object  # zarr.Array
+    axes: list[dict]
+    scale: list[float]
+    name: str
+
+
+def _multiscales(attrs) -> list | None:
+    ome = attrs.get("ome")
+    if isinstance(ome, dict) and "multiscales" in ome:  # OME-NGFF 0.5 (zarr format 3)
+        return ome["multiscales"]
+    return attrs.get("multiscales")  # OME-NGFF 0.4 and earlier
+
+
+def open_zarr_image(path: str | Path) -> ZarrImage:
+    """Open an array, or the first (full-resolution) level of an OME-Zarr multiscale group, read-only."""
+    zarr = _require("zarr")
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path} does not exist.")
+    try:
+        node = zarr.open(store=str(path), mode="r")
+    except Exception as err:  # zarr raises several kinds for a folder that is not a store
+        raise InputError(f"{path} could not be opened as a zarr store ({err}).") from None
+    if isinstance(node, zarr.Array):
+        return ZarrImage(node, _default_axes(node.ndim), [1.0] * node.ndim, path.name)
+    multiscales = _multiscales(node.attrs)
+    if not multiscales:
+        arrays = sorted(name for name, _ in node.arrays())
+        hint = f" (it holds {', '.join(arrays[:5])})" if arrays else ""
+        raise InputError(f"{path} is a zarr group without OME-NGFF multiscales metadata; give the path of the "
+                         f"array inside it, e.g. {path / (arrays[0] if arrays else 'NAME')}{hint}.")
+    first = multiscales[0]
+    dataset = first["datasets"][0]
+    array = node[dataset["path"]]
+    axes = first.get("axes") or _default_axes(array.ndim)
+    axes = [{"name": axis} if isinstance(axis, str) else dict(axis) for axis in axes]  # 0.3 lists names only
+    scale = [1.0] * array.ndim
+    for transform in dataset.get("coordinateTransformations", []):
+        if transform.get("type") == "scale":
+            scale = [float(value) for value in transform["scale"]]
+    return ZarrImage(array, axes, scale, first.get("name") or path.name)
+
+
+def _default_axes(ndim: int) -> list[dict]:
+    if not 2 <= ndim <= len(AXIS_NAMES):
+        raise InputError(f"a zarr array of {ndim} axes cannot be written as OME-Zarr (2 to 5 axes, t c z y x); "
+                         "give a 2D image or a stack of up to 3 leading axes.")
+    kinds = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
+    return [{"name": name, "type": kinds[name]} for name in AXIS_NAMES[-ndim:]]
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file (a model), to recognise the run a partial output belongs to."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ResumeError(InputError):
+    """An existing output store cannot be resumed (finished, of another run, or not ours)."""
+
+
+def _run_state(source: Path, image: ZarrImage, model_digest: str, tile_size: int, overlap: int,
+               chunk: int) -> dict:
+    return {"source": str(source.resolve()), "shape": list(image.array.shape), "model_sha256": model_digest,
+            "tile_size": tile_size, "overlap": overlap, "chunk": chunk, "complete": False}
+
+
+def _open_output(target: Path, state: dict, image: ZarrImage, chunks: tuple[int, ...], overwrite: bool):
+    """The output array: a new store, or the one an interrupted run of the same job left (resumed).
+
+    An existing target that is not a zarr group is never replaced, even with `overwrite`.
+    """
+    zarr = _require("zarr")
+    if target.exists() and not (target / ".zgroup").is_file():
+        raise ResumeError(f"{target} exists and is not a zarr store written by autostructn2v; it is never "
+                          "replaced, even with --overwrite. Choose another name.")
+    if target.exists() and not overwrite:
+        try:
+            previous = zarr.open_group(str(target), mode="r").attrs.get(STATE_KEY)
+        except Exception:
+            previous = None
+        if not isinstance(previous, dict):
+            raise ResumeError(f"{target} exists and was not written by autostructn2v; add --overwrite to replace "
+                              "it, or choose another name.")
+        if previous.get("complete"):
+            raise ResumeError(f"{target} exists and is complete; add --overwrite to replace it, or choose "
+                              "another name.")
+        different = [key for key in state if key != "complete" and previous.get(key) != state[key]]
+        if different:
+            raise ResumeError(f"{target} is the partial output of another run (different {', '.join(different)}); "
+                              "add --overwrite to start again, or choose another name.")
+        return zarr.open_group(str(target), mode="r+")[OUTPUT_LEVEL], True
+    group = zarr.open_group(str(target), mode="w", zarr_format=2)
+    array = group.create_array(OUTPUT_LEVEL, shape=image.array.shape, chunks=chunks, dtype="float32",
+                               fill_value=float("nan"), chunk_key_encoding={"name": "v2", "separator": "/"})
+    group.attrs.update({
+        "multiscales": [{
+            "version": "0.4",
+            "name": f"{image.name} denoised",
+            "axes": image.axes,
+            "datasets": [{"path": OUTPUT_LEVEL,
+                          "coordinateTransformations": [{"type": "scale", "scale": image.scale}]}],
+        }],
+        STATE_KEY: state,
+    })
+    return array, False
+
+
+def _written(target: Path, array, chunk_coords: tuple[int, ...]) -> bool:
+    return (target / OUTPUT_LEVEL / array.metadata.encode_chunk_key(chunk_coords)).is_file()
+
+
+def _write_block(block: np.ndarray, target, region: tuple[slice, ...]) -> int:
+    target[region] = block
+    return 1
+
+
+@dataclass
+class ZarrRun:
+    """What `denoise_zarr` did: blocks computed now, blocks found already written, and whether it resumed."""
+
+    computed: int
+    skipped: int
+    resumed: bool
+
+
+def denoise_zarr(model: DenoisingModel, source: str | Path, target: str | Path, *, model_digest: str = "",
+                 tile_size: int = 256, overlap: int = 32, batch_size: int = 4, chunk: int = DEFAULT_CHUNK,
+                 scheduler: str = "threads", workers: int = 1, overwrite: bool = False,
+                 on_block: Callable[[int, int], None] | None = None) -> ZarrRun:
+    """Denoise the full-resolution array of the zarr store `source` into a new OME-Zarr store `target`.
+
+    `scheduler` is "threads", "processes" (local dask schedulers with `workers` workers) or the address
+    of a running dask.distributed scheduler. `on_block(done, total)` is called after each block. An
+    existing `target` left by an interrupted run with the same source, model (`model_digest`) and
+    settings is resumed; otherwise an existing target raises ResumeError unless `overwrite`.
+    """
+    import dask
+    import dask.array as da
+
+    source, target = Path(source), Path(target)
+    image = open_zarr_image(source)
+    _check_array_like(image.array, str(source))
+    check_tiling(tile_size, overlap, batch_size, model.net.depth)
+    multiple, margin = 2**model.net.depth, _margin(model, overlap)
+    leading = tuple(1 for _ in image.array.shape[:-2])
+    zarr_chunks = leading + tuple(min(n, max(_round_up(chunk, multiple), margin)) for n in image.array.shape[-2:])
+    state = _run_state(source, image, model_digest, tile_size, overlap, chunk)
+    output, resumed = _open_output(target, state, image, zarr_chunks, overwrite)
+    lazy = denoise_lazy(model, da.from_zarr(image.array, chunks=zarr_chunks), tile_size, overlap, batch_size, chunk)
+    blocks = lazy.to_delayed().ravel()
+    regions = list(_block_regions(lazy.chunks))
+    pending = [(block, region) for block, region in zip(blocks, regions)
+               if not all(_written(target, output, coords) for coords in _chunk_coords(region, output.chunks))]
+    skipped = len(regions) - len(pending)
+    tasks = [dask.delayed(_write_block)(block, output, region) for block, region in pending]
+    total = len(regions)
+
+    def report(done: int) -> None:
+        if on_block is not None:
+            on_block(skipped + done, total)
+
+    report(0)
+    _compute(tasks, scheduler, workers, report)
+    _require("zarr").open_group(str(target), mode="r+").attrs[STATE_KEY] = {**state, "complete": True}
+    return ZarrRun(len(tasks), skipped, resumed)
+
+
+def _block_regions(chunks: tuple[tuple[int, ...], ...]):
+    """The region (a tuple of slices) of each block of a dask array, in `to_delayed().ravel()` order."""
+    starts = [np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int) for sizes in chunks]
+    for index in np.ndindex(*(len(sizes) for sizes in chunks)):
+        yield tuple(slice(int(starts[axis][i]), int(starts[axis][i] + chunks[axis][i])) for axis, i in enumerate(index))
+
+
+def _chunk_coords(region: tuple[slice, ...], chunks: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """The coordinates of the zarr chunks that `region` covers."""
+    return list(itertools.product(*(range(part.start // size, math.ceil(part.stop / size))
+                                    for part, size in zip(region, chunks))))
+
+
+def _compute(tasks: list, scheduler: str, workers: int, report: Callable[[int], None]) -> None:
+    """Run the write tasks on a local dask scheduler or a distributed cluster, reporting each one done."""
+    if not tasks:
+        return
+    if scheduler in ("threads", "processes", "synchronous"):
+        import dask
+        from dask.callbacks import Callback
+
+        keys = {task.key for task in tasks}
+        done = [0]
+
+        def finished(key, result, dsk, state, worker_id) -> None:
+            if key in keys:
+                done[0] += 1
+                report(done[0])
+
+        with Callback(posttask=finished):
+            dask.compute(*tasks, scheduler=scheduler, num_workers=workers)
+        return
+    distributed = _require("distributed")
+    Client, as_completed = distributed.Client, distributed.as_completed
+
+    with Client(scheduler) as client:
+        for count, future in enumerate(as_completed(client.compute(tasks)), start=1):
+            future.result()
+            report(count)
