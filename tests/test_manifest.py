@@ -23,7 +23,7 @@ def test_manifest_is_discovered_and_lists_the_contributions():
     widgets = [w.display_name for w in pm.iter_widgets() if w.plugin_name == PLUGIN]
     assert widgets == ["ROI selection", "Train", "Denoise"]
     samples = dict(pm.iter_sample_data())[PLUGIN]
-    assert [s.key for s in samples] == ["structured_noise"]
+    assert [s.key for s in samples] == ["structured_noise", "structured_noise_volume"]
     manifest.validate_imports()
 
 
@@ -84,6 +84,11 @@ def test_plugins_menu_widget_and_sample_open_in_a_viewer(make_napari_viewer):
     assert noisy.data.shape == (512, 512) and noisy.data.dtype == np.float32
     assert noisy.visible and not clean.visible
     assert np.abs(noisy.data - clean.data).std() > 0.05
+
+    volume, volume_clean = viewer.open_sample(PLUGIN, "structured_noise_volume")
+    assert volume.data.shape == volume_clean.data.shape == (32, 256, 256)
+    assert tuple(volume.axis_labels) == ("z", "y", "x") and not volume_clean.visible
+    viewer.layers.selection.active = noisy
 
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "ROI selection")
     assert isinstance(widget, RoiWidget)

@@ -11,7 +11,7 @@ def generator(seed=0):
 
 
 def test_blind_spot_density_and_bounds():
-    b, y, x = blind_spots(16, 64, 64, 1.0, generator(), torch.device("cpu"))
+    b, (y, x) = blind_spots(16, (64, 64), 1.0, generator(), torch.device("cpu"))
     assert len(b) / (16 * 64 * 64) == pytest.approx(0.01, rel=0.3)
     assert y.min() >= 0 and y.max() < 64 and x.min() >= 0 and x.max() < 64
     # stratified: one spot per cell, so no two spots of a patch coincide
@@ -20,8 +20,8 @@ def test_blind_spot_density_and_bounds():
 
 def test_positions_are_fresh_for_every_batch():
     gen = generator()
-    first = blind_spots(4, 64, 64, 1.0, gen, torch.device("cpu"))
-    second = blind_spots(4, 64, 64, 1.0, gen, torch.device("cpu"))
+    first = blind_spots(4, (64, 64), 1.0, gen, torch.device("cpu"))[1]
+    second = blind_spots(4, (64, 64), 1.0, gen, torch.device("cpu"))[1]
     assert not all(torch.equal(a, b) for a, b in zip(first, second))
 
 

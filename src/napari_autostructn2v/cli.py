@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 # only light modules here: `--help` and argument errors must answer without importing torch
+from .core.config import DEFAULT_TILES, NETWORKS
 from .core.errors import ConfigError, InputError, ModelFileError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -25,7 +26,8 @@ MODEL_SUFFIXES = (".pt", ".pth")
 PACKAGE_SUFFIXES = (".zip",)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MIN_MASK_SIDE = 8
-TIFF_TILE = 512
+AXES_HELP = ("axes of the image, letters from S T C Z Y X (e.g. YX, ZYX, CYX, TZYX); default: YX for 2D, "
+             "a stack of 2D planes for more")
 ZARR_TILE = 256
 
 
@@ -251,13 +253,21 @@ def _write_tiff(path: Path, image) -> None:
 # ---------------------------------------------------------------- shared steps
 
 
-def _plane(image, index: int):
-    from .core.images import as_slices, check_image
+def _plane(image, index: int, axes: str | None = None):
+    """The `index`-th 2D plane (over samples and Z); with several channels, the mean of the normalised channels."""
+    import numpy as np
 
-    planes = as_slices(check_image(image))
+    from .core.axes import canonical_image
+    from .core.images import Normalisation
+
+    array, _ = canonical_image(image, axes)
+    planes = np.swapaxes(array, 1, 2).reshape(-1, array.shape[1], *array.shape[-2:])
     if not 0 <= index < len(planes):
         raise CommandError(f"--slice {index} is out of range: the image has {len(planes)} 2D slice(s).")
-    return planes[index]
+    plane = planes[index]
+    if len(plane) == 1:
+        return plane[0]
+    return Normalisation.fit_channels([plane]).forward(plane, channel_axis=0).mean(axis=0)
 
 
 def _config_file(args) -> list[Path]:
@@ -279,6 +289,8 @@ def _config(args):
         config.seed = args.seed
     if getattr(args, "device", None) is not None:
         config.device = args.device
+    if getattr(args, "network", None) is not None:
+        config.network = args.network
     return config.validate()
 
 
@@ -294,7 +306,7 @@ def _use_idle_threads() -> int:
     return threads
 
 
-def _train(images, config, quiet: bool = False, on_event=None):
+def _train(images, config, quiet: bool = False, on_event=None, axes: str | None = None):
     """Run training with a progress bar per stage; return the model."""
     from tqdm import tqdm
 
@@ -302,7 +314,7 @@ def _train(images, config, quiet: bool = False, on_event=None):
 
     _use_idle_threads()
     bar = None
-    for event in train(images, config):
+    for event in train(images, config, axes=axes):
         if on_event is not None:
             on_event(event)
         if isinstance(event, StageStarted):
@@ -316,7 +328,9 @@ def _train(images, config, quiet: bool = False, on_event=None):
         elif isinstance(event, EpochEnd):
             bar.set_postfix(loss=f"{event.train_loss:.4f}", val=f"{event.val_loss:.4f}")
         elif isinstance(event, MaskEstimated) and not quiet:
-            tqdm.write(f"structured mask: {event.estimate.reason}\n{event.estimate.as_text()}", file=sys.stderr)
+            channel = f" (channel {event.channel})" if event.channels > 1 else ""
+            tqdm.write(f"structured mask{channel}: {event.estimate.reason}\n{event.estimate.as_text()}",
+                       file=sys.stderr)
         elif isinstance(event, Done):
             if bar is not None:
                 bar.close()
@@ -324,13 +338,13 @@ def _train(images, config, quiet: bool = False, on_event=None):
     raise CommandError("training ended without a model")
 
 
-def _denoise(model, image, tile_size: int, quiet: bool = False, desc: str = "denoise"):
+def _denoise(model, image, tile_size: int | None, quiet: bool = False, desc: str = "denoise", axes: str | None = None):
     from tqdm import tqdm
 
     from .core.inference import denoise_steps
 
     _use_idle_threads()
-    steps = denoise_steps(model, image, tile_size=tile_size)
+    steps = denoise_steps(model, image, tile_size=tile_size, axes=axes)
     with tqdm(desc=desc, unit="tile", disable=quiet, file=sys.stderr) as bar:
         while True:
             try:
@@ -355,7 +369,7 @@ def cmd_roi(args) -> None:
 
     from .core.roi import count_windows, select_roi_patches
 
-    image = _plane(_read(args.image), args.slice)
+    image = _plane(_read(args.image), args.slice, args.axes)
     patches = select_roi_patches(image, args.patch_size, args.threshold, args.scale_factor, args.background,
                                  args.overlap)
     if args.json:
@@ -369,12 +383,11 @@ def cmd_roi(args) -> None:
 def cmd_mask(args) -> None:
     import json
 
-    from .core.images import check_image
     from .core.mask import estimate_struct_mask
 
-    image = check_image(_read(args.image))
+    image = _read(args.image)  # checked by the estimate, for its axes
     try:
-        estimate = estimate_struct_mask(image)
+        estimate = estimate_struct_mask(image, axes=args.axes)
     except IndexError:
         if min(image.shape[-2:]) >= MIN_MASK_SIDE:
             raise
@@ -382,11 +395,19 @@ def cmd_mask(args) -> None:
             f"{args.image} is {image.shape[-2]}x{image.shape[-1]} pixels: too small to measure the noise "
             f"correlation; use an image at least {MIN_MASK_SIDE} pixels on each side."
         ) from None
+    estimates = estimate if isinstance(estimate, list) else [estimate]
     if args.json:
-        print(json.dumps({"mask": estimate.mask.astype(int).tolist(), "reason": estimate.reason}))
-    else:
-        print(estimate.as_text())
-        print(estimate.reason)
+        records = [{"mask": e.mask.astype(int).tolist(), "reason": e.reason} for e in estimates]
+        for record, e in zip(records, estimates):
+            if e.z_correlation is not None:
+                record["z_correlation"] = round(e.z_correlation, 4)
+        print(json.dumps({"channels": records} if isinstance(estimate, list) else records[0]))
+        return
+    for index, e in enumerate(estimates):
+        if isinstance(estimate, list):
+            print(f"channel {index}:")
+        print(e.as_text())
+        print(e.reason)
 
 
 def cmd_train(args) -> None:
@@ -395,7 +416,11 @@ def cmd_train(args) -> None:
     config = _config(args)
     plan = OutputPlan(sources + _config_file(args), args.overwrite)
     target = plan.add(args.output, "-o", MODEL_SUFFIXES)
-    model = _train(_training_planes(inputs, args.quiet), config, args.quiet)
+    if args.axes is None:  # planes of uncompressed files stay on disk, read patch by patch
+        images = _training_planes(inputs, args.quiet)
+    else:  # the axes apply to whole files
+        images = [_read(path) for path in sources]
+    model = _train(images, config, args.quiet, axes=args.axes)
     _save_model(model, target)
     print(f"model saved to {target}")
 
@@ -419,10 +444,11 @@ def cmd_denoise(args) -> None:
     from .core.model import load_model
 
     model = load_model(model_file, device=args.device or "auto")
-    tile_size = TIFF_TILE if args.tile_size is None else args.tile_size
+    tile_size = _tile_size(args.tile_size, model.config.network)
     check_tiling(tile_size, depth=model.net.depth)
     for source, target in zip(sources, targets):
-        _write_tiff(target, _denoise(model, _read(source), tile_size, args.quiet, desc=source.name))
+        _write_tiff(target, _denoise(model, _read(source), tile_size, args.quiet, desc=source.name,
+                                     axes=args.axes))
         print(f"{source} -> {target}")
 
 
@@ -504,14 +530,19 @@ def cmd_run(args) -> None:
 
     from .core.inference import check_tiling
 
-    check_tiling(args.tile_size, depth=config.depth)
+    check_tiling(_tile_size(args.tile_size, config.network), depth=config.depth)
     image = _read(source)
-    model = _train([image], config, args.quiet)
+    model = _train([image], config, args.quiet, axes=args.axes)
     if model_target is not None:
         _save_model(model, model_target)
         print(f"model saved to {model_target}")
-    _write_tiff(target, _denoise(model, image, args.tile_size, args.quiet))
+    _write_tiff(target, _denoise(model, image, args.tile_size, args.quiet, axes=args.axes))
     print(f"{source} -> {target}")
+
+
+def _tile_size(tile_size: int | None, network: str) -> int:
+    """--tile-size, or the default of the network."""
+    return tile_size if tile_size is not None else DEFAULT_TILES[network]
 
 
 DEMO_IMAGES = ("clean", "noisy", "stage1_n2v", "final_structn2v")
@@ -647,10 +678,13 @@ def build_parser() -> argparse.ArgumentParser:
     roi.add_argument("--overlap", type=float, default=0.5)
     roi.add_argument("--slice", type=int, default=0, help="2D slice of a stack to use (default 0)")
     roi.add_argument("--json", action="store_true", help='print {"patches": [[y, x], ...], "patch_size": P}')
+    roi.add_argument("--axes", help=AXES_HELP + "; --slice counts planes, channels are averaged")
 
     mask = command("mask", "estimate the structured mask from an image alone", cmd_mask)
     mask.add_argument("image")
-    mask.add_argument("--json", action="store_true", help='print {"mask": [[0, 1, ...], ...]}')
+    mask.add_argument("--json", action="store_true",
+                      help='print {"mask": [[0, 1, ...], ...]}, or {"channels": [{"mask": ...}, ...]} with a C axis')
+    mask.add_argument("--axes", help=AXES_HELP + "; with C, one mask per channel; with Z, the correlation along Z too")
 
     def training_options(sub) -> None:
         sub.add_argument("--config", help="JSON configuration file (start from `autostructn2v config --dump`)")
@@ -658,6 +692,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="epochs of both stages together (at least 2), split 1:9, at least one per stage")
         sub.add_argument("--seed", type=int, help="random seed, 0 to 2**32 - 1")
         sub.add_argument("--device", choices=DEVICES)
+        sub.add_argument("--axes", help=AXES_HELP)
+        sub.add_argument("--network", choices=NETWORKS,
+                         help="2d: every plane on its own (default); 3d: a 3D network on volumes (axes with Z)")
         overwrite_option(sub)
 
     inputs_help = ("TIFF files, folders (every .tif/.tiff inside, subfolders included) or quoted glob patterns "
@@ -679,9 +716,11 @@ def build_parser() -> argparse.ArgumentParser:
              "(inputs sharing a name get their folder's name in front; images found in a folder or by a pattern "
              "keep their subfolder)")
     denoise_cmd.add_argument("--tile-size", type=int,
-                             help=f"tile side in pixels (default {TIFF_TILE} for TIFF images, {ZARR_TILE} for zarr "
-                                  "stores, where smaller tiles keep the memory of parallel chunks low)")
+                             help=f"tile side in pixels (default {DEFAULT_TILES['2d']} for TIFF images, {DEFAULT_TILES['3d']} "
+                                  f"for a 3D model, {ZARR_TILE} for zarr stores, where smaller tiles keep the "
+                                  "memory of parallel chunks low)")
     denoise_cmd.add_argument("--device", choices=DEVICES)
+    denoise_cmd.add_argument("--axes", help=AXES_HELP + " (default: the training images' axes, when they fit)")
     zarr_options = denoise_cmd.add_argument_group(
         "zarr inputs", "denoise in.zarr -m model.pt -o out.zarr: the full-resolution level, chunk by chunk with "
         "overlap (equal to denoising it whole), into a new OME-Zarr store; run an interrupted command again to "
@@ -698,7 +737,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("image")
     run.add_argument("-o", "--output", required=True, help="output TIFF (.tif), or a folder for NAME_denoised.tif")
     run.add_argument("--save-model", help="also write the model to this file (.pt)")
-    run.add_argument("--tile-size", type=int, default=TIFF_TILE)
+    run.add_argument("--tile-size", type=int, help="tile side in pixels (default 512, 96 with --network 3d)")
     training_options(run)
 
     demo = command("demo", "denoise the embedded structured-noise sample and report PSNR", cmd_demo)
@@ -709,7 +748,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="epochs of both stages together (40 steps each, at least 2), split 1:9, "
                            "at least one per stage")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--tile-size", type=int, default=TIFF_TILE)
+    demo.add_argument("--tile-size", type=int, default=DEFAULT_TILES["2d"])
     demo.add_argument("--device", choices=DEVICES)
     overwrite_option(demo)
 

@@ -85,6 +85,9 @@ def export_bioimageio(
     _require_spec()
     if not isinstance(model, DenoisingModel):
         raise InputError(f"model must be a DenoisingModel (from fit or load_model); got {type(model).__name__}.")
+    if model.channels > 1 or model.net.dims != 2:
+        raise InputError("bioimage.io export covers models of one channel and the 2D network so far; this one has "
+                         f"{model.channels} channel(s) and the {model.config.network} network.")
     path = Path(path)
     if path.suffix.lower() != ".zip":
         raise InputError(f"A bioimage.io package name must end in .zip; got {path.name}.")

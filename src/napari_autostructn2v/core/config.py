@@ -12,6 +12,8 @@ from .errors import ConfigError  # noqa: F401  (raised here; also importable fro
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MASK_SOURCES = ("image", "stage1_residual")
+NETWORKS = ("2d", "3d")
+DEFAULT_TILES = {"2d": 512, "3d": 96}  # tile side of inference; 96**3 voxels are as many as a 2D tile of 940**2
 SEED_MAX = 2**32 - 1  # numpy and torch both accept seeds in [0, 2**32 - 1]; training adds small offsets
 
 
@@ -122,6 +124,9 @@ CONFIG_RULES = {
     "augment": _BOOL,
     "seed": _Rule("int", 0, SEED_MAX, optional=True, none_means="a fresh random seed each run"),
     "device": _Rule("str", choices=DEVICES),
+    "network": _Rule("str", choices=NETWORKS),
+    "patch_depth": _Rule("int", 4, 1024),
+    "separate_channels": _BOOL,
 }
 
 
@@ -205,6 +210,11 @@ class Config:
 
     Stage 1 is a short N2V warm-up (a tenth of the steps) and stage 2 gets the rest: with the mask
     estimated from the raw image, steps spent in stage 2 pay most (see the README's benchmarks).
+
+    network "3d" trains a 3D UNet on patches of `patch_depth` planes x patch_size x patch_size
+    (images need a Z axis); "2d" treats every plane on its own.
+    Channels (axes with C) are channels of one network by default; `separate_channels` gives each
+    channel a network of its own (as wide as a one-channel network; all are stored in one model).
     """
 
     stage1: StageConfig = field(default_factory=_stage1_defaults)
@@ -217,6 +227,9 @@ class Config:
     augment: bool = True
     seed: int | None = 0
     device: str = "auto"
+    network: str = "2d"
+    patch_depth: int = 16
+    separate_channels: bool = False
 
     def validate(self) -> Config:
         """Raise ConfigError naming the first bad value; return self when all are fine."""
@@ -232,6 +245,11 @@ class Config:
             _check(
                 patch % (2**self.depth) == 0,
                 f"{stage_name}.patch_size ({patch}) must be divisible by 2**depth ({2**self.depth}).",
+            )
+        if self.network == "3d":
+            _check(
+                self.patch_depth % (2**self.depth) == 0,
+                f"patch_depth ({self.patch_depth}) must be divisible by 2**depth ({2**self.depth}) for the 3D network.",
             )
         _check(
             self.stage1.epochs + self.stage2.epochs >= 1,

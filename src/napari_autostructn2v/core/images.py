@@ -110,12 +110,43 @@ class MappedPlane:
         return f"MappedPlane({self.path}, slice {self.index}, shape {self.shape}, {self.dtype})"
 
 
+class ChannelPlane:
+    """A MappedPlane seen as a one-channel (1, Y, X) sample: indexing reads only the pixels asked for."""
+
+    ndim = 3
+
+    def __init__(self, plane: MappedPlane):
+        self.plane = plane
+        self.shape = (1, *plane.shape)
+        self.dtype = plane.dtype
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, key) -> np.ndarray | MappedPlane:
+        if isinstance(key, (int, np.integer)):
+            if key not in (0, -1):
+                raise IndexError(f"channel {key} of a one-channel plane")
+            return self.plane
+        key = key if isinstance(key, tuple) else (key,)
+        if key and key[0] is Ellipsis:
+            return self.plane[key[1:]][None] if len(key) > 1 else np.asarray(self.plane)[None]
+        return np.asarray(self)[key]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return np.asarray(self.plane, dtype=dtype)[None]
+
+
 @dataclass(frozen=True)
 class Normalisation:
-    """Affine map between image units and the network's units: (x - mean) / std."""
+    """Affine map between image units and the network's units: (x - mean) / std.
 
-    mean: float
-    std: float
+    With several channels, `mean` and `std` are tuples (one value per channel) and arrays are
+    mapped along their `channel_axis`; each channel keeps its own units.
+    """
+
+    mean: float | tuple[float, ...]
+    std: float | tuple[float, ...]
 
     @classmethod
     def fit(cls, images: list[np.ndarray]) -> Normalisation:
@@ -127,12 +158,39 @@ class Normalisation:
         std = (squares / count) ** 0.5
         return cls(mean=mean, std=std if std > 0 else 1.0)
 
-    def forward(self, array: np.ndarray) -> np.ndarray:
-        return ((np.asarray(array, dtype=np.float32) - np.float32(self.mean)) / np.float32(self.std)).astype(
-            np.float32, copy=False
-        )
+    @classmethod
+    def fit_channels(cls, samples: list[np.ndarray]) -> Normalisation:
+        """One mean and standard deviation per channel of (C, ...) arrays; plain numbers for one channel."""
+        per_channel = [cls.fit([sample[channel] for sample in samples]) for channel in range(samples[0].shape[0])]
+        if len(per_channel) == 1:
+            return per_channel[0]
+        return cls(tuple(n.mean for n in per_channel), tuple(n.std for n in per_channel))
 
-    def inverse(self, array: np.ndarray) -> np.ndarray:
-        return (np.asarray(array, dtype=np.float32) * np.float32(self.std) + np.float32(self.mean)).astype(
-            np.float32, copy=False
-        )
+    @property
+    def channels(self) -> int:
+        return len(self.mean) if isinstance(self.mean, tuple) else 1
+
+    def channel(self, index: int) -> Normalisation:
+        """The normalisation of one channel."""
+        if self.channels == 1:
+            return self
+        return Normalisation(self.mean[index], self.std[index])
+
+    def _values(self, ndim: int, channel_axis: int | None) -> tuple:
+        if self.channels == 1:
+            return np.float32(self.mean), np.float32(self.std)
+        if channel_axis is None:
+            raise ValueError("a normalisation of several channels needs the channel axis")
+        shape = [1] * ndim
+        shape[channel_axis] = self.channels
+        return (np.asarray(self.mean, np.float32).reshape(shape), np.asarray(self.std, np.float32).reshape(shape))
+
+    def forward(self, array: np.ndarray, channel_axis: int | None = None) -> np.ndarray:
+        array = np.asarray(array, dtype=np.float32)
+        mean, std = self._values(array.ndim, channel_axis)
+        return ((array - mean) / std).astype(np.float32, copy=False)
+
+    def inverse(self, array: np.ndarray, channel_axis: int | None = None) -> np.ndarray:
+        array = np.asarray(array, dtype=np.float32)
+        mean, std = self._values(array.ndim, channel_axis)
+        return (array * std + mean).astype(np.float32, copy=False)

@@ -1,26 +1,30 @@
-"""Denoising of 2D images and stacks by overlapping tiles.
+"""Denoising of 2D images, stacks, channels and volumes by overlapping tiles.
 
 Each tile is read with a margin of `overlap` pixels on every side (mirrored at the image's
 borders) and only its centre is kept. The margin exceeds the UNet's receptive radius, so the
 kept pixels equal what the network computes on the whole image: tiles meet without seams and
 need no blending, and memory stays bounded by the tile size. Tiles split each axis evenly, so the
 margins cost as little as the tile size allows, and they run through a copy of the network with
-its batch norms folded into the convolutions, in the device's faster memory layout.
+its batch norms folded into the convolutions, in the device's faster memory layout. A 3D network
+is tiled in Z as well.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Generator
 
 import numpy as np
 import torch
 
-from .images import InputError, as_slices, check_image, check_int
+from .axes import Layout, canonical_image
+from .config import DEFAULT_TILES
+from .images import InputError, check_int
 from .model import DenoisingModel, autocast, memory_format
 
 MAX_TILE = 16384
 MAX_BATCH = 4096
-DEFAULT_TILE = 512  # with 32 px margins, 1.3x the pixels of the image are computed (256: 1.8x)
+DEFAULT_TILE = DEFAULT_TILES["2d"]  # with 32 px margins, 1.3x the pixels of the image are computed (256: 1.8x)
 DEFAULT_BATCH = 1  # one 512 x 512 tile per pass holds as much memory as four of 256 x 256
 
 
@@ -45,31 +49,54 @@ def _tile_length(length: int, tile_size: int, margin: int, multiple: int) -> int
     return min(longest, _round_up(-(-length // count) + 2 * margin, multiple))
 
 
-def _tiles(height: int, width: int, tile_h: int, tile_w: int, margin: int):
-    """Inner regions (y, x, h, w) covering the image; tile_* include the margins."""
-    inner_h, inner_w = tile_h - 2 * margin, tile_w - 2 * margin
-    for y in range(0, height, inner_h):
-        for x in range(0, width, inner_w):
-            yield y, x, min(inner_h, height - y), min(inner_w, width - x)
+def _tiles(shape: tuple[int, ...], tile: tuple[int, ...], margin: int):
+    """Inner regions, one (start, length) per axis, covering `shape`; `tile` includes the margins."""
+    starts = [range(0, size, side - 2 * margin) for size, side in zip(shape, tile)]
+    for corner in itertools.product(*starts):
+        yield tuple((start, min(side - 2 * margin, size - start)) for start, side, size in zip(corner, tile, shape))
 
 
 def denoise_steps(
     model: DenoisingModel,
     image,
-    tile_size: int = DEFAULT_TILE,
+    tile_size: int | None = None,
     overlap: int = 32,
     batch_size: int = DEFAULT_BATCH,
+    axes: str | None = None,
 ) -> Generator[tuple[int, int], None, np.ndarray]:
-    """Denoise `image` (Y, X) or (..., Y, X), yielding (tiles done, tiles total) after each batch.
+    """Denoise `image`, yielding (tiles done, tiles total) after each batch.
 
+    `axes` names the image's axes (letters from S T C Z Y X, see core.axes); without it the model's
+    training axes are used when the image has as many dimensions, else a 2D image or a stack of planes.
+    `tile_size` (None: 512 for the 2D network, 96 for the 3D one) is the side of a tile, margins included.
     Inputs are checked at the call, before any tile runs. The generator returns a float32 array
-    of the input's shape in the input's units.
+    of the input's shape and axis order, in the input's units (each channel in its own).
     """
     if not isinstance(model, DenoisingModel):
         raise InputError(f"model must be a DenoisingModel (from fit or load_model); got {type(model).__name__}.")
+    tile_size = DEFAULT_TILES[model.config.network] if tile_size is None else tile_size
     check_tiling(tile_size, overlap, batch_size, model.net.depth)
-    array = check_image(image)
-    return _denoise_tiles(model, array, tile_size, overlap, batch_size)
+    if axes is None and model.axes is not None and len(model.axes) == np.ndim(image):
+        axes = model.axes
+    array, found = canonical_image(image, axes)
+    check_model_fits(model, found)
+    return _denoise_tiles(model, array, found, tile_size, overlap, batch_size)
+
+
+def check_model_fits(model: DenoisingModel, found: Layout) -> None:
+    """Raise InputError when the image's channels or axes do not suit the model."""
+    channels = found.size("C")
+    if channels != model.channels:
+        if model.channels == 1:
+            advice = "denoise one channel at a time, or train a model on all the channels"
+        else:
+            advice = "give axes with C for the channel axis (e.g. 'CYX')" if "C" not in found.axes else "use the image's channels"
+        raise InputError(
+            f"The model was trained on {model.channels} channel(s), but the image (axes {found.axes}) has "
+            f"{channels}; {advice}."
+        )
+    if model.net.dims == 3 and "Z" not in found.axes:
+        raise InputError(f"The model is a 3D network: give the image's axes with Z (e.g. 'ZYX'); got {found.axes}.")
 
 
 def check_tiling(tile_size: int, overlap: int = 32, batch_size: int = 4, depth: int = 2) -> None:
@@ -80,41 +107,47 @@ def check_tiling(tile_size: int, overlap: int = 32, batch_size: int = 4, depth: 
     check_int(batch_size, "batch_size", 1, MAX_BATCH)
 
 
-def _denoise_tiles(model: DenoisingModel, array: np.ndarray, tile_size: int, overlap: int,
+def _denoise_tiles(model: DenoisingModel, array: np.ndarray, found: Layout, tile_size: int, overlap: int,
                    batch_size: int) -> Generator[tuple[int, int], None, np.ndarray]:
     multiple = 2**model.net.depth
     device = next(model.net.parameters()).device
-    layout = memory_format(device)
+    layout = memory_format(device, model.net.dims)
     net = model.net.fused_for_inference().to(memory_format=layout)
-    slices = as_slices(array)
-    height, width = slices.shape[-2:]
-    tile_h = _tile_length(height, tile_size, overlap, multiple)
-    tile_w = _tile_length(width, tile_size, overlap, multiple)
-    regions = list(_tiles(height, width, tile_h, tile_w, overlap))
-    jobs = [(index, region) for index in range(len(slices)) for region in regions]
-    output = np.empty(slices.shape, dtype=np.float32)
+    samples, channels, planes = array.shape[:3]
+    if model.net.dims == 2:  # every plane on its own: (N * Z, C, Y, X)
+        items = np.swapaxes(array, 1, 2).reshape(samples * planes, channels, *array.shape[-2:])
+    else:
+        items = array
+    shape = items.shape[2:]
+    tile = tuple(_tile_length(size, tile_size, overlap, multiple) for size in shape)
+    regions = list(_tiles(shape, tile, overlap))
+    jobs = [(index, region) for index in range(len(items)) for region in regions]
+    every_channel = np.arange(channels)
+    output = np.empty(items.shape, dtype=np.float32)
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start : start + batch_size]
-        tiles = np.stack(
-            [
-                slices[index][np.ix_(_mirror(np.arange(y - overlap, y - overlap + tile_h), height),
-                                     _mirror(np.arange(x - overlap, x - overlap + tile_w), width))]
-                for index, (y, x, _, _) in chunk
-            ]
-        )
-        batch = torch.from_numpy(model.normalisation.forward(tiles)[:, None]).to(device, memory_format=layout)
+        tiles = np.stack([
+            items[index][np.ix_(every_channel, *(_mirror(np.arange(begin - overlap, begin - overlap + side), size)
+                                                 for (begin, _), side, size in zip(region, tile, shape)))]
+            for index, region in chunk
+        ])
+        batch = torch.from_numpy(model.normalisation.forward(tiles, channel_axis=1)).to(device, memory_format=layout)
         with torch.inference_mode(), autocast(device):
-            predicted = model.normalisation.inverse(net(batch)[:, 0].float().cpu().numpy())
-        for (index, (y, x, h, w)), tile in zip(chunk, predicted):
-            output[index, y : y + h, x : x + w] = tile[overlap : overlap + h, overlap : overlap + w]
+            predicted = model.normalisation.inverse(net(batch).float().cpu().numpy(), channel_axis=1)
+        for (index, region), result in zip(chunk, predicted):
+            target = tuple(slice(begin, begin + length) for begin, length in region)
+            kept = tuple(slice(overlap, overlap + length) for _, length in region)
+            output[index][(slice(None), *target)] = result[(slice(None), *kept)]
         yield min(start + batch_size, len(jobs)), len(jobs)
-    return output.reshape(array.shape)
+    if model.net.dims == 2:
+        output = np.swapaxes(output.reshape(samples, planes, channels, *shape), 1, 2)
+    return found.restore(output)
 
 
-def denoise(model: DenoisingModel, image, tile_size: int = DEFAULT_TILE, overlap: int = 32,
-            batch_size: int = DEFAULT_BATCH) -> np.ndarray:
-    """Denoised float32 copy of `image` (2D or stack of 2D slices) in the input's units."""
-    steps = denoise_steps(model, image, tile_size, overlap, batch_size)
+def denoise(model: DenoisingModel, image, tile_size: int | None = None, overlap: int = 32,
+            batch_size: int = DEFAULT_BATCH, axes: str | None = None) -> np.ndarray:
+    """Denoised float32 copy of `image` in the input's shape, axis order and units (see `denoise_steps`)."""
+    steps = denoise_steps(model, image, tile_size, overlap, batch_size, axes)
     while True:
         try:
             next(steps)

@@ -7,20 +7,30 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from .axes import canonical_image
 from .config import MaskConfig
-from .images import InputError, MappedPlane, as_slices, check_image
+from .images import InputError, MappedPlane
 
 PRESETS = ("horizontal", "vertical", "cross", "diagonal", "antidiagonal", "centre")
 
 
 @dataclass
 class MaskEstimate:
-    """The mask (odd square, centre True), the autocorrelation it came from and why."""
+    """The mask (odd square, centre True), the autocorrelation it came from and why.
+
+    For volumes (axes with Z), `z_acf` is the correlation between neighbouring planes at each
+    in-plane lag, `z_correlation` its value straight along Z, and `mask_3d` a (3, M, M) mask
+    that also covers the correlated neighbours in the planes above and below (None when the noise
+    is not correlated along Z).
+    """
 
     mask: np.ndarray
     acf: np.ndarray
     threshold: float
     reason: str
+    z_acf: np.ndarray | None = None
+    z_correlation: float | None = None
+    mask_3d: np.ndarray | None = None
 
     def as_text(self) -> str:
         """The mask as rows of '#' (masked) and '.'."""
@@ -57,8 +67,13 @@ def estimate_struct_mask(
     config: MaskConfig | None = None,
     detrend_sigma: float = 6.0,
     flat_fraction: float = 0.3,
-) -> MaskEstimate:
+    axes: str | None = None,
+) -> MaskEstimate | list[MaskEstimate]:
     """Estimate the structured mask from raw images (2D, stacks or a list), or from noise/residuals.
+
+    `axes` names the axes (letters from S T C Z Y X, see core.axes). With a C axis the result is a
+    list with one estimate per channel. With a Z axis the correlation between neighbouring planes
+    is measured as well (`MaskEstimate.z_acf`, `z_correlation`, `mask_3d`).
 
     For a raw image the smooth signal is removed (difference to a Gaussian of `detrend_sigma`)
     and the autocovariance is measured on the flattest `flat_fraction` of the image (windows of
@@ -71,7 +86,7 @@ def estimate_struct_mask(
     `config.remove_isotropic` is False (or `is_noise`), the isotropic floor is subtracted: at
     each lag distance the smallest covariance over all directions is taken as signal texture,
     and the texture's variance at lag 0 is extrapolated from the nearest distances (see
-    `_remove_isotropic`). What is left, divided by the remaining (noise) variance, is the noise
+    `_isotropic_floor`). What is left, divided by the remaining (noise) variance, is the noise
     correlation. White noise over texture then gives the centre alone; a line of correlated
     noise stands out above the floor in its direction. The same step removes the broad negative
     bias that the detrending puts on the noise correlation at large lags.
@@ -93,19 +108,46 @@ def estimate_struct_mask(
     if not arrays:
         raise InputError("No image was given to estimate the mask from.")
     name = "noise" if is_noise else "image"
-    # a MappedPlane (checked by whoever made it) stays on disk: its tiles are read when analysed
-    checked = [array if isinstance(array, MappedPlane) else check_image(array, name) for array in arrays]
+    # a MappedPlane (a plane of an uncompressed file, checked by whoever opened it) stays on disk: its tiles
+    # are read when analysed; it counts as one sample of one channel and one plane
+    found = [None if isinstance(array, MappedPlane) else canonical_image(array, axes, name) for array in arrays]
+    window = config.max_radius + 2
+    for array, canonical in zip(arrays, found):
+        _check_size(array.shape[-2:] if canonical is None else canonical[0].shape[-2:], window, name)
+    channels = {1 if canonical is None else canonical[0].shape[1] for canonical in found}
+    if len(channels) > 1:
+        raise InputError(f"The images have different numbers of channels ({sorted(channels)}); give the same channels.")
+
+    def volumes(channel: int) -> list:
+        return [[[array]] if canonical is None else canonical[0][:, channel] for array, canonical in zip(arrays, found)]
+
+    estimates = [_estimate_channel(volumes(channel), is_noise, config, detrend_sigma, flat_fraction)
+                 for channel in range(channels.pop())]
+    return estimates if any(c is not None and "C" in c[1].axes for c in found) else estimates[0]
+
+
+def _estimate_channel(volumes: list, is_noise: bool, config: MaskConfig, detrend_sigma: float,
+                      flat_fraction: float) -> MaskEstimate:
+    """The estimate for one channel from (N, Z, Y, X) arrays; Z correlation when a volume has several planes."""
     radius = config.max_radius
     window = radius + 2
-    for array in checked:
-        _check_size(array.shape[-2:], window, name)
-    planes = [plane for array in checked for plane in as_slices(array)]
     numerator = np.zeros((2 * window + 1,) * 2)
     pairs = np.zeros_like(numerator)
-    for plane in planes:
-        plane_num, plane_pairs = _plane_autocovariance(plane, window, is_noise, detrend_sigma, flat_fraction)
-        numerator += plane_num
-        pairs += plane_pairs
+    z_numerator, z_pairs = np.zeros_like(numerator), np.zeros_like(numerator)
+    for volume in volumes:
+        for sample in volume:
+            residuals = []
+            for plane in sample:
+                plane_num, plane_pairs, residual = _plane_autocovariance(plane, window, is_noise, detrend_sigma,
+                                                                        flat_fraction)
+                numerator += plane_num
+                pairs += plane_pairs
+                if len(sample) > 1:
+                    residuals.append(residual)
+            for below, above in zip(residuals, residuals[1:]):
+                cross, cross_pairs = _cross_covariance(below, above, window)
+                z_numerator += cross
+                z_pairs += cross_pairs
     covariance = np.where(pairs > 0, numerator / np.maximum(pairs, 1), 0.0)
     centre = (window, window)
     total = covariance[centre]
@@ -116,15 +158,67 @@ def estimate_struct_mask(
     variance = total
     # standard error of a covariance from N pairs of independent pixels: about total / sqrt(N)
     standard_error = total / np.sqrt(np.maximum(pairs, 1))
+    floor = np.zeros_like(covariance)
     if config.remove_isotropic and not is_noise:
-        covariance, variance = _remove_isotropic(covariance)
-    acf = covariance / variance
+        floor, variance = _isotropic_floor(covariance)
+    acf = (covariance - floor) / variance
     acf[centre] = 1.0
     standard_error = standard_error / variance  # in units of the noise variance, like the correlation
     threshold = np.maximum(config.significance * standard_error, config.min_correlation)
     extend = np.maximum(config.significance * standard_error, config.extend_correlation)
     mask = _mask_from_acf(acf, threshold, radius, config.max_pixels, extend)
-    return MaskEstimate(mask, acf, float(threshold[centre]), _describe(mask, acf))
+    estimate = MaskEstimate(mask, acf, float(threshold[centre]), _describe(mask, acf))
+    if z_pairs[centre] > 0:
+        _add_z_correlation(estimate, z_numerator, z_pairs, floor, variance, total, config)
+    return estimate
+
+
+def _add_z_correlation(estimate: MaskEstimate, numerator: np.ndarray, pairs: np.ndarray, floor: np.ndarray,
+                       variance: float, total: float, config: MaskConfig) -> None:
+    """Correlation between neighbouring planes; a 3D mask when it is significant straight along Z.
+
+    The in-plane isotropic floor at distance 1 (signal texture, continuous in Z as well) is taken
+    off the cross-plane covariance first, so that a smooth signal is not mistaken for noise.
+    """
+    window = numerator.shape[0] // 2
+    covariance = np.where(pairs > 0, numerator / np.maximum(pairs, 1), 0.0)
+    texture = floor[window, window + 1] if floor.any() else 0.0
+    z_acf = (covariance - texture) / variance
+    threshold = np.maximum(config.significance * total / np.sqrt(np.maximum(pairs, 1)) / variance,
+                           config.min_correlation)
+    estimate.z_acf = z_acf
+    estimate.z_correlation = float(z_acf[window, window])
+    estimate.reason += f"; correlation with the neighbouring plane {estimate.z_correlation:.2f}"
+    if estimate.z_correlation <= threshold[window, window]:
+        return
+    half = max(estimate.mask.shape[0] // 2, 1)
+    inner = slice(window - half, window + half + 1)
+    above = (z_acf[inner, inner] > threshold[inner, inner]) & _touching(_centre_point(half))
+    above[half, half] = True
+    in_plane = embed_mask(estimate.mask, half)
+    estimate.mask_3d = np.stack([above[::-1, ::-1], in_plane, above])
+    estimate.reason += " (significant: the 3D network masks the planes above and below as well)"
+
+
+def _centre_point(half: int) -> np.ndarray:
+    point = np.zeros((2 * half + 1,) * 2, bool)
+    point[half, half] = True
+    return point
+
+
+def _cross_covariance(below: np.ndarray, above: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sum of products and pair counts between two weighted residual planes at each in-plane lag."""
+    (values_a, weights_a), (values_b, weights_b) = below, above
+    weights = weights_a * weights_b
+    if not weights.any():
+        return np.zeros((2 * window + 1,) * 2), np.zeros((2 * window + 1,) * 2)
+    centred = [(values - np.sum(values * weights) / np.sum(weights)) * weights for values in (values_a, values_b)]
+    shape = [n + window for n in values_a.shape]
+    first, second = (np.fft.rfft2(c, s=shape) for c in centred)
+    numerator = np.fft.irfft2(np.conj(first) * second, s=shape)
+    counts = np.fft.irfft2(np.abs(np.fft.rfft2(weights, s=shape)) ** 2, s=shape)
+    lags = np.r_[-window : window + 1]
+    return numerator[np.ix_(lags, lags)], np.rint(counts[np.ix_(lags, lags)])
 
 
 def _check_size(shape, window: int, name: str) -> None:
@@ -159,7 +253,8 @@ def _detrended(plane: np.ndarray, box, sigma: float) -> np.ndarray:
 
 
 def _plane_autocovariance(plane, window: int, is_noise: bool, sigma: float, fraction: float):
-    """Sum of products and pair counts at each lag for one 2D slice, tile by tile.
+    """Sum of products and pair counts at each lag for one 2D slice, tile by tile, and the residual
+    and weights of its first tile (for the correlation with the neighbouring plane).
 
     Raw images take two passes: the residual power of every analysis window first (so that the
     flattest `fraction` is chosen over the whole slice), then the covariance of the chosen windows.
@@ -174,6 +269,7 @@ def _plane_autocovariance(plane, window: int, is_noise: bool, sigma: float, frac
         level = np.quantile(np.concatenate([p.ravel() for p in powers]), fraction)
     numerator = np.zeros((2 * window + 1,) * 2)
     pairs = np.zeros_like(numerator)
+    kept = None
     for box in boxes:
         if is_noise:
             y0, y1, x0, x1 = box
@@ -182,12 +278,13 @@ def _plane_autocovariance(plane, window: int, is_noise: bool, sigma: float, frac
         else:
             residual = _detrended(plane, box, sigma)
             weights = _flat_weights(residual, patch, level)
+        kept = kept or (residual, weights)
         if not weights.any():
             continue
         tile_num, tile_pairs = _masked_autocovariance(residual, weights, window)
         numerator += tile_num
         pairs += tile_pairs
-    return numerator, pairs
+    return numerator, pairs, kept
 
 
 def _window_power(residual: np.ndarray, patch: int):
@@ -225,8 +322,8 @@ def _masked_autocovariance(values: np.ndarray, weights: np.ndarray, window: int)
     return numerator[np.ix_(lags, lags)], np.rint(pairs[np.ix_(lags, lags)])
 
 
-def _remove_isotropic(covariance: np.ndarray) -> tuple[np.ndarray, float]:
-    """Subtract the isotropic floor of an autocovariance; return it and the remaining lag-0 variance.
+def _isotropic_floor(covariance: np.ndarray) -> tuple[np.ndarray, float]:
+    """The isotropic floor of an autocovariance and the lag-0 variance that remains without it.
 
     At every lag distance d (every value of dy**2 + dx**2) the smallest covariance over the lags
     at that distance is taken as the isotropic part (signal texture, and the broad bias of the
@@ -248,7 +345,7 @@ def _remove_isotropic(covariance: np.ndarray) -> tuple[np.ndarray, float]:
     total = covariance[window, window]
     at_zero = min(max(intercept, nearest[0]), 0.98 * total)
     floor[window, window] = at_zero
-    return covariance - floor, total - at_zero
+    return floor, total - at_zero
 
 
 def _centre_only() -> np.ndarray:
@@ -343,12 +440,15 @@ def _describe(mask: np.ndarray, acf: np.ndarray) -> str:
     )
 
 
-def check_mask(mask) -> np.ndarray:
-    """Validate a user-given mask: a 2D boolean odd square with its centre set."""
+def check_mask(mask, dims: int = 2) -> np.ndarray:
+    """Validate a user-given mask: a 2D boolean odd square with its centre set; with `dims` 3 (the 3D
+    network) also a 3D one, odd along each axis and square in the plane."""
     mask = np.asarray(mask)
-    if mask.ndim != 2 or mask.shape[0] != mask.shape[1] or mask.shape[0] % 2 == 0:
-        raise InputError(f"A structN2V mask must be an odd square 2D array, got shape {mask.shape}.")
+    square = mask.ndim in (2, dims) and mask.shape[-1] == mask.shape[-2] and all(n % 2 for n in mask.shape)
+    if not square:
+        kind = "an odd square 2D array" + (" (or odd x square 3D)" if dims == 3 else "")
+        raise InputError(f"A structN2V mask must be {kind}, got shape {mask.shape}.")
     mask = mask.astype(bool)
-    if not mask[mask.shape[0] // 2, mask.shape[1] // 2]:
+    if not mask[tuple(n // 2 for n in mask.shape)]:
         raise InputError("A structN2V mask must include its centre pixel.")
     return mask

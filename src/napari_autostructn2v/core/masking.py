@@ -1,4 +1,7 @@
-"""Blind-spot masking of a batch, vectorised in torch, with fresh random positions per call.
+"""Blind-spot masking of a batch of 2D or 3D patches, vectorised in torch, with fresh random positions per call.
+
+Each channel gets its own blind spots and its own structN2V mask. In 3D, blind spots are spread
+through the volume and a 2D mask applies within each blind spot's plane.
 
 Blind spots are drawn one per cell of a grid whose spacing gives `percent` % of the pixels.
 Each blind spot takes the value of a random neighbour (N2V) or the median of its neighbours
@@ -12,8 +15,6 @@ a uniform random value within the patch's range.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
@@ -21,46 +22,55 @@ SOURCE_RADIUS = 2  # a masked pixel copies a pixel at most this far away
 SOURCE_TRIES = 4  # random shifts tried before a masked pixel gets a random value
 
 
-def neighbour_offsets(struct_mask: np.ndarray | None) -> torch.Tensor:
-    """(K, 2) offsets around a blind spot that may replace it: not the centre, not in the mask."""
-    half = 0 if struct_mask is None else struct_mask.shape[0] // 2
-    for radius in range(2, half + 4):
-        dy, dx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
-        keep = (dy != 0) | (dx != 0)
+def as_spatial_mask(struct_mask: np.ndarray | None, dims: int) -> np.ndarray | None:
+    """A 2D mask as (1, M, M) for 3D patches; a mask of `dims` dimensions as it is."""
+    if struct_mask is None or struct_mask.ndim == dims:
+        return struct_mask
+    if struct_mask.ndim == 2 and dims == 3:
+        return struct_mask[None]
+    raise ValueError(f"a {struct_mask.ndim}D mask cannot be used on {dims}D patches")
+
+
+def neighbour_offsets(struct_mask: np.ndarray | None, dims: int = 2) -> torch.Tensor:
+    """(K, dims) offsets around a blind spot that may replace it: not the centre, not in the mask."""
+    struct_mask = as_spatial_mask(struct_mask, dims)
+    half = np.zeros(dims, int) if struct_mask is None else np.asarray(struct_mask.shape) // 2
+    for radius in range(2, int(half.max()) + 4):
+        grid = np.mgrid[(slice(-radius, radius + 1),) * dims].reshape(dims, -1)
+        keep = (grid != 0).any(axis=0)
         if struct_mask is not None:
-            inside = (np.abs(dy) <= half) & (np.abs(dx) <= half)
+            inside = (np.abs(grid) <= half[:, None]).all(axis=0)
             in_mask = np.zeros_like(keep)
-            in_mask[inside] = struct_mask[dy[inside] + half, dx[inside] + half]
+            in_mask[inside] = struct_mask[tuple(grid[:, inside] + half[:, None])]
             keep &= ~in_mask
         if keep.sum() >= 8:
             break
-    return torch.as_tensor(np.stack([dy[keep], dx[keep]], axis=1), dtype=torch.long)
+    return torch.as_tensor(grid[:, keep].T.copy(), dtype=torch.long)
 
 
-def struct_offsets(struct_mask: np.ndarray | None) -> torch.Tensor:
-    """(M, 2) offsets of the mask's pixels other than the centre."""
+def struct_offsets(struct_mask: np.ndarray | None, dims: int = 2) -> torch.Tensor:
+    """(M, dims) offsets of the mask's pixels other than the centre."""
     if struct_mask is None:
-        return torch.zeros((0, 2), dtype=torch.long)
-    half = struct_mask.shape[0] // 2
-    dy, dx = np.nonzero(struct_mask)
-    offsets = np.stack([dy - half, dx - half], axis=1)
+        return torch.zeros((0, dims), dtype=torch.long)
+    struct_mask = as_spatial_mask(struct_mask, dims)
+    offsets = np.stack(np.nonzero(struct_mask), axis=1) - np.asarray(struct_mask.shape) // 2
     offsets = offsets[(offsets != 0).any(axis=1)]
     return torch.as_tensor(offsets, dtype=torch.long)
 
 
-def blind_spots(batch: int, height: int, width: int, percent: float, generator: torch.Generator,
-                device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Batch, row and column indices of stratified random blind spots, one per grid cell."""
-    spacing = max(1, round(math.sqrt(100.0 / percent)))
-    cell_y = torch.arange(0, height, spacing, device=device)
-    cell_x = torch.arange(0, width, spacing, device=device)
-    b, cy, cx = torch.meshgrid(torch.arange(batch, device=device), cell_y, cell_x, indexing="ij")
-    b, cy, cx = b.reshape(-1), cy.reshape(-1), cx.reshape(-1)
-    size_y = torch.clamp(height - cy, max=spacing)
-    size_x = torch.clamp(width - cx, max=spacing)
-    y = cy + (torch.rand(cy.shape, generator=generator, device=device) * size_y).long()
-    x = cx + (torch.rand(cx.shape, generator=generator, device=device) * size_x).long()
-    return b, y, x
+def blind_spots(batch: int, shape: tuple[int, ...], percent: float, generator: torch.Generator,
+                device: torch.device) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Batch indices and coordinates (one tensor per spatial axis) of stratified random blind spots,
+    one per cell of a grid whose spacing gives `percent` % of the pixels."""
+    spacing = max(1, round((100.0 / percent) ** (1.0 / len(shape))))
+    cells = torch.meshgrid(torch.arange(batch, device=device),
+                           *(torch.arange(0, size, spacing, device=device) for size in shape), indexing="ij")
+    b, cells = cells[0].reshape(-1), [cell.reshape(-1) for cell in cells[1:]]
+    coords = []
+    for cell, size in zip(cells, shape):
+        extent = torch.clamp(size - cell, max=spacing)
+        coords.append(cell + (torch.rand(cell.shape, generator=generator, device=device) * extent).long())
+    return b, coords
 
 
 def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
@@ -68,61 +78,84 @@ def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
     return torch.where(index >= size, 2 * (size - 1) - index, index).clamp(0, size - 1)
 
 
+def channel_masks(struct_mask, channels: int) -> list[np.ndarray | None]:
+    """One mask (or None) per channel: a list as given, or the same mask for every channel."""
+    if isinstance(struct_mask, (list, tuple)):
+        if len(struct_mask) != channels:
+            raise ValueError(f"{len(struct_mask)} masks for {channels} channels")
+        return list(struct_mask)
+    return [struct_mask] * channels
+
+
 def mask_batch(
     patches: torch.Tensor,
     percent: float,
     generator: torch.Generator,
-    struct_mask: np.ndarray | None = None,
+    struct_mask: np.ndarray | list | None = None,
     median: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Masked inputs and a boolean map of the blind spots for a (B, 1, H, W) batch."""
-    batch, _, height, width = patches.shape
-    device = patches.device
-    b, y, x = blind_spots(batch, height, width, percent, generator, device)
-    neighbours = neighbour_offsets(struct_mask).to(device)
-    if median:
-        ny = _reflect(y[:, None] + neighbours[None, :, 0], height)
-        nx = _reflect(x[:, None] + neighbours[None, :, 1], width)
-        values = patches[b[:, None], 0, ny, nx].median(dim=1).values
-    else:
-        pick = torch.randint(len(neighbours), y.shape, generator=generator, device=device)
-        ny = _reflect(y + neighbours[pick, 0], height)
-        nx = _reflect(x + neighbours[pick, 1], width)
-        values = patches[b, 0, ny, nx]
+    """Masked inputs and a boolean map of the blind spots for a (B, C, H, W) or (B, C, Z, H, W) batch.
+
+    `struct_mask` is one mask for all channels or a list with one per channel (None: plain N2V).
+    """
     inputs = patches.clone()
-    if struct_mask is not None and struct_mask.sum() > 1:
-        _replace_struct_pixels(patches, inputs, b, y, x, struct_mask, generator)
-    inputs[b, 0, y, x] = values
     blind = torch.zeros_like(patches, dtype=torch.bool)
-    blind[b, 0, y, x] = True
+    for channel, mask in enumerate(channel_masks(struct_mask, patches.shape[1])):
+        _mask_channel(patches[:, channel], inputs[:, channel], blind[:, channel], percent, generator, mask, median)
     return inputs, blind
 
 
-def _replace_struct_pixels(patches: torch.Tensor, inputs: torch.Tensor, b: torch.Tensor, y: torch.Tensor,
-                           x: torch.Tensor, struct_mask: np.ndarray, generator: torch.Generator) -> None:
-    """Overwrite the mask's pixels around each blind spot (b, y, x) in `inputs` with uncorrelated values.
+def _mask_channel(patches: torch.Tensor, inputs: torch.Tensor, blind: torch.Tensor, percent: float,
+                  generator: torch.Generator, struct_mask: np.ndarray | None, median: bool) -> None:
+    """Blind spots in one channel (B, *spatial): written into `inputs` and marked in `blind`."""
+    shape = patches.shape[1:]
+    device = patches.device
+    b, coords = blind_spots(patches.shape[0], shape, percent, generator, device)
+    neighbours = neighbour_offsets(struct_mask, len(shape)).to(device)
+    if median:
+        near = [_reflect(c[:, None] + neighbours[None, :, axis], size)
+                for axis, (c, size) in enumerate(zip(coords, shape))]
+        values = patches[(b[:, None], *near)].median(dim=1).values
+    else:
+        pick = torch.randint(len(neighbours), b.shape, generator=generator, device=device)
+        near = [_reflect(c + neighbours[pick, axis], size) for axis, (c, size) in enumerate(zip(coords, shape))]
+        values = patches[(b, *near)]
+    if struct_mask is not None and struct_mask.sum() > 1:
+        _replace_struct_pixels(patches, inputs, b, coords, struct_mask, generator)
+    inputs[(b, *coords)] = values
+    blind[(b, *coords)] = True
+
+
+def _replace_struct_pixels(patches: torch.Tensor, inputs: torch.Tensor, b: torch.Tensor, coords: list[torch.Tensor],
+                           struct_mask: np.ndarray, generator: torch.Generator) -> None:
+    """Overwrite the mask's pixels around each blind spot (b, *coords) in `inputs` with uncorrelated values.
 
     A source must lie outside every blind spot's mask (masks of nearby blind spots overlap), so its
     noise is uncorrelated with that of any blind spot. A few random shifts are tried per pixel.
     """
-    height, width = patches.shape[-2:]
+    shape = patches.shape[1:]
     device = patches.device
-    offsets = struct_offsets(struct_mask).to(device)
-    ty, tx = y[:, None] + offsets[None, :, 0], x[:, None] + offsets[None, :, 1]
-    inside = (ty >= 0) & (ty < height) & (tx >= 0) & (tx < width)
-    tb, ty, tx = b[:, None].expand_as(ty)[inside], ty[inside], tx[inside]
-    covered = torch.zeros(patches.shape[0], height, width, dtype=torch.bool, device=device)
-    covered[tb, ty, tx] = True
-    covered[b, y, x] = True
+    offsets = struct_offsets(struct_mask, len(shape)).to(device)
+    targets = [c[:, None] + offsets[None, :, axis] for axis, c in enumerate(coords)]
+    inside = torch.ones_like(targets[0], dtype=torch.bool)
+    for target, size in zip(targets, shape):
+        inside &= (target >= 0) & (target < size)
+    tb = b[:, None].expand_as(targets[0])[inside]
+    targets = [target[inside] for target in targets]
+    covered = torch.zeros(patches.shape, dtype=torch.bool, device=device)
+    covered[(tb, *targets)] = True
+    covered[(b, *coords)] = True
     pending = torch.ones_like(tb, dtype=torch.bool)
     for _ in range(SOURCE_TRIES):
-        shift = torch.randint(-SOURCE_RADIUS, SOURCE_RADIUS + 1, (2, len(tb)), generator=generator, device=device)
-        sy, sx = _reflect(ty + shift[0], height), _reflect(tx + shift[1], width)
-        usable = pending & ~covered[tb, sy, sx]
-        inputs[tb[usable], 0, ty[usable], tx[usable]] = patches[tb[usable], 0, sy[usable], sx[usable]]
+        shift = torch.randint(-SOURCE_RADIUS, SOURCE_RADIUS + 1, (len(shape), len(tb)), generator=generator,
+                              device=device)
+        sources = [_reflect(target + shift[axis], size) for axis, (target, size) in enumerate(zip(targets, shape))]
+        usable = pending & ~covered[(tb, *sources)]
+        inputs[(tb[usable], *(t[usable] for t in targets))] = patches[(tb[usable], *(s[usable] for s in sources))]
         pending &= ~usable
     if pending.any():
-        db, dy, dx = tb[pending], ty[pending], tx[pending]
-        low, high = patches.amin(dim=(1, 2, 3))[db], patches.amax(dim=(1, 2, 3))[db]
+        spatial = tuple(range(1, patches.ndim))
+        db, dt = tb[pending], [t[pending] for t in targets]
+        low, high = patches.amin(dim=spatial)[db], patches.amax(dim=spatial)[db]
         noise = torch.rand(db.shape, generator=generator, device=device, dtype=patches.dtype)
-        inputs[db, 0, dy, dx] = low + noise * (high - low)
+        inputs[(db, *dt)] = low + noise * (high - low)

@@ -21,22 +21,39 @@ from .mask import check_mask
 from .unet import UNet
 
 FORMAT = "napari-autostructn2v model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 adds channels, per-channel masks and normalisation, axes; files of version 1 still load
 
 
 @dataclass
 class DenoisingModel:
-    """What `denoise` needs: the network and the normalisation of the data it was trained on."""
+    """What `denoise` needs: the network and the normalisation of the data it was trained on.
+
+    With several channels, `normalisation` holds one mean and std per channel and `struct_mask` is a
+    list with one mask per channel. `axes` are those of the training images (None: not recorded).
+    """
 
     net: UNet
     config: Config
     normalisation: Normalisation
-    struct_mask: np.ndarray | None = None
+    struct_mask: np.ndarray | list[np.ndarray | None] | None = None
     history: list[dict] = field(default_factory=list)
+    axes: str | None = None
 
     @classmethod
     def create(cls, config: Config, normalisation: Normalisation, n2v2: bool = False) -> DenoisingModel:
-        return cls(UNet(config.base_channels, config.depth, n2v2=n2v2), config, normalisation)
+        net = UNet(config.base_channels, config.depth, n2v2=n2v2, channels=normalisation.channels,
+                   dims=3 if config.network == "3d" else 2, separate=config.separate_channels)
+        return cls(net, config, normalisation)
+
+    @property
+    def channels(self) -> int:
+        return self.net.channels
+
+    def channel_masks(self) -> list[np.ndarray | None]:
+        """The structN2V mask of each channel (None: plain N2V)."""
+        if isinstance(self.struct_mask, list):
+            return list(self.struct_mask)
+        return [self.struct_mask] * self.channels
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -56,12 +73,13 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def memory_format(device: torch.device, training: bool = False) -> torch.memory_format:
-    """The faster layout for convolutions on `device`: channels-last for cuDNN (CUDA) and, at inference, for
-    oneDNN (CPU). CPU training keeps the usual layout: there it gained 10 % at most, and its other rounding
-    alone moved a quick quality run's result by 1.8 dB (a different epoch won the validation)."""
+def memory_format(device: torch.device, dims: int = 2, training: bool = False) -> torch.memory_format:
+    """The faster layout for convolutions on `device` (its 3D form for the 3D network): channels-last for cuDNN
+    (CUDA) and, at inference, for oneDNN (CPU). CPU training keeps the usual layout: there it gained 10 % at
+    most, and its other rounding alone moved a quick quality run's result by 1.8 dB (a different epoch won the
+    validation)."""
     if device.type == "cuda" or (device.type == "cpu" and not training):
-        return torch.channels_last
+        return torch.channels_last if dims == 2 else torch.channels_last_3d
     return torch.contiguous_format
 
 
@@ -95,11 +113,23 @@ def save_model(model: DenoisingModel, path: str | Path) -> Path:
         "config": model.config.to_dict(),
         "n2v2": model.net.n2v2,
         "state_dict": {k: v.detach().cpu() for k, v in model.net.state_dict().items()},
-        "normalisation": [float(model.normalisation.mean), float(model.normalisation.std)],
-        "struct_mask": None if model.struct_mask is None else model.struct_mask.astype(bool).tolist(),
+        "normalisation": _normalisation_values(model.normalisation),
+        "struct_mask": None if isinstance(model.struct_mask, list) else _mask_values(model.struct_mask),
+        "channel_masks": [_mask_values(mask) for mask in model.channel_masks()],
+        "axes": model.axes,
         "history": model.history,
     }
     return atomic_write(path, lambda temporary: torch.save(payload, temporary))
+
+
+def _normalisation_values(normalisation: Normalisation) -> list:
+    """[mean, std] for one channel (as in files of version 1), [[mean, std], ...] for several."""
+    pairs = [[float(n.mean), float(n.std)] for n in map(normalisation.channel, range(normalisation.channels))]
+    return pairs[0] if len(pairs) == 1 else pairs
+
+
+def _mask_values(mask: np.ndarray | None):
+    return None if mask is None else mask.astype(bool).tolist()
 
 
 def load_model(path: str | Path, device: str = "cpu") -> DenoisingModel:
@@ -173,12 +203,7 @@ def _model_from_payload(payload: dict) -> DenoisingModel:
         raise ModelFileError(f"its configuration is invalid ({err})") from None
     if not isinstance(payload["n2v2"], bool):
         raise ModelFileError(f"its n2v2 flag must be true or false, got {payload['n2v2']!r}.")
-    normalisation = payload["normalisation"]
-    if (not isinstance(normalisation, (list, tuple)) or len(normalisation) != 2
-            or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-                       for v in normalisation)
-            or not normalisation[1] > 0):
-        raise ModelFileError(f"its normalisation must be two finite numbers [mean, std > 0], got {normalisation!r}.")
+    normalisation = _normalisation_from(payload["normalisation"])
     state = payload["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
@@ -186,24 +211,52 @@ def _model_from_payload(payload: dict) -> DenoisingModel:
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise ModelFileError(f"its weights hold NaN or infinite values ({', '.join(bad[:3])}).")
-    mask = payload["struct_mask"]
-    if mask is not None:
-        try:
-            mask = np.asarray(mask)
-            if mask.dtype != bool:
-                raise ModelFileError(f"its stored mask must hold booleans, got {mask.dtype}.")
-            mask = check_mask(mask)
-        except (InputError, ValueError, TypeError) as err:
-            raise ModelFileError(f"its stored mask is invalid ({err})") from None
+    dims = 3 if config.network == "3d" else 2
+    mask = _mask_from(payload["struct_mask"], dims)
+    if normalisation.channels > 1:
+        stored = payload.get("channel_masks")
+        if not isinstance(stored, list) or len(stored) != normalisation.channels:
+            raise ModelFileError(f"it needs one stored mask per channel ({normalisation.channels}), got {stored!r:.80}.")
+        mask = [_mask_from(channel_mask, dims) for channel_mask in stored]
+    axes = payload.get("axes")
+    if axes is not None and not (isinstance(axes, str) and axes and set(axes) <= set("STCZYX")):
+        raise ModelFileError(f"its axes must be letters from STCZYX, got {axes!r}.")
     history = payload.get("history", [])
     if not isinstance(history, list) or not all(isinstance(entry, dict) for entry in history):
         raise ModelFileError("its training history is not a list of records.")
     model = DenoisingModel(
-        UNet(config.base_channels, config.depth, n2v2=payload["n2v2"]),
+        UNet(config.base_channels, config.depth, n2v2=payload["n2v2"], channels=normalisation.channels, dims=dims,
+             separate=config.separate_channels),
         config,
-        Normalisation(float(normalisation[0]), float(normalisation[1])),
+        normalisation,
         mask,
         list(history),
+        axes,
     )
     model.net.load_state_dict(state)
     return model
+
+
+def _normalisation_from(values) -> Normalisation:
+    """[mean, std] or one such pair per channel, checked."""
+    pairs = values if isinstance(values, (list, tuple)) and values and isinstance(values[0], (list, tuple)) else [values]
+    for pair in pairs:
+        if (not isinstance(pair, (list, tuple)) or len(pair) != 2
+                or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in pair)
+                or not pair[1] > 0):
+            raise ModelFileError(f"its normalisation must be two finite numbers [mean, std > 0] per channel, got {values!r}.")
+    if len(pairs) == 1:
+        return Normalisation(float(pairs[0][0]), float(pairs[0][1]))
+    return Normalisation(tuple(float(p[0]) for p in pairs), tuple(float(p[1]) for p in pairs))
+
+
+def _mask_from(values, dims: int) -> np.ndarray | None:
+    if values is None:
+        return None
+    try:
+        mask = np.asarray(values)
+        if mask.dtype != bool:
+            raise ModelFileError(f"its stored mask must hold booleans, got {mask.dtype}.")
+        return check_mask(mask, dims)
+    except (InputError, ValueError, TypeError) as err:
+        raise ModelFileError(f"its stored mask is invalid ({err})") from None

@@ -1,4 +1,4 @@
-"""Embedded sample data: a procedural fluorescence-like image and structured noise with a known kernel."""
+"""Embedded sample data: a procedural fluorescence-like image or volume and structured noise with a known kernel."""
 
 from __future__ import annotations
 
@@ -60,17 +60,57 @@ def noise_kernel(kind: str, length: float = 2.0) -> np.ndarray:
 
 def structured_noise(shape: tuple[int, int], kind: str = "horizontal", sigma: float = 0.1, length: float = 2.0,
                      seed: int = 0) -> np.ndarray:
-    """Zero-mean noise of standard deviation `sigma` with the correlation of `kind`."""
+    """Zero-mean noise of standard deviation `sigma` with the correlation of `kind` within each plane
+    (a `shape` of more than two axes gets independent noise in every plane)."""
     rng = np.random.default_rng(seed)
     if kind == "row_offsets":
-        offsets = rng.standard_normal((shape[0], 1)) * np.sqrt(0.5)
+        offsets = rng.standard_normal((*shape[:-1], 1)) * np.sqrt(0.5)
         return (sigma * (offsets + rng.standard_normal(shape) * np.sqrt(0.5))).astype(np.float32)
     white = rng.standard_normal(shape)
-    return (sigma * ndimage.convolve(white, noise_kernel(kind, length), mode="wrap")).astype(np.float32)
+    kernel = noise_kernel(kind, length)
+    kernel = kernel.reshape((1,) * (len(shape) - 2) + kernel.shape)
+    return (sigma * ndimage.convolve(white, kernel, mode="wrap")).astype(np.float32)
 
 
 def make_sample(shape: tuple[int, int] = (256, 256), noise: str = "horizontal", sigma: float = 0.1,
                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(clean, noisy) float32 images; the noise is correlated along rows by default."""
     clean = clean_image(shape, seed)
+    return clean, clean + structured_noise(shape, noise, sigma, seed=seed + 1)
+
+
+def clean_volume(shape: tuple[int, int, int] = (32, 256, 256), seed: int = 0) -> np.ndarray:
+    """A float32 volume (Z, Y, X) in [0, 1] whose signal is continuous along Z: textured ellipsoid
+    cells, filaments and puncta, smoothed in 3D, on a dim, slowly varying background."""
+    rng = np.random.default_rng(seed)
+    depth, height, width = shape
+    volume = np.zeros(shape, np.float64)
+    for _ in range(max(2, height * width // 2500)):
+        centre = rng.uniform((0, 0, 0), shape)
+        radii = (rng.uniform(4, 10), *rng.uniform(8, 22, size=2))
+        low = np.maximum(np.floor(centre - radii).astype(int), 0)
+        high = np.minimum(np.ceil(centre + radii).astype(int) + 1, shape)
+        if (high <= low).any():
+            continue
+        grid = np.ogrid[tuple(slice(a, b) for a, b in zip(low, high))]
+        inside = sum(((axis - c) / r) ** 2 for axis, c, r in zip(grid, centre, radii)) <= 1
+        volume[tuple(slice(a, b) for a, b in zip(low, high))] += inside * rng.uniform(0.35, 0.7)
+    volume *= 1.0 + 2.0 * ndimage.gaussian_filter(rng.standard_normal(shape), 2.0)
+    for _ in range(max(2, height * width // 5000)):
+        start = rng.uniform((0, 0, 0), np.subtract(shape, 1))
+        end = np.clip(start + rng.normal(0, 30, 3) * (0.3, 1, 1), 0, np.subtract(shape, 1))
+        points = np.linspace(start, end, 200).round().astype(int)
+        volume[tuple(points.T)] += 3.0
+    volume[rng.random(shape) < 2e-4] += 4.0
+    volume = ndimage.gaussian_filter(volume, (1.0, 1.0, 1.0))
+    background = ndimage.gaussian_filter(rng.standard_normal((1, height, width)), 20.0) * 0.4
+    volume = np.clip(volume + 0.08 + background, 0, None)
+    return (np.clip(volume / np.quantile(volume, 0.9995), 0, 1)).astype(np.float32)
+
+
+def make_volume(shape: tuple[int, int, int] = (32, 256, 256), noise: str = "horizontal", sigma: float = 0.1,
+                seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(clean, noisy) float32 volumes (Z, Y, X); each plane gets its own noise, correlated within the
+    plane as `noise` says (along rows by default) and independent between planes."""
+    clean = clean_volume(shape, seed)
     return clean, clean + structured_noise(shape, noise, sigma, seed=seed + 1)

@@ -4,6 +4,9 @@ Stage 1 trains Noise2Void (by default on background patches), then the structure
 estimated, then stage 2 trains structN2V with it (by default starting from stage 1's weights).
 The consumer drives the generator: it can show each event, stop early with a stop flag or by
 closing the generator, and replace the estimated mask (set `MaskEstimated.mask`) before stage 2.
+
+Images may carry channels (each normalised on its own, with its own mask, as channels of one
+network) and, for the 3D network, a Z axis; see core.axes for the `axes` letters.
 """
 
 from __future__ import annotations
@@ -16,17 +19,21 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .axes import canonical_image
 from .config import Config, StageConfig
-from .images import InputError, MappedPlane, Normalisation, as_slices, check_image
+from .images import ChannelPlane, InputError, MappedPlane, Normalisation, check_image
 from .inference import denoise
 from .mask import MaskEstimate, check_mask, estimate_struct_mask
-from .masking import mask_batch
+from .masking import channel_masks, mask_batch
 from .model import DenoisingModel, autocast, memory_format, resolve_device
 from .roi import count_windows, select_roi_patches
 
 MIN_PATCH_POSITIONS = 4
 VALIDATION_PATCHES_MAX = 64
 PREVIEW_SIZE = 512
+PREVIEW_SIZE_3D = 96  # a volume's preview: a crop of this side and PREVIEW_PLANES planes, one tile with
+PREVIEW_PLANES = 16  # a thinner margin than `denoise` uses (a preview need not equal whole-volume inference)
+PREVIEW_TILE_3D, PREVIEW_MARGIN_3D = 128, 16
 
 
 class TooFewPatchesError(InputError):
@@ -35,7 +42,8 @@ class TooFewPatchesError(InputError):
 
 @dataclass
 class StageStarted:
-    """A stage begins; `patches` holds the top-left corners in use per 2D slice, `model` is the live model."""
+    """A stage begins; `patches` holds the top-left corners in use per 2D plane (in the order of the
+    training images' samples and planes, channels aside), `model` is the live model."""
 
     stage: int
     epochs: int
@@ -67,9 +75,13 @@ class EpochEnd:
 
 @dataclass
 class MaskEstimated:
-    """The estimated mask; the consumer may assign another odd square mask to `mask` before resuming."""
+    """The estimated mask of one channel (one event per channel, in channel order); the consumer may
+    assign another odd square mask to `mask` before resuming. For the 3D network, `mask` is 3D when
+    the noise is correlated along Z."""
 
     estimate: MaskEstimate
+    channel: int = 0
+    channels: int = 1
     mask: np.ndarray = field(init=False)
 
     def __post_init__(self):
@@ -106,30 +118,37 @@ Event = StageStarted | Step | EpochEnd | MaskEstimated | Preview | StageFinished
 
 
 class PatchSampler:
-    """Random training patches from the ROI-selected (or all) positions of 2D slices.
+    """Random training patches from the ROI-selected (or all) positions of the planes of the samples.
 
-    Patches are cut from the original arrays and normalised on the fly, so memory does not
-    grow with the number of patches. Only 180 degree rotations augment the data: flips and 90
-    degree rotations would change the direction of the noise correlation.
+    Samples are (C, Y, X) arrays for the 2D network and (C, Z, Y, X) for the 3D one, whose patches
+    span `patch_depth` planes around a selected plane. Patches are cut from the original arrays
+    and normalised on the fly, so memory does not grow with the number of patches. Only 180 degree
+    rotations in the plane augment the data: flips and 90 degree rotations would change the
+    direction of the noise correlation.
     """
 
     def __init__(self, slices: list[np.ndarray], stage: StageConfig, normalisation: Normalisation,
-                 rng: np.random.Generator, stage_name: str):
+                 rng: np.random.Generator, stage_name: str, patch_depth: int | None = None):
         self.slices = slices
+        self.volumes = slices[0].ndim == 4
+        self.depth = patch_depth if self.volumes else None
         self.patch = stage.patch_size
         self.normalisation = normalisation
         self.rng = rng
         self.jitter = max(1, round(stage.patch_size * (1 - stage.roi_overlap) / 2))
+        self.planes = [(index, z) for index, sample in enumerate(slices)
+                       for z in (range(sample.shape[1]) if self.volumes else (None,))]
         if stage.use_roi:
+            roi_planes = [self._roi_plane(index, z) for index, z in self.planes]
             self.positions = [
                 select_roi_patches(plane, stage.patch_size, stage.roi_threshold, stage.scale_factor,
                                    stage.select_background, stage.roi_overlap, smoothing=stage.roi_smoothing)
-                for plane in slices
+                for plane in roi_planes
             ]
             selected = sum(len(p) for p in self.positions)
             if selected < MIN_PATCH_POSITIONS:
                 total = sum(count_windows(plane, stage.patch_size, stage.scale_factor, stage.roi_overlap,
-                                          stage.roi_smoothing) for plane in slices)
+                                          stage.roi_smoothing) for plane in roi_planes)
                 kind = "background" if stage.select_background else "structure"
                 change = "raise" if stage.select_background else "lower"
                 raise TooFewPatchesError(
@@ -139,41 +158,58 @@ class PatchSampler:
                 )
         else:
             self.positions = None
-        # a slice is drawn in proportion to its selected positions (ROI) or to its area
-        sizes = [len(p) for p in self.positions] if self.positions is not None else [p.size for p in slices]
-        self._slice_weights = np.asarray(sizes, float) / sum(sizes)
+        # a plane is drawn in proportion to its selected positions (ROI) or to its area
+        sizes = ([len(p) for p in self.positions] if self.positions is not None
+                 else [int(np.prod(slices[index].shape[-2:])) for index, _ in self.planes])
+        self._plane_weights = np.asarray(sizes, float) / sum(sizes)
+
+    def _roi_plane(self, index: int, z: int | None) -> np.ndarray:
+        """The 2D image ROI selection sees: the plane itself, or the mean of its normalised channels."""
+        plane = self.slices[index] if z is None else self.slices[index][:, z]
+        if plane.shape[0] == 1:
+            return plane[0]
+        return self.normalisation.forward(plane, channel_axis=0).mean(axis=0)
 
     def positions_in_use(self) -> list[np.ndarray]:
-        """Top-left corners per slice (all valid positions on a coarse grid when ROI is off)."""
+        """Top-left corners per plane (all valid positions on a coarse grid when ROI is off)."""
         if self.positions is not None:
             return self.positions
         step = max(1, self.patch // 2)
         grids = []
-        for plane in self.slices:
-            ys = np.arange(0, plane.shape[0] - self.patch + 1, step)
-            xs = np.arange(0, plane.shape[1] - self.patch + 1, step)
+        for index, _ in self.planes:
+            height, width = self.slices[index].shape[-2:]
+            ys = np.arange(0, height - self.patch + 1, step)
+            xs = np.arange(0, width - self.patch + 1, step)
             grids.append(np.stack(np.meshgrid(ys, xs, indexing="ij"), -1).reshape(-1, 2))
         return grids
 
-    def _corner(self) -> tuple[int, int, int]:
-        index = int(self.rng.choice(len(self.slices), p=self._slice_weights))
-        height, width = self.slices[index].shape
+    def _corner(self) -> tuple[int, int | None, int, int]:
+        """Sample index, first plane (None in 2D) and top-left corner of a random patch."""
+        choice = int(self.rng.choice(len(self.planes), p=self._plane_weights))
+        index, z = self.planes[choice]
+        height, width = self.slices[index].shape[-2:]
         if self.positions is None:
-            return index, int(self.rng.integers(0, height - self.patch + 1)), int(self.rng.integers(0, width - self.patch + 1))
-        y, x = self.positions[index][self.rng.integers(len(self.positions[index]))]
-        y = int(np.clip(y + self.rng.integers(-self.jitter, self.jitter + 1), 0, height - self.patch))
-        x = int(np.clip(x + self.rng.integers(-self.jitter, self.jitter + 1), 0, width - self.patch))
-        return index, y, x
+            y, x = int(self.rng.integers(0, height - self.patch + 1)), int(self.rng.integers(0, width - self.patch + 1))
+        else:
+            y, x = self.positions[choice][self.rng.integers(len(self.positions[choice]))]
+            y = int(np.clip(y + self.rng.integers(-self.jitter, self.jitter + 1), 0, height - self.patch))
+            x = int(np.clip(x + self.rng.integers(-self.jitter, self.jitter + 1), 0, width - self.patch))
+        if z is not None:
+            z = int(np.clip(z - self.depth // 2, 0, self.slices[index].shape[1] - self.depth))
+        return index, z, y, x
 
     def sample(self, count: int, augment: bool) -> np.ndarray:
-        """(count, 1, P, P) float32 normalised patches."""
-        patches = np.empty((count, 1, self.patch, self.patch), np.float32)
+        """(count, C, P, P) float32 normalised patches, or (count, C, D, P, P) for volumes."""
+        first = self.slices[0]
+        shape = (count, first.shape[0], *((self.depth,) if self.volumes else ()), self.patch, self.patch)
+        patches = np.empty(shape, np.float32)
         for i in range(count):
-            index, y, x = self._corner()
-            patch = self.normalisation.forward(self.slices[index][y : y + self.patch, x : x + self.patch])
+            index, z, y, x = self._corner()
+            source = self.slices[index] if z is None else self.slices[index][:, z : z + self.depth]
+            patch = self.normalisation.forward(source[..., y : y + self.patch, x : x + self.patch], channel_axis=0)
             if augment and self.rng.random() < 0.5:
-                patch = patch[::-1, ::-1]
-            patches[i, 0] = patch
+                patch = patch[..., ::-1, ::-1]
+            patches[i] = patch
         return patches
 
 
@@ -202,28 +238,74 @@ def _validation_loss(net, patches: torch.Tensor, seed: int, stage: StageConfig, 
     return sum(losses) / len(patches)
 
 
-def _check_images(images, config: Config) -> list[np.ndarray]:
+def _check_images(images, config: Config, axes: str | None) -> tuple[list[np.ndarray], str]:
+    """The training samples, (C, Y, X) planes or (C, Z, Y, X) volumes for the 3D network, and the first image's axes."""
     if isinstance(images, np.ndarray) or not isinstance(images, Sequence):
         images = [images]
     if len(images) == 0:
         raise InputError("No training images were given.")
     patch = max(config.stage1.patch_size, config.stage2.patch_size)
-    checked = [_check_training_image(im, f"training image {i}", patch) for i, im in enumerate(images)]
-    return [plane for im in checked for plane in as_slices(im)]
+    samples, first_axes = [], None
+    for i, image in enumerate(images):
+        name = f"training image {i}"
+        if isinstance(image, MappedPlane):
+            samples.append(_mapped_sample(image, name, patch, config, axes))
+            first_axes = first_axes or "YX"
+            continue
+        array, found = canonical_image(image, axes, name, min_size=patch)
+        first_axes = first_axes or found.axes
+        if config.network == "3d":
+            if "Z" not in found.axes:
+                raise InputError(
+                    f"The 3D network needs volumes: give axes with Z (e.g. 'ZYX'); {name} has axes {found.axes}."
+                )
+            if found.size("Z") < config.patch_depth:
+                raise InputError(
+                    f"{name} has {found.size('Z')} planes, fewer than patch_depth {config.patch_depth}; lower "
+                    "patch_depth (a multiple of 2**depth) or use the 2D network."
+                )
+            samples.extend(array)
+        else:
+            samples.extend(array[n, :, z] for n in range(array.shape[0]) for z in range(array.shape[2]))
+        if samples[0].shape[0] != samples[-1].shape[0]:
+            raise InputError(
+                f"{name} has {samples[-1].shape[0]} channel(s), training image 0 has {samples[0].shape[0]}; "
+                "every training image needs the same channels."
+            )
+    return samples, first_axes
 
 
-def _check_training_image(image, name: str, patch: int):
-    """`image` checked; a MappedPlane is read once for the check and kept as it is (read again when used)."""
-    if isinstance(image, MappedPlane):
-        check_image(np.asarray(image), name, min_size=patch)
-        return image
-    return check_image(image, name, min_size=patch)
+def _mapped_sample(plane: MappedPlane, name: str, patch: int, config: Config, axes: str | None) -> ChannelPlane:
+    """A plane of an uncompressed file as a one-channel sample: read once for the checks, then kept on disk."""
+    if config.network == "3d" or axes not in (None, "YX"):
+        raise InputError(f"{name} is a plane read from a file on demand, which trains the 2D network on YX planes "
+                         "only; load the file as an array to give it axes or train the 3D network.")
+    check_image(np.asarray(plane), name, min_size=patch)
+    return ChannelPlane(plane)
 
 
-def _preview_crop(plane: np.ndarray) -> np.ndarray:
-    height, width = plane.shape
-    top, left = max(0, (height - PREVIEW_SIZE) // 2), max(0, (width - PREVIEW_SIZE) // 2)
-    return plane[top : top + PREVIEW_SIZE, left : left + PREVIEW_SIZE]
+def _preview_crop(sample: np.ndarray) -> np.ndarray:
+    """A central crop of a (C, Y, X) plane, or of a (C, Z, Y, X) volume (smaller in the plane)."""
+    size = PREVIEW_SIZE if sample.ndim == 3 else PREVIEW_SIZE_3D
+    height, width = sample.shape[-2:]
+    top, left = max(0, (height - size) // 2), max(0, (width - size) // 2)
+    crop = sample[..., top : top + size, left : left + size]
+    if sample.ndim == 4:
+        first = max(0, (sample.shape[1] - PREVIEW_PLANES) // 2)
+        crop = crop[:, first : first + PREVIEW_PLANES]
+    return crop
+
+
+def _preview(model: DenoisingModel, preview, axes: str | None) -> np.ndarray:
+    """The model's output on the preview: the user's image, or the crop's (middle) plane, one channel squeezed."""
+    if axes is None:
+        return denoise(model, preview)
+    if axes == "CZYX":
+        output = denoise(model, preview, PREVIEW_TILE_3D, PREVIEW_MARGIN_3D, axes=axes)
+        output = output[:, output.shape[1] // 2]
+    else:
+        output = denoise(model, preview, axes=axes)
+    return output[0] if output.shape[0] == 1 else output
 
 
 def train(
@@ -235,34 +317,48 @@ def train(
     preview_every: int = 0,
     preview_image: np.ndarray | None = None,
     num_threads: int | None = None,
+    axes: str | None = None,
 ) -> Iterator[Event]:
     """Train on one image, a stack or a list of them; yield events until `Done`.
 
-    `struct_mask` skips the estimation and uses that mask in stage 2. With `preview_every`
-    > 0 a `Preview` of `preview_image` (default: a central crop of the first slice) is
-    yielded every that many steps. Setting `stop` (or closing the generator) ends training
-    at the next step; the model keeps the weights with the best masked validation loss.
+    `axes` names the images' axes (letters from S T C Z Y X, e.g. 'ZYX' or 'CYX'; see core.axes);
+    without it a 2D image is YX and a larger array a stack of planes. `struct_mask` skips the
+    estimation and uses that mask in stage 2 (one for all channels, or a list with one per channel).
+    With `preview_every` > 0 a `Preview` of `preview_image` (default: a central crop of the first
+    plane or volume) is yielded every that many steps. Setting `stop` (or closing the generator)
+    ends training at the next step; the model keeps the weights with the best masked validation loss.
     """
     config = copy.deepcopy(config or Config()).validate()
-    slices = _check_images(images, config)
+    slices, found_axes = _check_images(images, config, axes)
     if struct_mask is not None:
-        struct_mask = check_mask(struct_mask)
-    return _run(slices, config, struct_mask, stop or threading.Event(), preview_every, preview_image, num_threads)
+        dims = 3 if config.network == "3d" else 2
+        try:
+            masks = channel_masks(struct_mask if isinstance(struct_mask, list) else check_mask(struct_mask, dims),
+                                  slices[0].shape[0])
+        except ValueError as err:
+            raise InputError(f"struct_mask: {err}; give one mask, or one per channel.") from None
+        struct_mask = [check_mask(mask, dims) for mask in masks]
+    return _run(slices, config, struct_mask, stop or threading.Event(), preview_every, preview_image, num_threads,
+                found_axes)
 
 
 def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_every: int, preview_image,
-         num_threads: int | None) -> Iterator[Event]:
+         num_threads: int | None, axes: str) -> Iterator[Event]:
     if num_threads:
         torch.set_num_threads(num_threads)
     device = resolve_device(config.device)
     seed = int(np.random.default_rng().integers(2**31)) if config.seed is None else config.seed
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    normalisation = Normalisation.fit(slices)
-    layout = memory_format(device, training=True)
+    normalisation = Normalisation.fit_channels(slices)
+    layout = memory_format(device, 3 if config.network == "3d" else 2, training=True)
     model = DenoisingModel.create(config, normalisation, n2v2=config.stage1.n2v2 or config.stage2.n2v2)
+    model.axes = axes
     model.net.to(device, memory_format=layout)
-    preview = _preview_crop(slices[0]) if preview_image is None else check_image(preview_image, "preview image")
+    if preview_image is None:
+        preview, preview_axes = _preview_crop(slices[0]), "CZYX" if slices[0].ndim == 4 else "CYX"
+    else:
+        preview, preview_axes = check_image(preview_image, "preview image"), None
     global_step = 0
     stopped = False
 
@@ -272,17 +368,21 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
         mask = None
         if stage_index == 2:
             if struct_mask is None:
-                estimated = MaskEstimated(_estimate_mask(model, slices, config))
-                yield estimated
-                struct_mask = check_mask(estimated.mask)
+                struct_mask = []
+                for channel, estimate in enumerate(_estimate_masks(model, slices, config)):
+                    estimated = MaskEstimated(estimate, channel, len(slices[0]))
+                    if config.network == "3d" and estimate.mask_3d is not None:
+                        estimated.mask = estimate.mask_3d
+                    yield estimated
+                    struct_mask.append(check_mask(estimated.mask, 3 if config.network == "3d" else 2))
             mask = struct_mask
-            model.struct_mask = struct_mask
+            model.struct_mask = struct_mask if len(struct_mask) > 1 else struct_mask[0]
             if not config.stage2_from_stage1:
                 torch.manual_seed(seed + 1)
                 model.net = DenoisingModel.create(config, normalisation, model.net.n2v2).net.to(device, memory_format=layout)
         if stage.epochs == 0:
             continue
-        sampler = PatchSampler(slices, stage, normalisation, rng, f"stage {stage_index}")
+        sampler = PatchSampler(slices, stage, normalisation, rng, f"stage {stage_index}", config.patch_depth)
         n_val = min(VALIDATION_PATCHES_MAX,
                     max(stage.batch_size, round(config.validation_fraction * stage.steps_per_epoch * stage.batch_size)))
         val_patches = torch.from_numpy(sampler.sample(n_val, augment=False)).to(device)
@@ -310,7 +410,7 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
                     global_step += 1
                     yield Step(stage_index, epoch, epoch * stage.steps_per_epoch + step + 1, total, losses[-1])
                     if preview_every and global_step % preview_every == 0:
-                        yield Preview(stage_index, global_step, denoise(model, preview))
+                        yield Preview(stage_index, global_step, _preview(model, preview, preview_axes))
                         net.train()
                 if not losses:
                     break
@@ -339,11 +439,17 @@ def _keep_best(net, val_patches, seed: int, stage: StageConfig, mask, best_loss:
     return current
 
 
-def _estimate_mask(model: DenoisingModel, slices: list[np.ndarray], config: Config) -> MaskEstimate:
+def _estimate_masks(model: DenoisingModel, slices: list[np.ndarray], config: Config) -> list[MaskEstimate]:
+    """One estimate per channel, from that channel's planes (volumes for the 3D network: Z correlation too)."""
+    volumes = slices[0].ndim == 4
     if config.mask.source == "stage1_residual":
-        residuals = [np.asarray(plane, dtype=np.float32) - denoise(model, plane) for plane in slices]
-        return estimate_struct_mask(residuals, is_noise=True, config=config.mask)
-    return estimate_struct_mask(slices, config=config.mask)
+        axes = "CZYX" if volumes else "CYX"
+        data = [np.asarray(sample, np.float32) - denoise(model, np.asarray(sample), axes=axes) for sample in slices]
+    else:
+        data = slices
+    return [estimate_struct_mask([sample[channel] for sample in data], is_noise=config.mask.source != "image",
+                                 config=config.mask, axes="ZYX" if volumes else None)
+            for channel in range(slices[0].shape[0])]
 
 
 def fit(images, config: Config | None = None, **kwargs) -> DenoisingModel:

@@ -1,4 +1,4 @@
-"""A small 2D UNet for blind-spot denoising.
+"""A small 2D or 3D UNet for blind-spot denoising, with one input and output channel per image channel.
 
 Batch normalisation (running statistics at inference) keeps the output of a pixel independent
 of the tile it is computed in, which tiled inference relies on.
@@ -13,35 +13,52 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
-def _block(in_channels: int, out_channels: int) -> nn.Sequential:
+CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+BATCH_NORM = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+UPSAMPLE = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+
+
+def _block(in_channels: int, out_channels: int, dims: int = 2, groups: int = 1) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, padding=1),
-        nn.BatchNorm2d(out_channels),
+        CONV[dims](in_channels, out_channels, 3, padding=1, groups=groups),
+        BATCH_NORM[dims](out_channels),
         nn.LeakyReLU(0.1, inplace=True),
-        nn.Conv2d(out_channels, out_channels, 3, padding=1),
-        nn.BatchNorm2d(out_channels),
+        CONV[dims](out_channels, out_channels, 3, padding=1, groups=groups),
+        BATCH_NORM[dims](out_channels),
         nn.LeakyReLU(0.1, inplace=True),
     )
 
 
 class UNet(nn.Module):
     """UNet with `depth` down-sampling steps; N2V2's variant drops the top skip connection
-    (removing the checkerboard artefacts that skip carries) and pools with blur + max."""
+    (removing the checkerboard artefacts that skip carries) and pools with blur + max.
 
-    def __init__(self, base_channels: int = 16, depth: int = 2, n2v2: bool = False):
+    `dims` 2 takes (B, channels, Y, X) batches, 3 takes (B, channels, Z, Y, X) and pools in all three axes.
+    With `separate` channels, every layer is split into one group per channel (grouped convolutions):
+    a separate network per channel, each as wide as the network of a single channel, in one module.
+    """
+
+    def __init__(self, base_channels: int = 16, depth: int = 2, n2v2: bool = False, channels: int = 1,
+                 dims: int = 2, separate: bool = False):
         super().__init__()
         self.depth = depth
         self.n2v2 = n2v2
-        widths = [base_channels * 2**level for level in range(depth + 1)]
-        self.encoders = nn.ModuleList([_block(1, widths[0])] + [_block(widths[i], widths[i + 1]) for i in range(depth)])
-        self.pool = _BlurMaxPool() if n2v2 else nn.MaxPool2d(2)
+        self.channels = channels
+        self.dims = dims
+        self.groups = groups = channels if separate else 1
+        widths = [base_channels * groups * 2**level for level in range(depth + 1)]
+        self.encoders = nn.ModuleList(
+            [_block(channels, widths[0], dims, groups)]
+            + [_block(widths[i], widths[i + 1], dims, groups) for i in range(depth)]
+        )
+        self.pool = _BlurMaxPool(dims) if n2v2 else (nn.MaxPool2d(2) if dims == 2 else nn.MaxPool3d(2))
         self.upsamples = nn.ModuleList(
-            nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in reversed(range(depth))
+            UPSAMPLE[dims](widths[i + 1], widths[i], 2, stride=2, groups=groups) for i in reversed(range(depth))
         )
         self.decoders = nn.ModuleList(
-            _block(widths[i] * (1 if (n2v2 and i == 0) else 2), widths[i]) for i in reversed(range(depth))
+            _block(widths[i] * (1 if (n2v2 and i == 0) else 2), widths[i], dims, groups) for i in reversed(range(depth))
         )
-        self.head = nn.Conv2d(widths[0], 1, 1)
+        self.head = CONV[dims](widths[0], channels, 1, groups=groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
@@ -52,8 +69,15 @@ class UNet(nn.Module):
         for upsample, decoder in zip(self.upsamples, self.decoders):
             x = upsample(x)
             skip = skips.pop()
-            x = decoder(x if (self.n2v2 and not skips) else torch.cat([x, skip], dim=1))
+            x = decoder(x if (self.n2v2 and not skips) else self._join(x, skip))
         return self.head(x)
+
+    def _join(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """x and the skip connection side by side, group by group (each group sees only its own features)."""
+        if self.groups == 1:
+            return torch.cat([x, skip], dim=1)
+        groups = [self.groups, -1]
+        return torch.cat([x.unflatten(1, groups), skip.unflatten(1, groups)], dim=2).flatten(1, 2)
 
     def fused_for_inference(self) -> UNet:
         """An evaluation copy with each batch norm folded into the convolution before it (same outputs,
@@ -62,24 +86,26 @@ class UNet(nn.Module):
         for block in fused.modules():
             if isinstance(block, nn.Sequential):
                 for index in range(len(block) - 1):
-                    if isinstance(block[index], nn.Conv2d) and isinstance(block[index + 1], nn.BatchNorm2d):
+                    if isinstance(block[index], (nn.Conv2d, nn.Conv3d)) and isinstance(
+                            block[index + 1], (nn.BatchNorm2d, nn.BatchNorm3d)):
                         block[index] = fuse_conv_bn_eval(block[index], block[index + 1])
                         block[index + 1] = nn.Identity()
         return fused
 
 
 class _BlurMaxPool(nn.Module):
-    """Max pooling with stride 1, then a 2x2 binomial blur with stride 2 (anti-aliased down-sampling)."""
+    """Max pooling with stride 1, then a 2-pixel box blur with stride 2 (anti-aliased down-sampling)."""
 
-    def __init__(self):
+    def __init__(self, dims: int = 2):
         super().__init__()
-        self.register_buffer("kernel", torch.tensor([[1.0, 1.0], [1.0, 1.0]]).div(4).view(1, 1, 2, 2), persistent=False)
-        self.max = nn.MaxPool2d(2, stride=1)
+        self.dims = dims
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.max(nn.functional.pad(x, (0, 1, 0, 1), mode="replicate"))
-        channels = x.shape[1]
-        return nn.functional.conv2d(x, self.kernel.expand(channels, 1, 2, 2), stride=2, groups=channels)
+        if self.dims == 2:
+            x = nn.functional.pad(x, [0, 1, 0, 1], mode="replicate")
+            return nn.functional.avg_pool2d(nn.functional.max_pool2d(x, 2, stride=1), 2)
+        x = nn.functional.pad(x, [0, 1, 0, 1, 0, 1], mode="replicate")
+        return nn.functional.avg_pool3d(nn.functional.max_pool3d(x, 2, stride=1), 2)
 
 
 class MirrorPaddedUNet(nn.Module):

@@ -11,6 +11,7 @@ import torch
 from napari.layers import Image, Labels, Shapes
 from qtpy.QtCore import QTimer
 
+from ..core.axes import axes_choices, axes_from_labels
 from ..core.config import ConfigError
 from ..core.images import InputError
 from ..core.model import ModelFileError
@@ -78,6 +79,16 @@ def layer_data(layer: Image):
             "(right-click the layer > Split RGB) and choose one channel."
         )
     return layer.data[0] if layer.multiscale else layer.data
+
+
+def layer_axes_choices(layer: Image | None, preferred: str | None = None) -> list[str]:
+    """The axes an image layer may have, its axis labels' axes first (when they are letters such as z, y, x),
+    else `preferred` (a model's training axes) when it fits, else the stack of planes."""
+    if layer is None:
+        return ["YX"]
+    ndim = layer.ndim  # without the colour axis of an RGB layer, which training refuses with its own message
+    labelled = axes_from_labels(layer.axis_labels)
+    return axes_choices(ndim, labelled or (preferred if preferred and len(preferred) == ndim else None))
 
 
 def current_index(viewer, layer: Image) -> tuple[int, ...]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 from napari.layers import Image, Shapes
 
+from ..core.axes import layout
 from ._common import (
     add_quietly,
     current_index,
@@ -45,13 +46,15 @@ class ProgressLayers:
         self._viewer = viewer
         self.sources: list[Image] = []
         self.preview_offset = (0, 0)
+        self.axes: str | None = None
         self._stage: StageShown | None = None
         self._saved_view = None
         self._placeholders: dict[str, object] = {}  # name -> layer added empty at the start of the run
 
-    def start(self, sources: list[Image], preview_offset: tuple[int, int], preview_shape: tuple[int, int]) -> None:
-        """Begin a run on `sources`: add the display layers that are missing, empty and transparent."""
-        self.sources, self.preview_offset, self._stage = sources, preview_offset, None
+    def start(self, sources: list[Image], preview_offset: tuple[int, int], preview_shape: tuple[int, int],
+              axes: str | None = None) -> None:
+        """Begin a run on `sources` (of these axes): add the display layers that are missing, empty and transparent."""
+        self.sources, self.preview_offset, self._stage, self.axes = sources, preview_offset, None, axes
         self._placeholders = {}
         source = self.source()
         if source is None:
@@ -125,7 +128,7 @@ class ProgressLayers:
             return
         index = current_index(self._viewer, source)
         outlines = self._stage.outlines
-        outline = outlines[int(np.ravel_multi_index(index, source.data.shape[:-2])) if index else 0]
+        outline = outlines[layout(source.data, self.axes).plane_number(index) if index else 0]
         colour = STAGE_COLOURS[self._stage.stage]
         if PATCHES_LAYER in self._viewer.layers:
             layer = self._viewer.layers[PATCHES_LAYER]

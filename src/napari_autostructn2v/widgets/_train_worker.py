@@ -74,6 +74,8 @@ def training_worker(events, images, run: Run, tile_size: int, patch_sizes: dict[
             if isinstance(event, MaskEstimated) and run.resume is not None:
                 while not run.resume.wait(REVIEW_POLL_S):
                     yield None  # a yield lets worker.quit() end a run that waits for the review
+                if not run.stop.is_set():
+                    run.resume.clear()  # the next channel's mask waits for its own review
             if isinstance(event, Done):
                 model = event.model
         for index, image in enumerate(images):

@@ -15,8 +15,8 @@ from ..core.chunked import denoise_lazy
 from ..core.images import InputError
 from ..core.inference import denoise_steps
 from ..core.model import ModelFileError, load_model
-from ._common import (Failed, active_input, gui_words, input_layers, layer_data, refresh_image_choice, show_image,
-                      user_message)
+from ._common import (Failed, active_input, gui_words, input_layers, layer_axes_choices, layer_data,
+                      refresh_image_choice, show_image, user_message)
 from ._layout import Activity, narrow_combo, scrolling_dock, set_status, wrapping_label
 from ._session import model_for
 
@@ -28,16 +28,18 @@ TOOLTIPS = {
                   "by them (.zip).",
     "image": "The image layer to denoise (2D or a stack); the result is a new '<name> denoised' layer. "
               "A dask-backed or multiscale layer (e.g. OME-Zarr) gives a lazy layer: each part is denoised when shown.",
+    "axes": "What the image's axes before Y, X are: S independent planes, T time, C channels, Z planes of a "
+            "volume (from the layer's axis labels, or the model's training axes).",
     "tile_size": "The image is denoised in tiles of this side: larger is faster and needs more memory.",
     "run_button": "Denoise the chosen image in the background; the viewer stays usable.",
     "stop_button": "Cancel the denoising; no layer is added.",
 }
 
 
-def _denoise_worker(model, image, tile_size: int):
+def _denoise_worker(model, image, tile_size: int, axes: str | None = None):
     """Worker body: yield (done, total) per batch of tiles and return the denoised array."""
     try:
-        return (yield from denoise_steps(model, image, tile_size))
+        return (yield from denoise_steps(model, image, tile_size, axes=axes))
     except Exception as error:
         message = user_message(error)
         if message is None:
@@ -60,6 +62,7 @@ class DenoiseWidget(Container):
         self.model_path = FileEdit(label="model file", mode="r", filter="*.pt *.zip")
         self.image = ComboBox(label="image", choices=self._image_layers)
         narrow_combo(self.image)
+        self.axes = ComboBox(label="axes", choices=["YX"])
         self.tile_size = SpinBox(label="tile size", value=256, min=96, max=8192, step=32)
         self.run_button = PushButton(text="Denoise")
         self.stop_button = PushButton(text="Stop", enabled=False)
@@ -71,10 +74,13 @@ class DenoiseWidget(Container):
         for name, tip in TOOLTIPS.items():
             getattr(self, name).tooltip = tip
         super().__init__(labels=False)
-        controls = Container(widgets=[self.source, self.model_path, self.image, self.tile_size, buttons, self.progress])
+        controls = Container(widgets=[self.source, self.model_path, self.image, self.axes, self.tile_size, buttons,
+                                      self.progress])
         controls.margins = (0, 0, 0, 0)
         self.scroll = scrolling_dock(self, [controls, self.status])
         self.model_path.changed.connect(self._on_path)
+        self.image.changed.connect(self.update_axes)
+        self.source.changed.connect(self.update_axes)
         self.run_button.changed.connect(self.run)
         self.stop_button.changed.connect(self.stop)
         for event in ("inserted", "removed", "reordered", "renamed"):
@@ -83,10 +89,23 @@ class DenoiseWidget(Container):
         self.reset_choices()
         if active_input(viewer) is not None:  # the combo box starts on the first layer: show the active one
             self.image.value = active_input(viewer)
+        self.update_axes()
+
+    def update_axes(self, *_) -> None:
+        """Offer the axes the chosen layer may have: its axis labels' first, else the model's training axes."""
+        try:
+            preferred = self.model().axes
+        except ModelFileError:
+            preferred = None
+        choices = layer_axes_choices(self.image.value, preferred)
+        self.axes.choices = choices
+        self.axes.value = choices[0]
 
     def reset_choices(self, *_) -> None:
         """Refresh the image list; when the chosen image is gone, choose the active one."""
         refresh_image_choice(self.image, self._viewer)
+        if hasattr(self, "axes"):
+            self.update_axes()
 
     def model(self):
         """The chosen model; raises ModelFileError when there is none or the file cannot be read."""
@@ -120,7 +139,8 @@ class DenoiseWidget(Container):
             self._fail(gui_words(str(error)))
             return
         self._source = layer
-        self.worker = thread_worker(_denoise_worker, start_thread=False)(model, data, self.tile_size.value)
+        self.worker = thread_worker(_denoise_worker, start_thread=False)(model, data, self.tile_size.value,
+                                                                         self.axes.value)
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(self._on_result)
         self.worker.finished.connect(self._on_finished)
@@ -149,9 +169,11 @@ class DenoiseWidget(Container):
         except ModelFileError as error:
             self._fail(str(error))
             return
-        mask = "none (plain N2V)" if model.struct_mask is None else "x".join(map(str, model.struct_mask.shape))
-        self._show(f"Loaded {self.model_path.value.name}: structN2V mask {mask}, "
-                   f"{model.config.base_channels} channels, depth {model.config.depth}.")
+        masks = ["none (plain N2V)" if mask is None else "x".join(map(str, mask.shape)) for mask in model.channel_masks()]
+        channels = f"{model.channels} image channels, " if model.channels > 1 else ""
+        self._show(f"Loaded {self.model_path.value.name}: structN2V mask {', '.join(masks)}, {channels}"
+                   f"{model.config.network} network, {model.config.base_channels} channels, depth {model.config.depth}.")
+        self.update_axes()
 
     def _on_progress(self, value) -> None:
         if isinstance(value, Failed):

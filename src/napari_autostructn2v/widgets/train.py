@@ -24,11 +24,13 @@ from qtpy.QtCore import QEvent, QObject
 from qtpy.QtWidgets import QAbstractSpinBox
 
 from ..core.bioimageio import export_bioimageio
-from ..core.config import DEVICES, MASK_SOURCES, ConfigError
+from ..core.config import DEVICES, MASK_SOURCES, NETWORKS, ConfigError
 from ..core.images import InputError
 from ..core.model import save_model
-from ..core.training import PREVIEW_SIZE, Done, EpochEnd, MaskEstimated, Preview, StageFinished, Step, train
-from ._common import Failed, active_input, current_index, input_layers, layer_data, user_message, warm_up
+from ..core.training import (PREVIEW_SIZE, PREVIEW_SIZE_3D, Done, EpochEnd, MaskEstimated, Preview, StageFinished,
+                              Step, train)
+from ._common import (Failed, active_input, current_index, input_layers, layer_axes_choices, layer_data, user_message,
+                      warm_up)
 from ._layout import Activity, scrolling_dock, section, set_status, wrapping_label
 from ._loss_plot import LossPlot
 from ._mask_review import MaskReview, describe, mask_canvas, mask_from_canvas
@@ -62,12 +64,22 @@ ADVANCED_FIELDS = {
     "max_radius": ("mask.max_radius",),
     "base_channels": ("base_channels",),
     "depth": ("depth",),
+    "network": ("network",),
+    "patch_depth": ("patch_depth",),
+    "separate_channels": ("separate_channels",),
     "seed": ("seed",),
     "device": ("device",),
 }
 TOOLTIPS = {
     "images": "The image layers to train on (2D or stacks); at the end each gets a denoised copy. "
               "Ctrl/Cmd-click to choose several.",
+    "axes": "What the axes before Y, X are (from the layer's axis labels when they are letters): S a stack of "
+            "independent planes, T time, C channels (each with its own normalisation and mask), Z planes of a volume.",
+    "network": "2d denoises every plane on its own; 3d trains a 3D network on volumes (axes with Z), which sees "
+               "the neighbouring planes.",
+    "patch_depth": "Planes per training patch of the 3D network (a multiple of 2^network depth).",
+    "separate_channels": "With channels (axes with C): a separate network per channel instead of one network "
+                         "with a channel per image channel.",
     "n2v2": "N2V2: blur pooling and median-filled blind spots, against checkerboard artefacts.",
     "mask_percent": "Share of pixels hidden (blind spots) in each patch per step.",
     "mask_source": "Estimate the structured mask from the image itself, or from the residual of stage 1 "
@@ -136,11 +148,13 @@ class TrainWidget(Container):
         self._loading = False
         self._epochs: dict[int, int] = {}
         self._mask_event: MaskEstimated | None = None
+        self._mask_texts: dict[int, str] = {}
         self._activity = Activity()
         self.layers = ProgressLayers(viewer)
 
         self.images = Select(label="images", choices=self._image_layers)
         self.images.native.setMaximumHeight(80)
+        self.axes = ComboBox(label="axes", choices=["YX"])
         self._stage_controls: dict[tuple[int, str], object] = {}
         grid = self._build_grid()
         self.n2v2 = CheckBox(text="N2V2 (against checkerboards)")
@@ -151,6 +165,9 @@ class TrainWidget(Container):
         self.max_radius = SpinBox(label="max. mask radius", min=1, max=24)
         self.base_channels = SpinBox(label="network width", min=4, max=256)
         self.depth = SpinBox(label="network depth", min=1, max=4)
+        self.network = ComboBox(label="network", choices=NETWORKS)
+        self.patch_depth = SpinBox(label="patch depth (3D)", min=4, max=1024, step=4)
+        self.separate_channels = CheckBox(text="a separate network per channel")
         self.seed = SpinBox(label="seed (-1: random)", min=-1, max=2**31 - 1)
         self.device = ComboBox(label="device", choices=DEVICES)
         self.preview_every = SpinBox(label="preview every (steps)", value=20, min=1, max=100000)
@@ -175,13 +192,15 @@ class TrainWidget(Container):
             getattr(self, name).tooltip = tip
 
         super().__init__(labels=False)
-        inputs = Container(widgets=[self.images])
+        inputs = Container(widgets=[self.images, self.axes])
         inputs.margins = (0, 0, 0, 0)
         self.stage_section, _ = section("Training budget per stage", [grid], labels=False)
         self.advanced_section, self.advanced = section(
             "Advanced settings",
             [self.n2v2, self.mask_percent, self.mask_source, self.significance, self.min_correlation,
-             self.max_radius, self.base_channels, self.depth, self.seed, self.device, self.preview_every,
+             self.max_radius, self.base_channels, self.depth, self.network, self.patch_depth,
+             self.separate_channels, self.seed,
+             self.device, self.preview_every,
              self.tile_size],
             expanded=False,
         )
@@ -199,6 +218,7 @@ class TrainWidget(Container):
             control.changed.connect(partial(self._store, (f"stage{stage}.{field}",)))
         for name, paths in ADVANCED_FIELDS.items():
             getattr(self, name).changed.connect(partial(self._store, paths))
+        self.images.changed.connect(self._update_axes)
         self.start_button.changed.connect(self.start)
         self.stop_button.changed.connect(self.stop)
         self.mask_review.preset.changed.connect(self._show_choice)
@@ -239,6 +259,14 @@ class TrainWidget(Container):
             default = active_input(self._viewer)
             if default is not None:
                 self.images.value = [default]
+        self._update_axes()
+
+    def _update_axes(self, *_) -> None:
+        """Offer the axes the first chosen layer may have; keep the choice when it still fits."""
+        chosen = self.axes.value
+        choices = layer_axes_choices(self.images.value[0] if self.images.value else None)
+        self.axes.choices = choices
+        self.axes.value = chosen if chosen in choices else choices[0]
 
     def load_settings(self) -> None:
         """Show the shared Config's values (the ROI widget may have changed them) in the controls."""
@@ -261,20 +289,28 @@ class TrainWidget(Container):
         if not layers:
             show_error("Choose at least one image layer to train on.")
             return
+        axes = self.axes.value
         try:
             images = [np.asarray(layer_data(layer)) for layer in layers]
-            plane = images[0][current_index(self._viewer, layers[0])]
-            top, left = (max(0, (n - PREVIEW_SIZE) // 2) for n in plane.shape)
             stop = threading.Event()
+            if set(axes) <= set("SYX") and self.settings.network == "2d":  # a plane: the one in view
+                plane = images[0][current_index(self._viewer, layers[0])]
+                top, left = (max(0, (n - PREVIEW_SIZE) // 2) for n in plane.shape)
+                preview = plane[top : top + PREVIEW_SIZE, left : left + PREVIEW_SIZE]
+                preview_shape = preview.shape
+            else:  # channels or a volume: training's own central crop of the first image
+                size = PREVIEW_SIZE if self.settings.network == "2d" else PREVIEW_SIZE_3D
+                height, width = (images[0].shape[axes.index(letter)] for letter in "YX")
+                top, left, preview = max(0, (height - size) // 2), max(0, (width - size) // 2), None
+                preview_shape = (min(size, height), min(size, width))
             events = train(
-                images, self.settings, stop=stop, preview_every=self.preview_every.value,
-                preview_image=plane[top : top + PREVIEW_SIZE, left : left + PREVIEW_SIZE],
-                num_threads=max(1, (os.cpu_count() or 2) - 1),
+                images, self.settings, stop=stop, preview_every=self.preview_every.value, preview_image=preview,
+                num_threads=max(1, (os.cpu_count() or 2) - 1), axes=axes,
             )
         except (InputError, ConfigError) as error:
             self._fail(str(error))
             return
-        self.layers.start(layers, (top, left), plane[top : top + PREVIEW_SIZE, left : left + PREVIEW_SIZE].shape)
+        self.layers.start(layers, (top, left), preview_shape, axes)
         self._mask_event = None
         self.mask_review.clear()
         patch_sizes = {1: self.settings.stage1.patch_size, 2: self.settings.stage2.patch_size}
@@ -326,7 +362,8 @@ class TrainWidget(Container):
             self._fail(str(error))
             return
         self._mask_event.mask = mask
-        self.mask_text.value = describe(self.mask_review.estimate, mask, "chosen for stage 2")
+        self._mask_texts[self._mask_event.channel] = describe(self.mask_review.estimate, mask, "chosen for stage 2")
+        self._show_mask_texts(self._mask_event)
         self.review_panel.visible = False
         self.layers.restore_view()
         self._runs[0].resume.set()
@@ -463,16 +500,27 @@ class TrainWidget(Container):
         self.layers.show_preview(event.image)
 
     def _on_mask(self, event: MaskEstimated) -> None:
+        """Show one channel's estimate (one event per channel); with the review on, wait for its mask."""
         self._mask_event = event
         self.mask_review.start(event.estimate)
         size = event.estimate.acf.shape[0]
         self.layers.show_mask_layers(event.estimate.acf, mask_canvas(event.estimate.mask, size))
-        self.mask_text.value = describe(event.estimate, event.estimate.mask, event.estimate.reason)
+        self._mask_texts = {} if event.channel == 0 else self._mask_texts
+        self._mask_texts[event.channel] = describe(event.estimate, event.estimate.mask, event.estimate.reason)
+        self._show_mask_texts(event)
         if self._runs and self._runs[0].resume is not None and not self._stopping:
             self.review_panel.visible = True
             self.layers.focus_review()
-            self._show("Review the mask: edit the 'structured mask' layer (shown at the image's top-left corner) "
-                       "or pick a preset, then press 'Continue with this mask'.")
+            which = f" of channel {event.channel} ({event.channel + 1} of {event.channels})" if event.channels > 1 else ""
+            self._show(f"Review the mask{which}: edit the 'structured mask' layer (shown at the image's top-left "
+                       "corner) or pick a preset, then press 'Continue with this mask'.")
+
+    def _show_mask_texts(self, event: MaskEstimated) -> None:
+        """The masks of the channels so far, one block per channel."""
+        if event.channels == 1:
+            self.mask_text.value = self._mask_texts[0]
+        else:
+            self.mask_text.value = "\n".join(f"channel {c}: {text}" for c, text in sorted(self._mask_texts.items()))
 
     def _on_stage_finished(self, event: StageFinished) -> None:
         if not event.stopped:
