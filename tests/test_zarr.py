@@ -11,15 +11,14 @@ import dask.array as da
 import numpy as np
 import pytest
 import tifffile
+import zarr  # the `zarr` extra, installed with `testing`: a missing extra fails here instead of skipping
 
-zarr = pytest.importorskip("zarr")  # the `zarr` extra; installed with `testing`
-
-from napari_autostructn2v import fit, make_sample, save_model  # noqa: E402
-from napari_autostructn2v.cli import main  # noqa: E402
-from napari_autostructn2v.core.chunked import (  # noqa: E402
-    ResumeError, denoise_lazy, denoise_zarr, file_digest, open_zarr_image, processing_chunks,
+from napari_autostructn2v import fit, make_sample, save_model
+from napari_autostructn2v.cli import main
+from napari_autostructn2v.core.chunked import (
+    ResumeError, denoise_lazy, denoise_zarr, open_zarr_image, processing_chunks,
 )
-from napari_autostructn2v.core.errors import InputError  # noqa: E402
+from napari_autostructn2v.core.errors import InputError
 from napari_autostructn2v.core.inference import denoise  # noqa: E402
 from conftest import make_tiny_config  # noqa: E402
 
@@ -130,7 +129,8 @@ def test_ngff_05_groups_and_plain_arrays_are_read(model, stack, tmp_path):
 
 
 def test_a_local_cluster_of_two_workers_gives_the_local_result(model, stack, tmp_path):
-    distributed = pytest.importorskip("distributed")
+    import distributed
+
     source = write_ome_zarr(tmp_path / "in.zarr", stack, chunks=(1, 64, 64))
     denoise_zarr(model, source, tmp_path / "local.zarr", chunk=64)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:

@@ -29,7 +29,7 @@ from .errors import InputError, ModelFileError
 from .files import atomic_write
 from .images import as_slices, check_image
 from .inference import denoise
-from .model import FORMAT, FORMAT_VERSION, DenoisingModel, _first_line, _model_from_payload, resolve_device
+from .model import FORMAT, FORMAT_VERSION, DenoisingModel, _first_line, model_from_payload
 from .unet import MirrorPaddedUNet
 
 CONFIG_KEY = "napari_autostructn2v"
@@ -336,14 +336,7 @@ def load_bioimageio(path: str | Path, device: str = "cpu") -> DenoisingModel:
     if not all(isinstance(key, str) and key.startswith(prefix) for key in state):
         raise ModelFileError(f"{path} holds weights of another architecture than MirrorPaddedUNet.")
     _check_consistency(path, description, payload)
-    try:
-        model = _model_from_payload({**payload, "state_dict": {k[len(prefix):]: v for k, v in state.items()}})
-    except ModelFileError as err:
-        raise ModelFileError(f"{path} is damaged or incomplete: {err}") from None
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise ModelFileError(f"{path} is damaged or incomplete ({_first_line(err)}).") from None
-    model.net.to(resolve_device(device)).eval()
-    return model
+    return model_from_payload({**payload, "state_dict": {k[len(prefix):]: v for k, v in state.items()}}, path, device)
 
 
 def _check_consistency(path: Path, description, payload: dict) -> None:

@@ -166,6 +166,11 @@ def load_model(path: str | Path, device: str = "cpu") -> DenoisingModel:
         raise ModelFileError(f"{path} is not a readable napari-autostructn2v model ({_first_line(err)}).") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelFileError(f"{path} is a torch file but not a napari-autostructn2v model.")
+    return model_from_payload(payload, path, device)
+
+
+def model_from_payload(payload: dict, path: Path, device: str) -> DenoisingModel:
+    """The model a model file's payload describes, in eval mode on `device`; ModelFileError names `path`."""
     try:
         model = _model_from_payload(payload)
     except ModelFileError as err:
