@@ -368,16 +368,22 @@ class TrainWidget(Container):
         self.layers.restore_view()
         self._runs[0].resume.set()
 
-    def save(self) -> None:
-        """Write the trained model to the chosen file (one .pt file)."""
-        path = self.model_path.value
+    def _model_target(self, path, suffix: str, action: str, field: str):
+        """The file to write the trained model to (`suffix` added when missing), or None after telling the user
+        why there is none: no trained model yet, or no file chosen in `field`."""
         if self.model is None:
             show_error("There is no trained model yet: train one first.")
-            return
+            return None
         if not str(path) or path.is_dir():
-            show_error("Choose a file to save the model to (a .pt file) next to 'model file'.")
+            show_error(f"Choose a file to {action} (a {suffix} file) next to '{field}'.")
+            return None
+        return path if path.suffix else path.with_suffix(suffix)
+
+    def save(self) -> None:
+        """Write the trained model to the chosen file (one .pt file)."""
+        path = self._model_target(self.model_path.value, ".pt", "save the model to", "model file")
+        if path is None:
             return
-        path = path if path.suffix else path.with_suffix(".pt")
         try:
             save_model(self.model, path)
         except OSError as error:
@@ -389,14 +395,9 @@ class TrainWidget(Container):
     def export(self) -> None:
         """Write the trained model as a bioimage.io package (.zip) in a worker; the first chosen image is the
         package's example."""
-        path = self.package_path.value
-        if self.model is None:
-            show_error("There is no trained model yet: train one first.")
+        path = self._model_target(self.package_path.value, ".zip", "export the model to", "bioimage.io file")
+        if path is None:
             return
-        if not str(path) or path.is_dir():
-            show_error("Choose a file to export the model to (a .zip file) next to 'bioimage.io file'.")
-            return
-        path = path if path.suffix else path.with_suffix(".zip")
         layers = list(self.images.value)
         try:
             example = layer_data(layers[0])[current_index(self._viewer, layers[0])] if layers else None
