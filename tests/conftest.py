@@ -19,6 +19,13 @@ def make_tiny_config(**changes) -> Config:
     return config.validate()
 
 
+def set_stage_budget(widget, stages=(1, 2), **values) -> None:
+    """Set the Train widget's per-stage controls (epochs, steps_per_epoch, batch_size, patch_size) of `stages`."""
+    for stage in stages:
+        for field, value in values.items():
+            widget._stage_controls[stage, field].value = value
+
+
 @pytest.fixture
 def tiny_config() -> Config:
     return make_tiny_config()

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from conftest import set_stage_budget
 from napari_autostructn2v.core.config import Config, StageConfig
 from napari_autostructn2v.core.inference import denoise
 from napari_autostructn2v.core.sample import make_sample
@@ -53,9 +54,7 @@ def run_to_end(qtbot, widget):
 
 def test_trained_model_saved_then_loaded_reproduces_the_training_output(qtbot, tmp_path, viewer, widget):
     trainer = TrainWidget(viewer)
-    for stage in (1, 2):
-        for field, value in dict(epochs=1, steps_per_epoch=3, batch_size=4, patch_size=32).items():
-            trainer._stage_controls[stage, field].value = value
+    set_stage_budget(trainer, epochs=1, steps_per_epoch=3, batch_size=4, patch_size=32)
     trainer.base_channels.value = 8
     trainer.start()
     qtbot.waitUntil(lambda: not trainer.running, timeout=TIMEOUT)

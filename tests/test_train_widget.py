@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from napari.utils.colormaps.standardize_color import transform_color
 
+from conftest import set_stage_budget
 from napari_autostructn2v.core.inference import denoise
 from napari_autostructn2v.core.mask import preset_mask
 from napari_autostructn2v.core.sample import make_sample
@@ -45,9 +46,7 @@ def errors(monkeypatch):
 
 
 def set_budget(widget, epochs, stages=(1, 2)):
-    for stage in stages:
-        for field, value in dict(epochs=epochs, steps_per_epoch=3, batch_size=4, patch_size=32).items():
-            widget._stage_controls[stage, field].value = value
+    set_stage_budget(widget, stages, epochs=epochs, steps_per_epoch=3, batch_size=4, patch_size=32)
 
 
 def run_to_end(qtbot, widget):

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from conftest import set_stage_budget
 from napari_autostructn2v.core.sample import make_sample, make_volume, structured_noise
 from napari_autostructn2v.widgets.denoise import DenoiseWidget
 from napari_autostructn2v.widgets.train import MASK_LAYER, PATCHES_LAYER, PREVIEW_LAYER, TrainWidget
@@ -12,9 +13,7 @@ TIMEOUT = 120000
 def tiny_widget(viewer) -> TrainWidget:
     widget = TrainWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Train")
-    for stage in (1, 2):
-        for field, value in dict(epochs=1, steps_per_epoch=3, batch_size=2, patch_size=32).items():
-            widget._stage_controls[stage, field].value = value
+    set_stage_budget(widget, epochs=1, steps_per_epoch=3, batch_size=2, patch_size=32)
     widget.base_channels.value = 8
     widget.device.value = "cpu"
     widget.preview_every.value = 3
