@@ -29,7 +29,7 @@ from .errors import InputError, ModelFileError
 from .files import atomic_write
 from .images import as_slices, check_image
 from .inference import denoise
-from .model import FORMAT, FORMAT_VERSION, DenoisingModel, _first_line, model_from_payload
+from .model import FORMAT, FORMAT_VERSION, DenoisingModel, _first_line, check_model, model_from_payload
 from .unet import MirrorPaddedUNet
 
 CONFIG_KEY = "napari_autostructn2v"
@@ -83,8 +83,7 @@ def export_bioimageio(
     before it replaces `path`.
     """
     _require_spec()
-    if not isinstance(model, DenoisingModel):
-        raise InputError(f"model must be a DenoisingModel (from fit or load_model); got {type(model).__name__}.")
+    check_model(model)
     if model.channels > 1 or model.net.dims != 2:
         raise InputError("bioimage.io export covers models of one channel and the 2D network so far; this one has "
                          f"{model.channels} channel(s) and the {model.config.network} network.")

@@ -24,7 +24,7 @@ import numpy as np
 from .errors import InputError
 from .images import check_image
 from .inference import check_tiling, denoise
-from .model import DenoisingModel
+from .model import DenoisingModel, check_model
 
 DEFAULT_CHUNK = 512
 OUTPUT_LEVEL = "0"  # the path of the denoised array inside the output group
@@ -88,8 +88,7 @@ def denoise_lazy(model: DenoisingModel, image, tile_size: int = 256, overlap: in
     """
     import dask.array as da
 
-    if not isinstance(model, DenoisingModel):
-        raise InputError(f"model must be a DenoisingModel (from fit or load_model); got {type(model).__name__}.")
+    check_model(model)
     check_tiling(tile_size, overlap, batch_size, model.net.depth)
     _check_array_like(image)
     multiple, margin = 2**model.net.depth, _margin(model, overlap)

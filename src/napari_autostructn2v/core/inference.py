@@ -20,7 +20,7 @@ import torch
 from .axes import Layout, canonical_image
 from .config import DEFAULT_TILES
 from .images import InputError, check_int
-from .model import DenoisingModel, autocast, memory_format
+from .model import DenoisingModel, autocast, check_model, memory_format
 
 MAX_TILE = 16384
 MAX_BATCH = 4096
@@ -72,8 +72,7 @@ def denoise_steps(
     Inputs are checked at the call, before any tile runs. The generator returns a float32 array
     of the input's shape and axis order, in the input's units (each channel in its own).
     """
-    if not isinstance(model, DenoisingModel):
-        raise InputError(f"model must be a DenoisingModel (from fit or load_model); got {type(model).__name__}.")
+    check_model(model)
     tile_size = DEFAULT_TILES[model.config.network] if tile_size is None else tile_size
     check_tiling(tile_size, overlap, batch_size, model.net.depth)
     if axes is None and model.axes is not None and len(model.axes) == np.ndim(image):

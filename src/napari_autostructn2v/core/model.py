@@ -101,6 +101,12 @@ def idle_threads() -> int:
     return max(1, min(torch.get_num_threads(), cores, math.floor(cores - load + 0.5)))
 
 
+def check_model(model) -> None:
+    """Raise InputError unless `model` is a DenoisingModel (what fit and load_model return)."""
+    if not isinstance(model, DenoisingModel):
+        raise InputError(f"model must be a DenoisingModel (from fit or load_model); got {type(model).__name__}.")
+
+
 def save_model(model: DenoisingModel, path: str | Path) -> Path:
     """Write the model to one file (a torch archive holding only tensors and plain values).
 
