@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import math
-import numbers
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from .checks import Rule
 from .errors import ConfigError  # noqa: F401  (raised here; also importable from here)
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -22,110 +21,41 @@ def _check(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-@dataclass(frozen=True)
-class _Rule:
-    """The type and range of one configuration field."""
-
-    kind: str  # "bool", "int", "float" or "str"
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-    multiple: int = 1
-    choices: tuple = ()
-    optional: bool = False  # None allowed
-    none_means: str = ""
-
-    def describe(self) -> str:
-        if self.kind == "bool":
-            text = "true or false (a boolean)"
-        elif self.kind == "str":
-            text = f"one of {', '.join(repr(c) for c in self.choices)}"
-        else:
-            noun = "an integer" if self.kind == "int" else "a number"
-            if self.high is None:
-                text = f"{noun} {'>' if self.low_open else '>='} {self.low}"
-            else:
-                text = (f"{noun} in {'(' if self.low_open else '['}{self.low}, {self.high}"
-                        f"{')' if self.high_open else ']'}")
-            if self.multiple > 1:
-                text += f" and a multiple of {self.multiple}"
-        if self.optional:
-            text += f", or None (null in JSON{': ' + self.none_means if self.none_means else ''})"
-        return text
-
-    def check(self, value, name: str):
-        """`value` as a plain Python bool, int, float or str, or ConfigError naming the field and the range."""
-        if value is None and self.optional:
-            return None
-        converted = self._convert(value)
-        if converted is None or not self._in_range(converted):
-            raise ConfigError(f"{name} must be {self.describe()}; got {value!r}.")
-        return converted
-
-    def _convert(self, value):
-        # numpy booleans as well, without importing numpy here
-        numpy_bool = type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")
-        is_bool = isinstance(value, bool) or numpy_bool
-        if self.kind == "bool":
-            return bool(value) if is_bool else None
-        if self.kind == "str":
-            return value if isinstance(value, str) else None
-        if is_bool:
-            return None
-        if self.kind == "int":
-            return int(value) if isinstance(value, numbers.Integral) else None
-        if isinstance(value, numbers.Real) and math.isfinite(value):
-            return float(value)
-        return None
-
-    def _in_range(self, value) -> bool:
-        if self.kind == "bool":
-            return True
-        if self.kind == "str":
-            return value in self.choices
-        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
-            return False
-        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
-            return False
-        return value % self.multiple == 0 if self.kind == "int" else True
-
-
-_BOOL = _Rule("bool")
+_BOOL = Rule("bool")
 STAGE_RULES = {
     "use_roi": _BOOL,
-    "roi_threshold": _Rule("float", 0, 1),
-    "scale_factor": _Rule("float", 0, 1, low_open=True),
+    "roi_threshold": Rule("float", 0, 1),
+    "scale_factor": Rule("float", 0, 1, low_open=True),
     "select_background": _BOOL,
-    "roi_overlap": _Rule("float", 0, 1, high_open=True),
-    "roi_smoothing": _Rule("float", 0, optional=True, none_means="automatic"),
-    "patch_size": _Rule("int", 16, 4096, multiple=8),
-    "batch_size": _Rule("int", 1, 4096),
-    "epochs": _Rule("int", 0, 100_000),
-    "steps_per_epoch": _Rule("int", 1, 1_000_000),
-    "learning_rate": _Rule("float", 0, 1, low_open=True),
-    "mask_percent": _Rule("float", 0, 10, low_open=True),
+    "roi_overlap": Rule("float", 0, 1, high_open=True),
+    "roi_smoothing": Rule("float", 0, optional=True, none_means="automatic"),
+    "patch_size": Rule("int", 16, 4096, multiple=8),
+    "batch_size": Rule("int", 1, 4096),
+    "epochs": Rule("int", 0, 100_000),
+    "steps_per_epoch": Rule("int", 1, 1_000_000),
+    "learning_rate": Rule("float", 0, 1, low_open=True),
+    "mask_percent": Rule("float", 0, 10, low_open=True),
     "n2v2": _BOOL,
 }
 MASK_RULES = {
-    "source": _Rule("str", choices=MASK_SOURCES),
-    "significance": _Rule("float", 0, low_open=True),
-    "min_correlation": _Rule("float", 0, 1, low_open=True, high_open=True),
-    "max_radius": _Rule("int", 1, 24),
-    "max_pixels": _Rule("int", 1, 101),
+    "source": Rule("str", choices=MASK_SOURCES),
+    "significance": Rule("float", 0, low_open=True),
+    "min_correlation": Rule("float", 0, 1, low_open=True, high_open=True),
+    "max_radius": Rule("int", 1, 24),
+    "max_pixels": Rule("int", 1, 101),
     "remove_isotropic": _BOOL,
-    "extend_correlation": _Rule("float", 0, 1, low_open=True, high_open=True),
+    "extend_correlation": Rule("float", 0, 1, low_open=True, high_open=True),
 }
 CONFIG_RULES = {
-    "base_channels": _Rule("int", 4, 256),
-    "depth": _Rule("int", 1, 4),
-    "validation_fraction": _Rule("float", 0, 0.5, low_open=True, high_open=True),
+    "base_channels": Rule("int", 4, 256),
+    "depth": Rule("int", 1, 4),
+    "validation_fraction": Rule("float", 0, 0.5, low_open=True, high_open=True),
     "stage2_from_stage1": _BOOL,
     "augment": _BOOL,
-    "seed": _Rule("int", 0, SEED_MAX, optional=True, none_means="a fresh random seed each run"),
-    "device": _Rule("str", choices=DEVICES),
-    "network": _Rule("str", choices=NETWORKS),
-    "patch_depth": _Rule("int", 4, 1024),
+    "seed": Rule("int", 0, SEED_MAX, optional=True, none_means="a fresh random seed each run"),
+    "device": Rule("str", choices=DEVICES),
+    "network": Rule("str", choices=NETWORKS),
+    "patch_depth": Rule("int", 4, 1024),
     "separate_channels": _BOOL,
 }
 
@@ -310,7 +240,7 @@ def split_epochs(total: int) -> tuple[int, int]:
 
     A total below 2 cannot give each stage an epoch and raises ConfigError.
     """
-    total = _Rule("int", 2, 2 * STAGE_RULES["epochs"].high).check(total, "epochs (both stages together)")
+    total = Rule("int", 2, 2 * STAGE_RULES["epochs"].high).check(total, "epochs (both stages together)")
     stage1 = max(1, round(total / 10))
     return stage1, total - stage1
 

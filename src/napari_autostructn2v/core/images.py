@@ -43,30 +43,6 @@ def check_image(image, name: str = "image", min_size: int | None = None, finite:
     return array
 
 
-def check_int(value, name: str, low: int, high: int | None = None) -> int:
-    """`value` as an int if it is an integer (not a bool) in [low, high]; otherwise InputError naming it."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low or (
-            high is not None and value > high):
-        allowed = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise InputError(f"{name} must be an integer {allowed}; got {value!r}.")
-    return int(value)
-
-
-def check_number(value, name: str, low: float, high: float, low_open: bool = False, high_open: bool = False) -> float:
-    """`value` as a float if it is a finite real number (not a bool) in the interval; otherwise InputError."""
-    number = None
-    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
-        number = float(value)
-    if number is None or not np.isfinite(number) or not (number > low if low_open else number >= low) or not (
-            number < high if high_open else number <= high):
-        if high == float("inf"):
-            allowed = f"{'>' if low_open else '>='} {low:g}"
-        else:
-            allowed = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        raise InputError(f"{name} must be a number {allowed}; got {value!r}.")
-    return number
-
-
 def _largest_patch(size: int) -> int:
     return max(16, (size // 8) * 8)
 

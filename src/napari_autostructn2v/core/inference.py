@@ -19,7 +19,8 @@ import torch
 
 from .axes import Layout, canonical_image
 from .config import DEFAULT_TILES
-from .images import InputError, check_int
+from .checks import check_int
+from .images import InputError
 from .model import DenoisingModel, autocast, check_model, memory_format
 
 MAX_TILE = 16384

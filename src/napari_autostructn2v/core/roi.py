@@ -20,7 +20,8 @@ from skimage.exposure import equalize_hist
 from skimage.filters import threshold_otsu
 from skimage.measure import block_reduce
 
-from .images import InputError, check_image, check_int, check_number
+from .checks import check_int, check_number
+from .images import InputError, check_image
 
 _CACHE_SIZE = 8
 _cache: OrderedDict[tuple, RoiMap] = OrderedDict()
