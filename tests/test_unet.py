@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.nn import functional
 
-from napari_autostructn2v import train
+from napari_autostructn2v import make_sample, train
 from napari_autostructn2v.core.masking import mask_batch
 from napari_autostructn2v.core.unet import UNet
 from napari_autostructn2v.core.training import EpochEnd, Step
@@ -81,7 +81,7 @@ def test_training_mode_normalises_the_top_block_with_the_windows_statistics():
 
 
 @pytest.mark.parametrize("sparse", [True, False])
-def test_training_uses_forward_at_only_when_asked(sparse, tiny_config, monkeypatch):
+def test_training_uses_forward_at_only_when_asked_and_learns_either_way(sparse, tiny_config, monkeypatch):
     calls = []
     original = UNet.forward_at
 
@@ -93,9 +93,9 @@ def test_training_uses_forward_at_only_when_asked(sparse, tiny_config, monkeypat
     tiny_config.sparse_top_level = sparse
     tiny_config.stage1.epochs, tiny_config.stage1.steps_per_epoch = 3, 10
     tiny_config.stage2.epochs = 0
-    image = np.random.default_rng(0).normal(size=(96, 96)).astype(np.float32)
-    events = list(train(image, tiny_config))
-    steps = [e for e in events if isinstance(e, Step)]
+    _, noisy = make_sample((128, 128), "white", 0.1, seed=1)
+    events = list(train(noisy, tiny_config))
+    steps = [e.loss for e in events if isinstance(e, Step)]
     validation = [e.val_loss for e in events if isinstance(e, EpochEnd)]
     assert len(calls) > len(steps) if sparse else calls == []  # the steps, then the validation batches
-    assert np.isfinite([e.loss for e in steps]).all() and np.isfinite(validation).all()
+    assert validation[-1] < 0.7 * np.mean(steps[:3])  # it learns either way
