@@ -80,6 +80,16 @@ def test_training_mode_normalises_the_top_block_with_the_windows_statistics():
                for p in net.parameters())
 
 
+def test_a_single_blind_spot_in_training_mode_uses_the_whole_network():
+    torch.manual_seed(0)
+    net = UNet(4, 1).train()
+    inputs = torch.randn(1, 1, 8, 8)
+    blind = torch.zeros_like(inputs, dtype=torch.bool)
+    blind[0, 0, 3, 5] = True
+    expected = copy.deepcopy(net)(inputs)[blind]
+    torch.testing.assert_close(net.forward_at(inputs, blind), expected)
+
+
 @pytest.mark.parametrize("sparse", [True, False])
 def test_training_uses_forward_at_only_when_asked_and_learns_either_way(sparse, tiny_config, monkeypatch):
     calls = []
