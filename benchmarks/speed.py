@@ -3,6 +3,7 @@
     python -m benchmarks.speed --quick     # side by side 20 steps x 3 repeats: 15-30 min on a shared 2-core CPU
     python -m benchmarks.speed             # adds 8192 x 8192 ROI selection and denoising, 40 steps side by
                                            # side and a timed default `autostructn2v run` on a 1024² image
+    python -m benchmarks.speed --top-level-only   # training step with and without Config.sparse_top_level
 
 The side by side trains this project's N2V stage and CAREamics' N2V (in its own environment, see
 benchmarks/peers) at the same width, depth, patch, batch and steps, one thread each, then times the
