@@ -3,6 +3,7 @@
     python -m benchmarks.speed --quick     # side by side 20 steps x 3 repeats: 15-30 min on a shared 2-core CPU
     python -m benchmarks.speed             # adds 8192 x 8192 ROI selection and denoising, 40 steps side by
                                            # side and a timed default `autostructn2v run` on a 1024² image
+    python -m benchmarks.speed --top-level-only   # training step with and without Config.sparse_top_level
 
 The side by side trains this project's N2V stage and CAREamics' N2V (in its own environment, see
 benchmarks/peers) at the same width, depth, patch, batch and steps, one thread each, then times the
@@ -40,6 +41,7 @@ from napari_autostructn2v.core.model import DenoisingModel
 from napari_autostructn2v.core.images import Normalisation
 from napari_autostructn2v.core.sample import clean_image
 from napari_autostructn2v.core.training import StageFinished, StageStarted, Step
+from napari_autostructn2v.core.unet import UNet
 
 from .peers.careamics_client import find_python
 from ._common import best_of, fmt, limit_threads, markdown_table, stopwatch, write_json
@@ -160,6 +162,35 @@ def bench_training(device: str, steps: int = 20, threads: int | None = None, bas
     return rows
 
 
+def bench_top_level(widths: tuple[int, ...] = (16, 32), steps: int = 6, depth: int = 2, patch: int = 64,
+                    batch: int = 16, mask_percent: float = 1.0) -> list[dict]:
+    """CPU milliseconds of a training step (masking, forward, backward, Adam) with the whole network and with
+    the top level computed around the blind spots only (Config.sparse_top_level), the two alternating step by
+    step in this process so that the machine's load hits both alike; medians after one warm-up step each."""
+    rows = []
+    for width in widths:
+        torch.manual_seed(0)
+        net = UNet(width, depth).train()
+        optimiser = torch.optim.Adam(net.parameters(), lr=1e-4)
+        patches = torch.randn(batch, 1, patch, patch)
+        generator = torch.Generator().manual_seed(0)
+        times: dict[bool, list[float]] = {False: [], True: []}
+        for step in range(steps + 1):
+            for sparse in (False, True):
+                start = time.process_time()
+                inputs, blind = mask_batch(patches, mask_percent, generator)
+                predicted = net.forward_at(inputs, blind) if sparse else net(inputs)[blind]
+                loss = torch.mean((predicted - patches[blind]) ** 2)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                if step:
+                    times[sparse].append(time.process_time() - start)
+        full, sparse = (float(np.median(times[key])) * 1e3 for key in (False, True))
+        rows.append({"base_channels": width, "full_ms": full, "sparse_ms": sparse, "speedup": full / sparse})
+    return rows
+
+
 def _untrained_model(device: str) -> DenoisingModel:
     torch.manual_seed(0)
     model = DenoisingModel.create(Config(), Normalisation(0.5, 0.2))
@@ -226,13 +257,14 @@ def bench_peak_memory(size: int, device: str = "cpu", threads: int = 1) -> dict:
 # ----------------------------------------------------------------------------- side by side with CAREamics
 
 def ours_side_by_side(train_image: np.ndarray, predict_image: np.ndarray, *, width: int, depth: int, patch: int,
-                      batch: int, steps: int, steps_per_epoch: int, seed: int = 0) -> dict:
+                      batch: int, steps: int, steps_per_epoch: int, seed: int = 0,
+                      sparse_top_level: bool = Config.sparse_top_level) -> dict:
     """N2V training (stage 1 alone, random patches, validation each epoch) for `steps` steps, from the
     call to the end of the stage, then the default `denoise` of `predict_image`: wall and CPU seconds."""
     stage = StageConfig(use_roi=False, epochs=steps // steps_per_epoch, steps_per_epoch=steps_per_epoch,
                         patch_size=patch, batch_size=batch)
     config = Config(stage1=stage, stage2=StageConfig(use_roi=False, epochs=0), base_channels=width, depth=depth,
-                    device="cpu", seed=seed)
+                    device="cpu", seed=seed, sparse_top_level=sparse_top_level)
     wall, cpu = time.perf_counter(), time.process_time()
     events = train(train_image, config, num_threads=1)
     for event in events:
@@ -251,7 +283,7 @@ def ours_side_by_side(train_image: np.ndarray, predict_image: np.ndarray, *, wid
 
 def bench_side_by_side(python, *, width: int = 32, depth: int = 2, patch: int = 64, batch: int = 16, steps: int = 40,
                        steps_per_epoch: int = 20, train_size: int = 256, predict_size: int = 1024, repeats: int = 3,
-                       work_dir=None, log=None) -> dict:
+                       work_dir=None, log=None, sparse_top_level: bool = Config.sparse_top_level) -> dict:
     """Ours and CAREamics at the same network and budget, one thread each, repeats alternating (ours first
     in even repeats, CAREamics first in odd ones) so that the machine's load hits both alike; medians."""
     from .peers.careamics_client import CareamicsError, run_jobs, runner_settings
@@ -268,7 +300,8 @@ def bench_side_by_side(python, *, width: int = 32, depth: int = 2, patch: int = 
 
     def run_ours() -> None:
         runs["ours"].append(ours_side_by_side(train_image, predict_image, width=width, depth=depth, patch=patch,
-                                              batch=batch, steps=steps, steps_per_epoch=steps_per_epoch))
+                                              batch=batch, steps=steps, steps_per_epoch=steps_per_epoch,
+                                              sparse_top_level=sparse_top_level))
 
     def run_careamics(index: int) -> None:
         (job,), _ = run_jobs(python, [(train_image, settings)], work_dir / f"repeat{index}")
@@ -301,7 +334,8 @@ def bench_side_by_side(python, *, width: int = 32, depth: int = 2, patch: int = 
     return {"status": "measured", "settings": {"width": width, "depth": depth, "patch": patch, "batch": batch,
                                                "steps": steps, "steps_per_epoch": steps_per_epoch,
                                                "train_size": train_size, "predict_size": predict_size,
-                                               "repeats": repeats, "threads": 1},
+                                               "repeats": repeats, "threads": 1,
+                                               "sparse_top_level": sparse_top_level},
             "runs": runs, "ours": rows["ours"], "careamics": rows["careamics"], "ratio": ratios, "notes": notes}
 
 
@@ -372,6 +406,8 @@ def tables(results: dict) -> dict[str, str]:
 
 def comparison_tables(results: dict) -> dict[str, str]:
     out = {"careamics": side_by_side_table(results["careamics"])}
+    if results.get("top_level"):
+        out["top_level"] = top_level_table(results["top_level"])
     run = results.get("default_run")
     out["default_run"] = "not measured (--run-size 0)." if not run else markdown_table(
         [{"size": f"{run['size']}²", "threads": run["threads"], "s": fmt(run["seconds"], 0),
@@ -379,6 +415,14 @@ def comparison_tables(results: dict) -> dict[str, str]:
         [("size", "image"), ("threads", "torch threads"), ("s", "wall (s)"), ("cpu", "CPU time (s)"),
          ("load", "load average at the start")])
     return out
+
+
+def top_level_table(rows: list[dict]) -> str:
+    return markdown_table(
+        [{"width": r["base_channels"], "full": fmt(r["full_ms"], 0), "sparse": fmt(r["sparse_ms"], 0),
+          "speedup": fmt(r["speedup"], 2)} for r in rows],
+        [("width", "base channels"), ("full", "whole network (CPU ms/step)"),
+         ("sparse", "top level at the blind spots (CPU ms/step)"), ("speedup", "speed-up")])
 
 
 def side_by_side_table(side: dict) -> str:
@@ -408,6 +452,8 @@ TITLES = {
     "training": "Training throughput, default UNet, patch 64, batch 16",
     "inference": "Inference throughput (denoise, tiles 256, margin 32)",
     "memory": "Peak memory of denoising (fresh process)",
+    "top_level": "Training step: whole network vs top level at the blind spots (Config.sparse_top_level), "
+                 "depth 2, patch 64, batch 16, 1 % blind spots",
     "careamics": "Side by side with CAREamics, same network and budget",
     "default_run": "A default `autostructn2v run`",
 }
@@ -433,19 +479,24 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="image side of the timed default `autostructn2v run` (1024; quick: 0 = skipped)")
     parser.add_argument("--side-by-side-only", action="store_true",
                         help="only the side by side with CAREamics and the default run")
+    parser.add_argument("--top-level-only", action="store_true",
+                        help="only the training step with and without Config.sparse_top_level (a minute)")
+    parser.add_argument("--sparse-top-level", choices=["on", "off"], default=None,
+                        help="Config.sparse_top_level for this project's side of the side by side (default: the "
+                             "Config default)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--name", default="speed")
     return parser.parse_args(argv)
 
 
 def run(roi_sizes, inference_sizes, memory_size, train_steps, threads=1, log=None, compare_threads=True,
-        careamics_python=None, side_by_side=None, run_size=0) -> dict:
+        careamics_python=None, side_by_side=None, run_size=0, top_level_widths=(16, 32)) -> dict:
     """All speed measurements; on the CPU training is also timed with 2 threads when `compare_threads`.
     With `careamics_python`, the side by side (`side_by_side`: keyword arguments of bench_side_by_side);
     with `run_size`, a default `autostructn2v run` on an image of that side."""
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     results = {"roi": bench_roi(roi_sizes, log=log), "masking": bench_masking(), "training": [], "inference": [],
-               "memory": []}
+               "memory": [], "top_level": bench_top_level(top_level_widths)}
     for device in devices:
         for count in sorted({threads, 2}) if device == "cpu" and compare_threads else [threads]:
             results["training"] += bench_training(device, train_steps, threads=count)
@@ -481,9 +532,13 @@ def main(argv=None) -> dict:
         python = None
     side_by_side = {"width": args.width, "steps": args.side_steps or (20 if quick else 40),
                     "repeats": args.side_repeats}
+    if args.sparse_top_level:
+        side_by_side["sparse_top_level"] = args.sparse_top_level == "on"
     run_size = args.run_size if args.run_size is not None else (0 if quick else 1024)
     with stopwatch() as total:
-        if args.side_by_side_only:
+        if args.top_level_only:
+            results = {"careamics": {"status": "not run (--top-level-only)"}, "top_level": bench_top_level()}
+        elif args.side_by_side_only:
             results = {"careamics": bench_side_by_side(python, log=log, **side_by_side) if python else
                        {"status": "not run (no CAREamics interpreter found)"},
                        "default_run": bench_default_run(run_size) if run_size else None}

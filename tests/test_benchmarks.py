@@ -97,13 +97,14 @@ def test_seed_roi_algorithm_and_core_agree_on_polarity():
 
 def test_speed_tables(tmp_path):
     results = speed.run(roi_sizes=[256], inference_sizes=[128], memory_size=0, train_steps=5, threads=1,
-                        compare_threads=False)
+                        compare_threads=False, top_level_widths=(4,))
     assert results["roi"][0]["core_first_s"] > 0 and results["roi"][0]["first_ratio"] > 0
     assert all(r["ms_per_batch"] > 0 for r in results["masking"])
     assert all(r["patches_per_s"] > 0 for r in results["training"])
     assert results["inference"][0]["mpix_per_s"] > 0
     out = speed.tables(results)
-    assert {"roi", "masking", "training", "inference", "memory", "careamics"} <= set(out)
+    assert {"roi", "masking", "training", "inference", "memory", "careamics", "top_level"} <= set(out)
+    assert results["top_level"][0]["full_ms"] > 0 and results["top_level"][0]["sparse_ms"] > 0
     assert out["roi"].startswith("| image |")
     assert speed.write_json("speed_smoke", results, tmp_path).is_file()
 

@@ -220,19 +220,22 @@ def _seeded_generator(seed: int, device: torch.device) -> torch.Generator:
 
 
 def _masked_loss(net, patches: torch.Tensor, generator: torch.Generator, stage: StageConfig,
-                 struct_mask: np.ndarray | None) -> torch.Tensor:
+                 struct_mask: np.ndarray | None, at_spots: bool = False) -> torch.Tensor:
+    """Mean squared error at the blind spots; `at_spots`: the top level computed around them only (UNet.forward_at)."""
     inputs, blind = mask_batch(patches, stage.mask_percent, generator, struct_mask, median=stage.n2v2)
     with autocast(patches.device):
-        predicted = net(inputs)
-    return torch.mean((predicted[blind].float() - patches[blind]) ** 2)
+        predicted = net.forward_at(inputs, blind) if at_spots else net(inputs)[blind]
+    return torch.mean((predicted.float() - patches[blind]) ** 2)
 
 
-def _validation_loss(net, patches: torch.Tensor, seed: int, stage: StageConfig, struct_mask, batch: int) -> float:
+def _validation_loss(net, patches: torch.Tensor, seed: int, stage: StageConfig, struct_mask, batch: int,
+                     at_spots: bool = False) -> float:
     """Masked loss on held-out patches with the same blind spots every time, so epochs compare."""
     generator = _seeded_generator(seed, patches.device)
     net.eval()
     with torch.no_grad():
-        losses = [float(_masked_loss(net, patches[i : i + batch], generator, stage, struct_mask)) * len(patches[i : i + batch])
+        losses = [float(_masked_loss(net, patches[i : i + batch], generator, stage, struct_mask, at_spots))
+                  * len(patches[i : i + batch])
                   for i in range(0, len(patches), batch)]
     net.train()
     return sum(losses) / len(patches)
@@ -401,7 +404,7 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
                         stopped = True
                         break
                     batch = torch.from_numpy(sampler.sample(stage.batch_size, config.augment)).to(device)
-                    loss = _masked_loss(net, batch, generator, stage, mask)
+                    loss = _masked_loss(net, batch, generator, stage, mask, config.sparse_top_level)
                     optimiser.zero_grad(set_to_none=True)
                     loss.backward()
                     optimiser.step()
@@ -414,7 +417,8 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
                         net.train()
                 if not losses:
                     break
-                val_loss = _validation_loss(net, val_patches, seed + 7, stage, mask, stage.batch_size)
+                val_loss = _validation_loss(net, val_patches, seed + 7, stage, mask, stage.batch_size,
+                                            config.sparse_top_level)
                 model.history.append({"stage": stage_index, "epoch": epoch, "train_loss": float(np.mean(losses)),
                                       "val_loss": val_loss})
                 if val_loss < best_loss:
@@ -423,16 +427,18 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
                 if stopped:
                     break
         finally:
-            best_loss = _keep_best(net, val_patches, seed, stage, mask, best_loss, best_state)
+            best_loss = _keep_best(net, val_patches, seed, stage, mask, best_loss, best_state,
+                                   config.sparse_top_level)
             net.eval()
         yield StageFinished(stage_index, best_loss, stopped)
     model.net.to(memory_format=torch.contiguous_format).eval()
     yield Done(model, stopped)
 
 
-def _keep_best(net, val_patches, seed: int, stage: StageConfig, mask, best_loss: float, best_state) -> float:
+def _keep_best(net, val_patches, seed: int, stage: StageConfig, mask, best_loss: float, best_state,
+               at_spots: bool = False) -> float:
     """Load the best weights seen, unless the current ones (after an interrupted epoch) are better."""
-    current = _validation_loss(net, val_patches, seed + 7, stage, mask, stage.batch_size)
+    current = _validation_loss(net, val_patches, seed + 7, stage, mask, stage.batch_size, at_spots)
     if best_state is not None and best_loss < current:
         net.load_state_dict(best_state)
         return float(best_loss)
