@@ -628,7 +628,7 @@ def cmd_export(args) -> None:
     model = load_model(model_file)
     image = _read(args.image) if args.image else None
     export_bioimageio(model, target, image, name=args.name, authors=tuple(args.author or ["napari-autostructn2v user"]),
-                      license=args.license)
+                      license=args.license, axes=args.axes)
     print(f"bioimage.io model package saved to {target}")
 
 
@@ -756,6 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("model", help="model file written by training (.pt)")
     export.add_argument("-o", "--output", required=True, help="package to write (.zip)")
     export.add_argument("--image", help="TIFF image for the test input and the cover (default: the embedded sample)")
+    export.add_argument("--axes", help=AXES_HELP + " of --image (default: the training images' axes, when they fit)")
     export.add_argument("--name", default="autoStructN2V denoiser", help="model name shown by bioimage.io tools")
     export.add_argument("--author", action="append", help="author name (repeat for several)")
     export.add_argument("--license", default="CC-BY-4.0", help="SPDX licence of the weights (default CC-BY-4.0)")
