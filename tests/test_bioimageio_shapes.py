@@ -1,7 +1,7 @@
 """bioimage.io packages of channel models (one network or one per channel) and of 3D models.
 
-The models are randomly initialised (export does not depend on training); masks are set by hand so that
-each channel's mask, and a 3D mask, travel through the package.
+The models are untrained (export does not depend on training); masks are set by hand so that each
+channel's mask, and a 3D mask, travel through the package.
 """
 
 import zipfile
@@ -9,13 +9,12 @@ import zipfile
 import numpy as np
 import pytest
 
-from conftest import make_tiny_config
+from conftest import make_channel_image as channel_image, make_channel_volume as channel_volume
+from conftest import make_random_model as make_model
 from napari_autostructn2v import ModelFileError, denoise, export_bioimageio, load_model, save_model
 from napari_autostructn2v.cli import main
 from napari_autostructn2v.core.bioimageio import CONFIG_KEY
 from napari_autostructn2v.core.errors import InputError
-from napari_autostructn2v.core.images import Normalisation
-from napari_autostructn2v.core.model import DenoisingModel
 from napari_autostructn2v.core.sample import make_sample, make_volume
 
 TOLERANCE = 1e-4
@@ -23,33 +22,6 @@ LINE = np.zeros((5, 5), bool)
 LINE[2] = True  # horizontal structN2V mask
 DOT = np.zeros((3, 3), bool)
 DOT[1, 1] = True
-
-
-def make_model(network="2d", channels=2, separate=False, n2v2=False, masks=None, axes=None, seed=0):
-    import torch
-
-    torch.set_num_threads(1)
-    torch.manual_seed(seed)
-    config = make_tiny_config(network=network, separate_channels=separate, patch_depth=8)
-    normalisation = (Normalisation(0.5, 0.25) if channels == 1 else
-                     Normalisation(tuple(0.3 + 0.2 * c for c in range(channels)),
-                                   tuple(0.1 + 0.1 * c for c in range(channels))))
-    model = DenoisingModel.create(config, normalisation, n2v2=n2v2)
-    model.struct_mask, model.axes = masks, axes
-    with torch.no_grad():  # a fresh network's output hardly varies; make it vary about as much as the input
-        model.net.head.weight.mul_(100)
-    model.net.eval()
-    return model
-
-
-def channel_image(shape, channels=2):
-    """(C, Y, X), each channel a sample in its own units."""
-    return np.stack([make_sample(shape, seed=c)[1] * (1 + c) + c for c in range(channels)])
-
-
-def channel_volume(shape, channels=1):
-    """(C, Z, Y, X)."""
-    return np.stack([make_volume(shape, seed=c)[1] * (1 + c) + c for c in range(channels)])
 
 
 ROW = np.zeros((3, 3), bool)
