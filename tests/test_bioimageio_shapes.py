@@ -146,6 +146,10 @@ def test_the_example_image_is_read_with_its_axes(tmp_path):
     path = export_bioimageio(model, tmp_path / "channels_last.zip", np.moveaxis(image, 0, -1), axes="YXC")
     with zipfile.ZipFile(path) as archive:
         np.testing.assert_array_equal(np.load(archive.open("test_input.npy"))[0], image)
+    planes = np.stack([image, image[:, ::-1]], axis=1)  # CZYX: the 2D network takes the first plane
+    path = export_bioimageio(model, tmp_path / "planes.zip", planes, axes="CZYX")
+    with zipfile.ZipFile(path) as archive:
+        np.testing.assert_array_equal(np.load(archive.open("test_input.npy"))[0], image)
     with pytest.raises(InputError, match="trained on 2 channel"):
         export_bioimageio(model, tmp_path / "three.zip", channel_image((64, 64), 3), axes="CYX")
     volume_model = make_model(network="3d", channels=1, axes="ZYX")

@@ -29,6 +29,7 @@ from . import unet as unet_module
 from .errors import InputError, ModelFileError
 from .files import atomic_write
 from .axes import canonical_image
+from .chunked import model_axes
 from .inference import check_model_fits, denoise
 from .model import (FORMAT, FORMAT_VERSION, DenoisingModel, _first_line, _mask_values, _normalisation_values,
                     check_model, model_from_payload)
@@ -116,11 +117,9 @@ def _test_image(model: DenoisingModel, image, axes: str | None) -> np.ndarray:
     """The test input, (C, Y, X) or (C, Z, Y, X) float32: the centre of the example's first sample."""
     if image is None:
         image, axes = _default_example(model)
-    elif axes is None and model.axes is not None and len(model.axes) == np.ndim(image):
-        axes = model.axes
-    array, found = canonical_image(image, axes)
+    array, found = canonical_image(image, model_axes(model, np.asarray(image), axes))
     check_model_fits(model, found)
-    sample = array[0]  # (C, Z, Y, X)
+    sample = array[0] if model.net.dims == 3 else array[0, :, :1]  # (C, Z, Y, X); the first plane for 2D
     depth, side = TEST_VOLUME if model.net.dims == 3 else (1, TEST_SIDE)
     crop = tuple(slice(max(0, (length - keep) // 2), max(0, (length - keep) // 2) + keep)
                  for length, keep in zip(sample.shape[1:], (depth, side, side)))
@@ -230,6 +229,13 @@ def _input_text(model: DenoisingModel) -> str:
   per channel); post-processing maps each channel back to its own units."""
 
 
+def _axes_hint(model: DenoisingModel) -> str:
+    if model.channels == 1 and model.net.dims == 2:
+        return ""
+    trained = f"; the training images' were {model.axes}" if model.axes else ""
+    return f" (the image's axes with --axes{trained})"
+
+
 def _readme(model: DenoisingModel) -> str:
     config = json.dumps(model.config.to_dict(), indent=2)
     variant = "N2V2 UNet (no top skip connection, blur-max pooling)" if model.net.n2v2 else "UNet"
@@ -257,7 +263,7 @@ estimated from the noise of the training image.
 - Network: {variant}, {model.config.base_channels} base channels, depth {model.net.depth}. It mirrors {MARGIN} pixels
   around its input{" (in z too)" if model.net.dims == 3 else ""}, so whole images need no tiling; tilers should overlap tiles by at least {MARGIN} pixels.
 - In napari-autostructn2v: `load_model("this.zip")`, the Denoise widget's model file, or
-  `autostructn2v denoise IMAGE.tif -m this.zip -o OUT.tif`.
+  `autostructn2v denoise IMAGE.tif -m this.zip -o OUT.tif`{_axes_hint(model)}.
 
 ## structN2V mask
 
