@@ -29,6 +29,7 @@ import torch
 
 from ._common import limit_threads, markdown_table, write_json
 
+DIFFS = ("diff_state_dict", "diff_torchscript", "diff_import")
 CASES = {
     "2D, 2 channels": dict(network="2d", channels=2, separate=False),
     "2D, 2 channels, separate networks": dict(network="2d", channels=2, separate=True),
@@ -118,18 +119,18 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix="shapes-share-") as folder:
             rows = [bioimageio_row(name, Path(folder)) for name in CASES]
         payload["bioimageio"] = rows
-        print(markdown_table(rows, [
+        print(markdown_table([{**row, **{key: f"{row[key]:.1e}" for key in DIFFS}} for row in rows], [
             ("model", "model"), ("export_s", "export (s)"), ("test_model", "bioimageio.core test_model"),
-            ("diff_state_dict", "max |core - denoise|, state dict"), ("diff_torchscript", "..., TorchScript"),
-            ("diff_import", "max |imported - original|"), ("output_std", "output std (smallest channel)"),
+            ("diff_state_dict", "max abs(core - denoise), state dict"), ("diff_torchscript", "same, TorchScript"),
+            ("diff_import", "max abs(imported - original)"), ("output_std", "output std (smallest channel)"),
             ("size_mb", "package (MB)")]))
     if not args.skip_chunked:
         rows = [chunked_row("2 x 1024 x 1024 (CYX), 2D network", "2d", 2, (1024, 1024), 512),
                 chunked_row("2 x 80 x 96 x 96 (CZYX), 3D network", "3d", 2, (80, 96, 96), 48)]
         payload["chunked"] = rows
-        print(markdown_table(rows, [
+        print(markdown_table([{**row, "max_diff": f"{row['max_diff']:.1e}"} for row in rows], [
             ("data", "data"), ("chunks", "blocks per axis"), ("memory_s", "in memory (s)"),
-            ("chunked_s", "chunked (s)"), ("max_diff", "max |chunked - in memory|"),
+            ("chunked_s", "chunked (s)"), ("max_diff", "max abs(chunked - in memory)"),
             ("value_range", "output range")]))
     print(f"results: {write_json('shapes_share', payload)}")
 
