@@ -490,12 +490,12 @@ def _denoise_zarr(args) -> None:
 
     from tqdm import tqdm
 
-    from .core.chunked import denoise_zarr, file_digest
+    from .core.chunked import chunked_settings, denoise_zarr, file_digest
     from .core.inference import check_tiling
     from .core.model import load_model
 
     model = load_model(model_file, device=args.device or "auto")
-    tile_size = ZARR_TILE if args.tile_size is None else args.tile_size
+    tile_size, chunk = chunked_settings(model, args.tile_size, args.chunk_size)
     check_tiling(tile_size, depth=model.net.depth)
     bars = []  # opened at the first report: a refused output shows no bar
 
@@ -506,8 +506,8 @@ def _denoise_zarr(args) -> None:
 
     try:
         run = denoise_zarr(model, source, target, model_digest=file_digest(model_file), tile_size=tile_size,
-                           chunk=args.chunk_size, scheduler=args.scheduler or "threads", workers=args.workers,
-                           overwrite=args.overwrite, on_block=progress)
+                           chunk=chunk, scheduler=args.scheduler or "threads", workers=args.workers,
+                           overwrite=args.overwrite, on_block=progress, axes=args.axes)
     except KeyboardInterrupt:
         print(f"note: the chunks written so far are kept in {target}; run the same command again to resume.",
               file=sys.stderr)
@@ -628,7 +628,7 @@ def cmd_export(args) -> None:
     model = load_model(model_file)
     image = _read(args.image) if args.image else None
     export_bioimageio(model, target, image, name=args.name, authors=tuple(args.author or ["napari-autostructn2v user"]),
-                      license=args.license)
+                      license=args.license, axes=args.axes)
     print(f"bioimage.io model package saved to {target}")
 
 
@@ -716,9 +716,9 @@ def build_parser() -> argparse.ArgumentParser:
              "(inputs sharing a name get their folder's name in front; images found in a folder or by a pattern "
              "keep their subfolder)")
     denoise_cmd.add_argument("--tile-size", type=int,
-                             help=f"tile side in pixels (default {DEFAULT_TILES['2d']} for TIFF images, {DEFAULT_TILES['3d']} "
-                                  f"for a 3D model, {ZARR_TILE} for zarr stores, where smaller tiles keep the "
-                                  "memory of parallel chunks low)")
+                             help=f"tile side in pixels (default {DEFAULT_TILES['2d']} for TIFF images, {ZARR_TILE} for "
+                                  "zarr stores, where smaller tiles keep the memory of parallel chunks low; "
+                                  f"{DEFAULT_TILES['3d']} for a 3D model)")
     denoise_cmd.add_argument("--device", choices=DEVICES)
     denoise_cmd.add_argument("--axes", help=AXES_HELP + " (default: the training images' axes, when they fit)")
     zarr_options = denoise_cmd.add_argument_group(
@@ -729,8 +729,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "address of a dask.distributed scheduler (tcp://HOST:PORT)")
     zarr_options.add_argument("--workers", type=_int_range(1, 1024), default=1,
                               help="threads or processes of a local scheduler (default 1)")
-    zarr_options.add_argument("--chunk-size", type=_int_range(32, 16384), default=512,
-                              help="side of the output chunks in pixels (default 512)")
+    zarr_options.add_argument("--chunk-size", type=_int_range(32, 16384),
+                              help="side of the output chunks in pixels (default 512; 128 in Z, Y and X for a 3D "
+                                   "model)")
     overwrite_option(denoise_cmd)
 
     run = command("run", "train on an image, then denoise it", cmd_run)
@@ -756,6 +757,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("model", help="model file written by training (.pt)")
     export.add_argument("-o", "--output", required=True, help="package to write (.zip)")
     export.add_argument("--image", help="TIFF image for the test input and the cover (default: the embedded sample)")
+    export.add_argument("--axes", help=AXES_HELP + " of --image (default: the training images' axes, when they fit)")
     export.add_argument("--name", default="autoStructN2V denoiser", help="model name shown by bioimage.io tools")
     export.add_argument("--author", action="append", help="author name (repeat for several)")
     export.add_argument("--license", default="CC-BY-4.0", help="SPDX licence of the weights (default CC-BY-4.0)")

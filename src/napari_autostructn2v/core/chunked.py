@@ -4,6 +4,8 @@ Each chunk is denoised with a margin of its neighbours (`dask.array.map_overlap`
 as the tiled denoiser's own margin, so chunk borders never show: the result equals `denoise` on
 the whole array. Chunk origins are kept on multiples of the network's pooling factor, which the
 equality also needs. Memory holds a few chunks and their margins, whatever the size of the array.
+Y and X are chunked, and Z too for a 3D network; channels (C) are never split, since every channel
+of a pixel goes through the network together; other axes are taken slice by slice.
 
 `denoise_zarr` writes the result chunk by chunk into a new OME-Zarr store (OME-NGFF 0.4, zarr
 format 2) and records what it is doing in the store's attributes: run again after an interruption,
@@ -21,12 +23,18 @@ from pathlib import Path
 
 import numpy as np
 
+from .axes import Layout, layout
+from .config import DEFAULT_TILES
 from .errors import InputError
 from .images import check_image
-from .inference import check_tiling, denoise
+from .inference import check_model_fits, check_tiling, denoise
 from .model import DenoisingModel, check_model
 
 DEFAULT_CHUNK = 512
+# chunk side and tile side (margins included) per network: 2D tiles smaller than in memory keep the memory
+# of parallel chunks low; a 3D chunk of 128**3 voxels is 192**3 with its margins (28 MiB in float32)
+DEFAULT_CHUNKS = {"2d": DEFAULT_CHUNK, "3d": 128}
+CHUNKED_TILES = {"2d": 256, "3d": DEFAULT_TILES["3d"]}
 OUTPUT_LEVEL = "0"  # the path of the denoised array inside the output group
 STATE_KEY = "autostructn2v"  # the store attribute that records the run
 AXIS_NAMES = ("t", "c", "z", "y", "x")  # OME-NGFF order; plain arrays get the last len(shape) names
@@ -66,43 +74,74 @@ def _margin(model: DenoisingModel, overlap: int) -> int:
     return _round_up(overlap, 2**model.net.depth)
 
 
+def chunked_settings(model: DenoisingModel, tile_size: int | None, chunk: int | None) -> tuple[int, int]:
+    """`tile_size` and `chunk`, or the defaults of the model's network."""
+    network = model.config.network
+    return (CHUNKED_TILES[network] if tile_size is None else tile_size,
+            DEFAULT_CHUNKS[network] if chunk is None else chunk)
+
+
+def _chunked_letters(model: DenoisingModel) -> str:
+    """The axes cut into chunks with margins: the plane, and Z for a 3D network."""
+    return "ZYX" if model.net.dims == 3 else "YX"
+
+
 def _denoise_block(block: np.ndarray, model: DenoisingModel, tile_size: int, overlap: int,
-                   batch_size: int) -> np.ndarray:
-    return denoise(model, block, tile_size, overlap, batch_size)
+                   batch_size: int, axes: str) -> np.ndarray:
+    return denoise(model, block, tile_size, overlap, batch_size, axes=axes)
 
 
-def _check_array_like(image, name: str = "image") -> None:
-    """The checks of `check_image` that need only the shape and type (a zero-stride view stands for the data)."""
+def _check_array_like(image, name: str = "image", axes: str | None = None) -> Layout:
+    """The checks of `canonical_image` that need only the shape and type (a zero-stride view stands for the
+    data), and the image's Layout for `axes`."""
     if not hasattr(image, "shape") or not hasattr(image, "dtype"):
         raise InputError(f"{name} must be an array (numpy, dask or zarr); got {type(image).__name__}.")
-    check_image(np.broadcast_to(np.zeros((), image.dtype), image.shape), name, finite=False)
+    found = layout(np.broadcast_to(np.zeros((), image.dtype), image.shape), axes, name)
+    checked_shape = image.shape if axes is None else found.canonical_shape  # as canonical_image checks
+    check_image(np.broadcast_to(np.zeros((), image.dtype), checked_shape), name, finite=False)
+    return found
 
 
-def denoise_lazy(model: DenoisingModel, image, tile_size: int = 256, overlap: int = 32, batch_size: int = 4,
-                 chunk: int = DEFAULT_CHUNK):
-    """A dask array that computes the denoised float32 `image` (numpy, dask or zarr, (..., Y, X)) chunk by chunk.
+def model_axes(model: DenoisingModel, image, axes: str | None) -> str | None:
+    """`axes`, or (as `denoise` does) the model's training axes when the image has as many dimensions."""
+    if axes is None and model.axes is not None and len(model.axes) == len(image.shape):
+        return model.axes
+    return axes
 
-    Nothing runs until it is computed (or shown); any part equals the same part of `denoise(model, image)`.
-    The Y and X axes are processed in chunks of about `chunk` pixels, the leading axes slice by slice
-    (or as the dask input is chunked).
+
+def denoise_lazy(model: DenoisingModel, image, tile_size: int | None = None, overlap: int = 32, batch_size: int = 4,
+                 chunk: int | None = None, axes: str | None = None):
+    """A dask array that computes the denoised float32 `image` (numpy, dask or zarr) chunk by chunk.
+
+    Nothing runs until it is computed (or shown); any part equals the same part of
+    `denoise(model, image, axes=axes)`. `axes` as for `denoise` (None: the model's training axes when
+    they fit, else a 2D image or a stack of planes). Y and X (and Z for a 3D network) are processed in
+    chunks of about `chunk` pixels (None: 512, or 128 for a 3D network), channels whole, the other axes
+    slice by slice (or as the dask input is chunked). `tile_size` None: 256, or 96 for a 3D network.
     """
     import dask.array as da
 
     check_model(model)
+    tile_size, chunk = chunked_settings(model, tile_size, chunk)
     check_tiling(tile_size, overlap, batch_size, model.net.depth)
-    _check_array_like(image)
+    found = _check_array_like(image, axes=model_axes(model, image, axes))
+    check_model_fits(model, found)
     multiple, margin = 2**model.net.depth, _margin(model, overlap)
+    chunked = _chunked_letters(model)
     if isinstance(image, da.Array):
         array = image
     else:
-        array = da.from_array(image, chunks=(1,) * (image.ndim - 2) + (-1, -1), asarray=True)
-    chunks = tuple(array.chunks[:-2]) + tuple(processing_chunks(n, chunk, margin, multiple) for n in array.shape[-2:])
+        array = da.from_array(image, chunks=tuple(-1 if letter in chunked + "C" else 1 for letter in found.axes),
+                              asarray=True)
+    chunks = tuple(processing_chunks(size, chunk, margin, multiple) if letter in chunked
+                   else (size,) if letter == "C" else sizes
+                   for letter, size, sizes in zip(found.axes, array.shape, array.chunks))
     array = array.rechunk(chunks)
-    axes = (array.ndim - 2, array.ndim - 1)
-    depth = {axis: margin if len(array.chunks[axis]) > 1 else 0 for axis in axes}
+    depth = {axis: margin if letter in chunked and len(chunks[axis]) > 1 else 0
+             for axis, letter in enumerate(found.axes)}
     return da.map_overlap(_denoise_block, array, depth=depth, boundary="none", trim=True, dtype=np.float32,
                           meta=np.empty((0,) * array.ndim, np.float32), model=model, tile_size=tile_size,
-                          overlap=overlap, batch_size=batch_size)
+                          overlap=overlap, batch_size=batch_size, axes=found.axes)
 
 
 # ---------------------------------------------------------------- OME-Zarr stores
@@ -178,9 +217,9 @@ class ResumeError(InputError):
 
 
 def _run_state(source: Path, image: ZarrImage, model_digest: str, tile_size: int, overlap: int,
-               chunk: int) -> dict:
+               chunk: int, axes: str) -> dict:
     return {"source": str(source.resolve()), "shape": list(image.array.shape), "model_sha256": model_digest,
-            "tile_size": tile_size, "overlap": overlap, "chunk": chunk, "complete": False}
+            "tile_size": tile_size, "overlap": overlap, "chunk": chunk, "axes": axes, "complete": False}
 
 
 def _open_output(target: Path, state: dict, image: ZarrImage, chunks: tuple[int, ...], overwrite: bool):
@@ -243,11 +282,13 @@ class ZarrRun:
 
 
 def denoise_zarr(model: DenoisingModel, source: str | Path, target: str | Path, *, model_digest: str = "",
-                 tile_size: int = 256, overlap: int = 32, batch_size: int = 4, chunk: int = DEFAULT_CHUNK,
+                 tile_size: int | None = None, overlap: int = 32, batch_size: int = 4, chunk: int | None = None,
                  scheduler: str = "threads", workers: int = 1, overwrite: bool = False,
-                 on_block: Callable[[int, int], None] | None = None) -> ZarrRun:
+                 on_block: Callable[[int, int], None] | None = None, axes: str | None = None) -> ZarrRun:
     """Denoise the full-resolution array of the zarr store `source` into a new OME-Zarr store `target`.
 
+    `axes`, `tile_size` and `chunk` as for `denoise_lazy`; the store's OME-NGFF axis names are copied to
+    the output but not read as `axes`. The output is chunked as the processing is, one channel per chunk.
     `scheduler` is "threads", "processes" (local dask schedulers with `workers` workers) or the address
     of a running dask.distributed scheduler. `on_block(done, total)` is called after each block. An
     existing `target` left by an interrupted run with the same source, model (`model_digest`) and
@@ -256,16 +297,21 @@ def denoise_zarr(model: DenoisingModel, source: str | Path, target: str | Path, 
     import dask
     import dask.array as da
 
+    check_model(model)
+    tile_size, chunk = chunked_settings(model, tile_size, chunk)
     source, target = Path(source), Path(target)
     image = open_zarr_image(source)
-    _check_array_like(image.array, str(source))
+    found = _check_array_like(image.array, str(source), model_axes(model, image.array, axes))
+    check_model_fits(model, found)
     check_tiling(tile_size, overlap, batch_size, model.net.depth)
     multiple, margin = 2**model.net.depth, _margin(model, overlap)
-    leading = tuple(1 for _ in image.array.shape[:-2])
-    zarr_chunks = leading + tuple(min(n, max(_round_up(chunk, multiple), margin)) for n in image.array.shape[-2:])
-    state = _run_state(source, image, model_digest, tile_size, overlap, chunk)
+    side = max(_round_up(chunk, multiple), margin)
+    zarr_chunks = tuple(min(size, side) if letter in _chunked_letters(model) else 1
+                        for letter, size in zip(found.axes, image.array.shape))
+    state = _run_state(source, image, model_digest, tile_size, overlap, chunk, found.axes)
     output, resumed = _open_output(target, state, image, zarr_chunks, overwrite)
-    lazy = denoise_lazy(model, da.from_zarr(image.array, chunks=zarr_chunks), tile_size, overlap, batch_size, chunk)
+    lazy = denoise_lazy(model, da.from_zarr(image.array, chunks=zarr_chunks), tile_size, overlap, batch_size, chunk,
+                        found.axes)
     blocks = lazy.to_delayed().ravel()
     regions = list(_block_regions(lazy.chunks))
     pending = [(block, region) for block, region in zip(blocks, regions)

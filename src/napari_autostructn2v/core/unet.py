@@ -170,26 +170,35 @@ class _BlurMaxPool(nn.Module):
 
 
 class MirrorPaddedUNet(nn.Module):
-    """A UNet that takes an image of any size: it mirrors `margin` pixels around the input (more at the
-    bottom and right, up to a size the UNet can pool), then crops the result back to the input's size.
+    """A UNet that takes an image or volume of any size: it mirrors `margin` pixels around the input along
+    Y and X (and Z for `dims` 3), more at the far side up to a size the UNet can pool, then crops the
+    result back to the input's size.
 
     With `margin` equal to the overlap of tiled `denoise` (32 by default), it computes what `denoise`
     does on a whole image. This module needs torch only: bioimage.io packages carry this file as the
     architecture of their weights, for runtimes that do not have napari-autostructn2v installed.
+    `channels`, `dims` and `separate` are those of `UNet`.
     """
 
-    def __init__(self, base_channels: int = 16, depth: int = 2, n2v2: bool = False, margin: int = 32):
+    def __init__(self, base_channels: int = 16, depth: int = 2, n2v2: bool = False, margin: int = 32,
+                 channels: int = 1, dims: int = 2, separate: bool = False):
         super().__init__()
-        self.unet = UNet(base_channels, depth, n2v2=n2v2)
+        self.unet = UNet(base_channels, depth, n2v2=n2v2, channels=channels, dims=dims, separate=separate)
         self.margin = margin
         self.multiple = 2**depth
+        self.dims = dims
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2], x.shape[-1]
-        rows = _mirrored_indices(height, self.margin, self._extra(height), x.device)
-        columns = _mirrored_indices(width, self.margin, self._extra(width), x.device)
-        y = self.unet(x.index_select(-2, rows).index_select(-1, columns))
-        return y[..., self.margin : self.margin + height, self.margin : self.margin + width]
+        sizes: list[int] = []
+        for index in range(self.dims):
+            axis = index - self.dims
+            length = x.shape[axis]
+            sizes.append(length)
+            x = x.index_select(axis, _mirrored_indices(length, self.margin, self._extra(length), x.device))
+        y = self.unet(x)
+        for index in range(self.dims):
+            y = y.narrow(index - self.dims, self.margin, sizes[index])
+        return y
 
     def _extra(self, length: int) -> int:
         """Pixels after the far margin that make the padded length a multiple of 2**depth."""

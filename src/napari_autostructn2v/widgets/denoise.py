@@ -133,7 +133,7 @@ class DenoiseWidget(Container):
             model = self.model()
             data = layer_data(layer)
             if layer.multiscale or not isinstance(data, np.ndarray):
-                self._show_lazy(layer, denoise_lazy(model, data, self.tile_size.value))
+                self._show_lazy(layer, denoise_lazy(model, data, self.tile_size.value, axes=self.axes.value))
                 return
         except (ModelFileError, InputError) as error:
             self._fail(gui_words(str(error)))
