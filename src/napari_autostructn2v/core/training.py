@@ -227,15 +227,53 @@ def _masked_loss(net, patches: torch.Tensor, generator: torch.Generator, stage: 
     return torch.mean((predicted[blind].float() - patches[blind]) ** 2)
 
 
-def _validation_loss(net, patches: torch.Tensor, seed: int, stage: StageConfig, struct_mask, batch: int) -> float:
-    """Masked loss on held-out patches with the same blind spots every time, so epochs compare."""
+def _validation_loss(net, patches: torch.Tensor, seed: int, stage: StageConfig, struct_mask,
+                     batch: int) -> tuple[float, dict]:
+    """Masked loss on held-out patches (the same blind spots every time, so epochs compare) after the
+    output calibration, and the weights with that calibration folded into the network's last layer.
+
+    Each channel's output is scaled and shifted by the least-squares fit of the noisy values on the
+    predictions at the blind spots. The noise there is independent of the prediction, so the fit
+    estimates the gain and offset against the clean image: it removes the intensity error that the
+    batch-norm statistics and the step-to-step noise of training leave in the output.
+    """
     generator = _seeded_generator(seed, patches.device)
+    channels = patches.shape[1]
+    predicted, observed = [[] for _ in range(channels)], [[] for _ in range(channels)]
     net.eval()
     with torch.no_grad():
-        losses = [float(_masked_loss(net, patches[i : i + batch], generator, stage, struct_mask)) * len(patches[i : i + batch])
-                  for i in range(0, len(patches), batch)]
+        for start in range(0, len(patches), batch):
+            chunk = patches[start : start + batch]
+            inputs, blind = mask_batch(chunk, stage.mask_percent, generator, struct_mask, median=stage.n2v2)
+            with autocast(chunk.device):
+                output = net(inputs).float()
+            for channel in range(channels):
+                predicted[channel].append(output[:, channel][blind[:, channel]].double())
+                observed[channel].append(chunk[:, channel][blind[:, channel]].double())
     net.train()
-    return sum(losses) / len(patches)
+    state = copy.deepcopy(net.state_dict())
+    squared, count = 0.0, 0
+    for channel in range(channels):
+        x, y = torch.cat(predicted[channel]), torch.cat(observed[channel])
+        gain, offset = _output_fit(x, y)
+        squared += float(((gain * x + offset - y) ** 2).sum())
+        count += len(x)
+        state["head.weight"][channel].mul_(gain)
+        state["head.bias"][channel].mul_(gain).add_(offset)
+    return squared / max(count, 1), state
+
+
+def _output_fit(predicted: torch.Tensor, observed: torch.Tensor) -> tuple[float, float]:
+    """Gain and offset of the least-squares line observed ~ gain * predicted + offset (1, 0 if undetermined)."""
+    spread = predicted - predicted.mean()
+    variance = float((spread**2).sum())
+    if len(predicted) < 2 or not variance > 0:
+        return 1.0, 0.0
+    gain = float((spread * (observed - observed.mean())).sum()) / variance
+    offset = float(observed.mean()) - gain * float(predicted.mean())
+    if not (np.isfinite(gain) and np.isfinite(offset) and gain > 0):
+        return 1.0, 0.0
+    return gain, offset
 
 
 def _check_images(images, config: Config, axes: str | None) -> tuple[list[np.ndarray], str]:
@@ -414,11 +452,11 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
                         net.train()
                 if not losses:
                     break
-                val_loss = _validation_loss(net, val_patches, seed + 7, stage, mask, stage.batch_size)
+                val_loss, state = _validation_loss(net, val_patches, seed + 7, stage, mask, stage.batch_size)
                 model.history.append({"stage": stage_index, "epoch": epoch, "train_loss": float(np.mean(losses)),
                                       "val_loss": val_loss})
                 if val_loss < best_loss:
-                    best_loss, best_state = val_loss, copy.deepcopy(net.state_dict())
+                    best_loss, best_state = val_loss, state
                 yield EpochEnd(stage_index, epoch, float(np.mean(losses)), val_loss)
                 if stopped:
                     break
@@ -431,12 +469,12 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
 
 
 def _keep_best(net, val_patches, seed: int, stage: StageConfig, mask, best_loss: float, best_state) -> float:
-    """Load the best weights seen, unless the current ones (after an interrupted epoch) are better."""
-    current = _validation_loss(net, val_patches, seed + 7, stage, mask, stage.batch_size)
+    """Load the best calibrated weights seen, or the current ones calibrated (after an interrupted epoch) if better."""
+    current, state = _validation_loss(net, val_patches, seed + 7, stage, mask, stage.batch_size)
     if best_state is not None and best_loss < current:
-        net.load_state_dict(best_state)
-        return float(best_loss)
-    return current
+        state, current = best_state, best_loss
+    net.load_state_dict(state)
+    return float(current)
 
 
 def _estimate_masks(model: DenoisingModel, slices: list[np.ndarray], config: Config) -> list[MaskEstimate]:
