@@ -207,15 +207,15 @@ def test_zero_epochs_in_both_stages_is_refused_at_the_call(noisy, tiny_config):
         train(noisy, tiny_config)  # at the call, before the first event
 
 
-def test_validation_calibrates_the_output_gain_and_offset(noisy):
+def test_validation_calibrates_the_output_gain_and_offset(noisy, tiny_config):
     """A wrong gain and offset of the last layer cost nothing after the calibration, and the
     calibrated weights are the same whatever the miscalibration was."""
     from napari_autostructn2v.core.training import _validation_loss
-    from napari_autostructn2v.core.unet import UNet
 
-    torch.manual_seed(0)
-    net = UNet(base_channels=8, depth=1)
-    patches = torch.from_numpy((noisy[None, None, :64, :64] - noisy.mean()) / noisy.std()).float().repeat(4, 1, 1, 1)
+    net = fit(noisy, tiny_config).net  # trained a little: its predictions follow the image
+    clean = make_sample((96, 96), "horizontal", 0.1, seed=0)[0]  # held-out values without noise pin the fit down
+    normalised = (clean - noisy.mean()) / noisy.std()
+    patches = torch.from_numpy(np.stack([normalised[:64, :64], normalised[32:, 32:]])[:, None]).float()
     stage = StageConfig(mask_percent=5.0)
     loss, state = _validation_loss(net, patches, 3, stage, None, 2)
     spoiled = copy.deepcopy(net)
@@ -228,3 +228,18 @@ def test_validation_calibrates_the_output_gain_and_offset(noisy):
         torch.testing.assert_close(spoiled_state[key], state[key], rtol=1e-4, atol=1e-5)
     # the live network is left as it was
     assert torch.equal(spoiled.head.bias, net.head.bias + 2.0)
+
+
+def test_output_fit_keeps_the_gain_when_the_predictions_cannot_pin_it_down():
+    from napari_autostructn2v.core.training import _output_fit
+
+    rng = np.random.default_rng(0)
+    spread_out = torch.from_numpy(rng.normal(0, 1, 3000))
+    observed = 1.5 * spread_out + 0.2 + torch.from_numpy(rng.normal(0, 0.5, 3000))
+    gain, offset = _output_fit(spread_out, observed)
+    assert gain == pytest.approx(1.5, abs=0.05) and offset == pytest.approx(0.2, abs=0.05)
+    # background only: predictions within a narrow band, the noise dominates: the offset alone
+    narrow = torch.from_numpy(rng.normal(0, 0.01, 3000))
+    observed = 1.5 * narrow + 0.2 + torch.from_numpy(rng.normal(0, 0.5, 3000))
+    gain, offset = _output_fit(narrow, observed)
+    assert gain == 1.0 and offset == pytest.approx(float(observed.mean() - narrow.mean()))

@@ -29,6 +29,7 @@ from .model import DenoisingModel, autocast, memory_format, resolve_device
 from .roi import count_windows, select_roi_patches
 
 MIN_PATCH_POSITIONS = 4
+MAX_GAIN_ERROR = 0.05  # relative standard error above which the output calibration keeps the gain at 1
 VALIDATION_PATCHES_MAX = 64
 PREVIEW_SIZE = 512
 PREVIEW_SIZE_3D = 96  # a volume's preview: a crop of this side and PREVIEW_PLANES planes, one tile with
@@ -264,15 +265,21 @@ def _validation_loss(net, patches: torch.Tensor, seed: int, stage: StageConfig, 
 
 
 def _output_fit(predicted: torch.Tensor, observed: torch.Tensor) -> tuple[float, float]:
-    """Gain and offset of the least-squares line observed ~ gain * predicted + offset (1, 0 if undetermined)."""
+    """Gain and offset of the least-squares line observed ~ gain * predicted + offset.
+
+    When the predictions span too little to pin the gain down (its standard error above
+    MAX_GAIN_ERROR, e.g. on background-only patches), only the offset is corrected.
+    """
+    if len(predicted) < 3:
+        return 1.0, 0.0
     spread = predicted - predicted.mean()
     variance = float((spread**2).sum())
-    if len(predicted) < 2 or not variance > 0:
-        return 1.0, 0.0
-    gain = float((spread * (observed - observed.mean())).sum()) / variance
+    gain = float((spread * (observed - observed.mean())).sum()) / variance if variance > 0 else 0.0
     offset = float(observed.mean()) - gain * float(predicted.mean())
-    if not (np.isfinite(gain) and np.isfinite(offset) and gain > 0):
-        return 1.0, 0.0
+    residual = float(((observed - gain * predicted - offset) ** 2).sum()) / (len(predicted) - 2)
+    error = (residual / variance) ** 0.5 if variance > 0 else np.inf
+    if not (np.isfinite(gain) and np.isfinite(offset) and gain > 0 and error <= MAX_GAIN_ERROR * gain):
+        return 1.0, float(observed.mean() - predicted.mean())
     return gain, offset
 
 
