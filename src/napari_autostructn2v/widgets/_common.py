@@ -18,6 +18,7 @@ from ..core.model import ModelFileError
 from ._overlay import Outline
 
 INTERNAL = "napari-autostructn2v internal"
+TURN_GAP_MS = 30  # longer than Qt's wait before it repaints a window (5 ms), so that a paint comes in between
 
 OUT_OF_MEMORY = (
     "Out of memory. Lower the batch size or the patch size (training) or the tile size (denoising), "
@@ -151,6 +152,23 @@ def later(callback) -> None:
     QTimer.singleShot(0, callback)
 
 
+def in_turns(steps, context, gap_ms: int = TURN_GAP_MS) -> None:
+    """Call `steps` one after another, each `gap_ms` after the previous one returned, so that the viewer
+    repaints and answers the user in between; the steps left are dropped when QObject `context` is deleted."""
+    if not steps:
+        return
+    timer = QTimer(context)  # a child of `context`: deleted with it, before it fires
+    timer.setSingleShot(True)
+
+    def step() -> None:
+        timer.deleteLater()
+        steps[0]()
+        in_turns(steps[1:], context, gap_ms)
+
+    timer.timeout.connect(step)
+    timer.start(gap_ms)
+
+
 def keep_on_top(viewer, layers) -> None:
     """Move `layers` (those still in the viewer) above all others, keeping their order."""
     present = [layer for layer in layers if layer in viewer.layers]
@@ -221,7 +239,8 @@ def show_layer(viewer, kind: str, data, name: str, internal: bool = True, **kwar
             layer.data = data
             layer.metadata[INTERNAL] = internal
             for key in UPDATED_IN_PLACE:
-                if key in kwargs:
+                # each set redraws the layer and makes the viewer re-read every layer's extent, even unchanged
+                if key in kwargs and not np.array_equal(np.asarray(getattr(layer, key)), np.asarray(kwargs[key])):
                     setattr(layer, key, kwargs[key])
             return layer
         viewer.layers.remove(layer)
@@ -229,9 +248,19 @@ def show_layer(viewer, kind: str, data, name: str, internal: bool = True, **kwar
 
 
 def add_quietly(viewer, layer):
-    """Add `layer` and give the active layer back to the one the user works on (napari activates new layers)."""
-    active = viewer.layers.selection.active
-    viewer.add_layer(layer)
-    if active is not None:
-        viewer.layers.selection.active = active
+    """Add `layer` and leave the user's active layer (and its controls) as it is.
+
+    napari activates a new layer, which rebuilds the layer controls and the selection twice (a
+    third of the cost of adding a layer): the layer list's private `_activate_on_insert` switch
+    turns that off; should napari drop it, the active layer is given back afterwards.
+    """
+    layers = viewer.layers
+    active = layers.selection.active
+    layers._activate_on_insert = False
+    try:
+        viewer.add_layer(layer)
+    finally:
+        layers._activate_on_insert = True
+    if active is not None and layers.selection.active is not active:
+        layers.selection.active = active
     return layer
