@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from napari.layers import Labels
 from napari.utils.colormaps.standardize_color import transform_color
 from qtpy.QtCore import QTimer
 
@@ -87,6 +88,7 @@ def test_training_shows_progress_as_layers_and_ends_with_a_placed_denoised_layer
     centre = mask.shape[0] // 2
     assert mask[centre, centre] == 1 and mask[centre, centre + 1] == 1  # the sample's noise is horizontal
     assert "#" in widget.mask_text.value
+    assert not isinstance(viewer.layers[MASK_LAYER], Labels)  # nothing to paint without the review: an image
     patches = viewer.layers[PATCHES_LAYER]
     assert len(patches.data) > 0 and np.allclose(patches.scale, SCALE)
     assert [stage for stage, _, _ in widget.loss_plot.points] == [1, 1, 2, 2]
@@ -171,6 +173,7 @@ def test_mask_review_pauses_before_stage_2_and_uses_the_edited_preset(qtbot, vie
     assert widget.progress[2].value == 0 and widget.running  # paused
     widget.preset.value = "vertical"
     widget.span.value = 3
+    assert isinstance(viewer.layers[MASK_LAYER], Labels)  # to be painted on
     canvas = viewer.layers[MASK_LAYER].data
     centre = canvas.shape[0] // 2
     np.testing.assert_array_equal(canvas[centre - 1 : centre + 2, centre - 1 : centre + 2], preset_mask("vertical", 3))
@@ -282,6 +285,7 @@ def test_layout_keeps_its_width_and_the_overlays_stay_on_top(qtbot, viewer, widg
     width = widget.native.width()
     run_to_end(qtbot, widget)
     assert "#" in widget.mask_text.value
+    assert not isinstance(viewer.layers[MASK_LAYER], Labels)  # nothing to paint without the review: an image
     widget.mask_text.value = "structN2V mask (" + "a_very_long_unbreakable_reason_" * 10 + ")"
     qtbot.wait(50)
     assert widget.native.width() == width

@@ -15,10 +15,11 @@ from __future__ import annotations
 from functools import partial
 
 import numpy as np
-from napari.layers import Image, Shapes
+from napari.layers import Image, Labels, Shapes
 
 from ..core.axes import layout
 from ._common import (
+    LAYER_KINDS,
     add_quietly,
     current_index,
     draw_outline,
@@ -39,6 +40,9 @@ ACF_LAYER = "noise autocorrelation"
 MASK_LAYER = "structured mask"
 PATCHES_LAYER = "patches in use"
 STAGE_COLOURS = {1: "#00e5ff", 2: "#ff9f1a"}
+# an image mask adds its colour where it is 1 and leaves the image beneath visible elsewhere, as labels do
+MASK_LOOK = {"labels": {"opacity": 0.9},
+             "image": {"opacity": 0.9, "colormap": "green", "contrast_limits": (0, 1), "blending": "additive"}}
 INSET_FRACTION = 0.2  # an inset's side is this fraction of the source image's shorter side
 INSET_MARGIN = 0.02
 
@@ -62,15 +66,18 @@ class ProgressLayers:
         self._stage: StageShown | None = None
         self._saved_view = None
         self._placeholders: dict[str, object] = {}  # name -> layer added empty at the start of the run
+        self._mask_kind = "labels"
 
     def start(self, sources: list[Image], preview_offset: tuple[int, int], preview_shape: tuple[int, int],
-              axes: str | None, inset_side: int, then: list) -> None:
+              axes: str | None, inset_side: int, review: bool, then: list) -> None:
         """Begin a run on `sources` (of these axes), then call the steps in `then` (the last starts the training).
 
         The display layers that are missing are added first as empty, transparent placeholders with
         the shape and placement their data will have (`inset_side`: the side of the autocorrelation
         and mask arrays), so that filling them changes no extent; one per turn of the event loop, so
         that each addition and its first paint are a stall of their own and the viewer answers in between.
+        The mask is a Labels layer, which can be painted, only when it is to be reviewed (`review`):
+        adding one costs twice as much as an image layer (napari's brush and polygon overlays).
         """
         self.sources, self.preview_offset, self._stage, self.axes = sources, preview_offset, None, axes
         self._placeholders = {}
@@ -82,12 +89,12 @@ class ProgressLayers:
             ACF_LAYER: lambda: show_layer(
                 self._viewer, "image", np.zeros((inset_side,) * 2, np.float32), ACF_LAYER, colormap="magma",
                 contrast_limits=(0.0, 1.0), opacity=0.0, **self._inset(inset_side, column=0)),
-            MASK_LAYER: lambda: show_layer(
-                self._viewer, "labels", np.zeros((inset_side,) * 2, np.uint8), MASK_LAYER, opacity=0.9,
-                **self._inset(inset_side, column=1)),
+            MASK_LAYER: lambda: self.show_mask(np.zeros((inset_side,) * 2, np.uint8), placeholder=True),
             PATCHES_LAYER: lambda: self._add_patches_layer(STAGE_COLOURS[1]),
         }
-        missing = [] if source is None else [name for name in makers if name not in self._viewer.layers]
+        self._mask_kind = "labels" if review else "image"
+        missing = [] if source is None else [name for name in makers if name not in self._viewer.layers or (
+            name == MASK_LAYER and not isinstance(self._viewer.layers[name], LAYER_KINDS[self._mask_kind]))]
         steps = [partial(self._add_placeholder, makers[name]) for name in missing]
         if missing:
             steps.append(self.keep_on_top)
@@ -181,9 +188,13 @@ class ProgressLayers:
         self.show_mask(canvas)
         self.keep_on_top()
 
-    def show_mask(self, canvas: np.ndarray) -> None:
-        self._placeholders.pop(MASK_LAYER, None)
-        show_layer(self._viewer, "labels", canvas, MASK_LAYER, opacity=0.9, **self._inset(canvas.shape[0], column=1))
+    def show_mask(self, canvas: np.ndarray, placeholder: bool = False) -> Image | Labels:
+        """Show a mask canvas (1 = masked): a Labels layer to paint on during a review, else an image."""
+        if not placeholder:
+            self._placeholders.pop(MASK_LAYER, None)
+        look = MASK_LOOK[self._mask_kind]
+        return show_layer(self._viewer, self._mask_kind, canvas, MASK_LAYER, **look,
+                          **self._inset(canvas.shape[0], column=1))
 
     def mask_canvas(self) -> np.ndarray | None:
         if MASK_LAYER in self._viewer.layers and MASK_LAYER not in self._placeholders:

@@ -330,7 +330,7 @@ class TrainWidget(Container):
         # is made during training; a worker quit meanwhile ends as soon as it starts
         activity = partial(self._activity.show, "run", 0, "Preparing the training")
         self.layers.start(layers, (top, left), preview_shape, axes, inset_side(self.settings.mask.max_radius),
-                          then=[activity, run.worker.start])
+                          review=self.review.value, then=[activity, run.worker.start])
 
     def stop(self) -> None:
         """First press: end training at the next step (the best model so far is kept). A second press, or a
