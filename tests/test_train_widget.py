@@ -124,6 +124,8 @@ def test_display_layers_are_added_one_per_turn_before_training_starts_without_ac
     # the placeholders had the shape and place of their data: filling them changed no extent
     assert viewer.layers[ACF_LAYER].data.shape == (inset_side(settings_for(viewer).mask.max_radius),) * 2
     np.testing.assert_allclose(viewer.layers[PATCHES_LAYER].translate, TRANSLATE)
+    # its first paint rendered no glyphs for the (empty) text
+    assert not viewer.window._qt_viewer.canvas.layer_to_visual[viewer.layers[PATCHES_LAYER]].node.text.visible
     # stage 2's patches, in stage 2's colour
     np.testing.assert_allclose(viewer.layers[PATCHES_LAYER].edge_color, transform_color(STAGE_COLOURS[2]))
 

@@ -247,6 +247,20 @@ def show_layer(viewer, kind: str, data, name: str, internal: bool = True, **kwar
     return add_quietly(viewer, LAYER_KINDS[kind](data, name=name, metadata={INTERNAL: internal}, **kwargs))
 
 
+def skip_text(viewer, layer: Shapes) -> None:
+    """Keep vispy from drawing the (empty) text of a Shapes layer shown in `viewer`'s window.
+
+    Each Shapes visual renders nine glyphs in Python at its first paint, even without text (vispy's
+    TextVisual, one font cache per visual): 0.1-0.5 s in software OpenGL. A viewer without a window,
+    or a napari whose private canvas mapping differs, draws the text as before.
+    """
+    try:
+        visual = viewer.window._qt_viewer.canvas.layer_to_visual[layer]
+        visual.node.text.visible = False
+    except (AttributeError, KeyError):
+        return
+
+
 def add_quietly(viewer, layer):
     """Add `layer` and leave the user's active layer (and its controls) as it is.
 

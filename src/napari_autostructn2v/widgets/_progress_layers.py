@@ -31,6 +31,7 @@ from ._common import (
     refresh_thumbnail,
     show_image,
     show_layer,
+    skip_text,
 )
 from ._overlay import Outline
 from ._train_worker import StageShown
@@ -179,7 +180,9 @@ class ProgressLayers:
         layer = mark_internal(Shapes(ndim=2, name=PATCHES_LAYER, edge_color=colour, face_color="transparent",
                                      scale=source.scale[-2:], translate=source.translate[-2:]))
         layer.metadata["colour"] = colour
-        return add_quietly(self._viewer, layer)
+        add_quietly(self._viewer, layer)
+        skip_text(self._viewer, layer)
+        return layer
 
     def show_mask_layers(self, acf: np.ndarray, canvas: np.ndarray) -> None:
         size = acf.shape[0]
