@@ -1,7 +1,5 @@
 """The Denoise dock widget in a real napari viewer (run under xvfb-run)."""
 
-import threading
-
 import numpy as np
 import pytest
 
@@ -186,28 +184,3 @@ def test_a_multiscale_layer_gives_its_full_resolution_denoised_lazily(qtbot, vie
     output = viewer.layers["pyramid denoised"]
     assert not output.multiscale and isinstance(output.data, da.Array)
     np.testing.assert_allclose(output.data.compute(), denoise(tiny_model, image), atol=1e-5)
-
-
-def test_the_press_returns_before_the_activity_bar_is_made(qtbot, monkeypatch, viewer, widget, tiny_model):
-    """napari's activity bar costs as much as the rest of the press: it is made in a later turn of the event loop."""
-    set_model(viewer, tiny_model)
-    release = threading.Event()
-
-    def held_steps(model, image, tile_size, axes=None):
-        yield 0, 1
-        release.wait(TIMEOUT / 1000)
-        return np.zeros_like(image)
-
-    monkeypatch.setattr(denoise_module, "denoise_steps", held_steps)
-    pressing, shown = [False], []
-    monkeypatch.setattr(widget._activity, "show", lambda key, total, text: shown.append((text, pressing[0])))
-    pressing[0] = True
-    widget.run()
-    pressing[0] = False
-    try:
-        assert shown == []
-        qtbot.waitUntil(lambda: bool(shown), timeout=TIMEOUT)
-    finally:
-        release.set()
-        qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT)
-    assert shown == [("Denoising noisy", False)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 import napari.viewer
@@ -16,7 +15,7 @@ from ..core.chunked import denoise_lazy
 from ..core.images import InputError
 from ..core.inference import denoise_steps
 from ..core.model import ModelFileError, load_model
-from ._common import (Failed, active_input, gui_words, in_turns, input_layers, layer_axes_choices, layer_data,
+from ._common import (Failed, active_input, gui_words, input_layers, layer_axes_choices, layer_data,
                       refresh_image_choice, show_image, user_message)
 from ._layout import Activity, narrow_combo, scrolling_dock, set_status, wrapping_label
 from ._session import model_for
@@ -146,16 +145,10 @@ class DenoiseWidget(Container):
         self.worker.returned.connect(self._on_result)
         self.worker.finished.connect(self._on_finished)
         self.progress.value, self.progress.max = 0, 1
+        self._activity.show(layer.name, 0, f"Denoising {layer.name}")
         self._set_running(True)
         self._show(f"Denoising {layer.name} ...")
         self.worker.start()
-        # napari's activity bar costs as much as the rest of the press: made in the next turn of the event loop
-        in_turns([partial(self._show_activity, self.worker, layer.name)], self.native)
-
-    def _show_activity(self, worker, name: str) -> None:
-        """Show the denoising of layer `name` in napari's activity dock, unless `worker` has ended already."""
-        if self.worker is worker:
-            self._activity.show(name, 0, f"Denoising {name}")
 
     def _show_lazy(self, source: Image, result) -> None:
         """Add the lazily computed result of a dask-backed or multiscale layer: napari computes what it shows."""

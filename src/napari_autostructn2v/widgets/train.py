@@ -326,11 +326,10 @@ class TrainWidget(Container):
         self.mask_text.value = ""
         self._set_running(True)
         self._show(f"Preparing the training on {', '.join(layer.name for layer in layers)}.")
-        # the display layers and the activity bar first, each in its own turn of the event loop, so that none
-        # is made during training; a worker quit meanwhile ends as soon as it starts
-        activity = partial(self._activity.show, "run", 0, "Preparing the training")
+        # the display layers first, each in its own turn of the event loop, so that none is added during training;
+        # a worker quit meanwhile ends as soon as it starts
         self.layers.start(layers, (top, left), preview_shape, axes, inset_side(self.settings.mask.max_radius),
-                          review=self.review.value, then=[activity, run.worker.start])
+                          review=self.review.value, then=[run.worker.start])
 
     def stop(self) -> None:
         """First press: end training at the next step (the best model so far is kept). A second press, or a
