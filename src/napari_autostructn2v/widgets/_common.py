@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -247,34 +248,52 @@ def show_layer(viewer, kind: str, data, name: str, internal: bool = True, **kwar
     return add_quietly(viewer, LAYER_KINDS[kind](data, name=name, metadata={INTERNAL: internal}, **kwargs))
 
 
+def _set_private(obj, name: str, value) -> bool:
+    """Set napari's private attribute `name` of `obj`; False where napari refuses.
+
+    napari warns (FutureWarning) that plugin widgets lose access to private attributes from 0.10
+    on: there the AttributeError is taken and the caller does without.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            setattr(obj, name, value)
+        except AttributeError:
+            return False
+    return True
+
+
 def skip_text(viewer, layer: Shapes) -> None:
     """Keep vispy from drawing the (empty) text of a Shapes layer shown in `viewer`'s window.
 
     Each Shapes visual renders nine glyphs in Python at its first paint, even without text (vispy's
     TextVisual, one font cache per visual): 0.1-0.5 s in software OpenGL. A viewer without a window,
-    or a napari whose private canvas mapping differs, draws the text as before.
+    or a napari that refuses the private canvas mapping, draws the text as before.
     """
-    try:
-        visual = viewer.window._qt_viewer.canvas.layer_to_visual[layer]
-        visual.node.text.visible = False
-    except (AttributeError, KeyError):
-        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # see `_set_private`
+        try:
+            text = viewer.window._qt_viewer.canvas.layer_to_visual[layer].node.text
+        except (AttributeError, KeyError):
+            return
+    text.visible = False
 
 
 def add_quietly(viewer, layer):
     """Add `layer` and leave the user's active layer (and its controls) as it is.
 
     napari activates a new layer, which rebuilds the layer controls and the selection twice (a
-    third of the cost of adding a layer): the layer list's private `_activate_on_insert` switch
-    turns that off; should napari drop it, the active layer is given back afterwards.
+    third to three quarters of the cost of adding a layer): the layer list's private
+    `_activate_on_insert` switch turns that off; where napari refuses it, the active layer is given back.
     """
     layers = viewer.layers
     active = layers.selection.active
-    layers._activate_on_insert = False
+    switched = _set_private(layers, "_activate_on_insert", False)
     try:
         viewer.add_layer(layer)
     finally:
-        layers._activate_on_insert = True
+        if switched:
+            _set_private(layers, "_activate_on_insert", True)
     if active is not None and layers.selection.active is not active:
         layers.selection.active = active
     return layer
