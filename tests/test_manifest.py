@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -90,7 +91,15 @@ def test_plugins_menu_widget_and_sample_open_in_a_viewer(make_napari_viewer):
     assert tuple(volume.axis_labels) == ("z", "y", "x") and not volume_clean.visible
     viewer.layers.selection.active = noisy
 
-    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "ROI selection")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "ROI selection")
     assert isinstance(widget, RoiWidget)
     assert widget.image.value is noisy
-    assert len(viewer.layers["ROI patches stage 1"].data) > 0
+    overlay = viewer.layers["ROI patches stage 1"]
+    assert len(overlay.data) > 0
+    # the widget sees the viewer through napari's plugin proxy: adding its layer quietly and hiding the
+    # outline's text take no private access that napari warns about
+    assert not [warning for warning in caught if "Private attribute access" in str(warning.message)]
+    assert viewer.layers.selection.active is noisy
+    assert not viewer.window._qt_viewer.canvas.layer_to_visual[overlay].node.text.visible

@@ -278,3 +278,12 @@ def test_every_control_has_a_tooltip(widget):
                 widget.suggest, widget.scale_factor, widget.patch_size, widget.overlap, widget.max_boxes,
                 widget.show_map]
     assert all(control.tooltip for control in controls)
+
+
+def test_the_outline_layers_draw_no_text(viewer, widget):
+    """vispy renders glyphs in Python at the first paint of a Shapes layer's text, even empty: our outlines skip it."""
+    widget.refresh()
+    visuals = viewer.window._qt_viewer.canvas.layer_to_visual
+    assert not visuals[viewer.layers[OVERLAY1]].node.text.visible
+    other = viewer.add_shapes(ndim=2)  # the user's own Shapes layers keep their text
+    assert visuals[other].node.text.visible

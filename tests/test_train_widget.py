@@ -2,14 +2,16 @@
 
 import numpy as np
 import pytest
+from napari.layers import Labels
 from napari.utils.colormaps.standardize_color import transform_color
+from qtpy.QtCore import QTimer
 
 from conftest import set_stage_budget
 from napari_autostructn2v.core.inference import denoise
 from napari_autostructn2v.core.mask import preset_mask
 from napari_autostructn2v.core.sample import make_sample
 from napari_autostructn2v.widgets import train as train_module
-from napari_autostructn2v.widgets._progress_layers import STAGE_COLOURS
+from napari_autostructn2v.widgets._progress_layers import STAGE_COLOURS, inset_side
 from napari_autostructn2v.widgets._session import model_for, settings_for
 from napari_autostructn2v.widgets.train import ACF_LAYER, MASK_LAYER, PATCHES_LAYER, PREVIEW_LAYER, TrainWidget
 
@@ -86,6 +88,7 @@ def test_training_shows_progress_as_layers_and_ends_with_a_placed_denoised_layer
     centre = mask.shape[0] // 2
     assert mask[centre, centre] == 1 and mask[centre, centre + 1] == 1  # the sample's noise is horizontal
     assert "#" in widget.mask_text.value
+    assert not isinstance(viewer.layers[MASK_LAYER], Labels)  # nothing to paint without the review: an image
     patches = viewer.layers[PATCHES_LAYER]
     assert len(patches.data) > 0 and np.allclose(patches.scale, SCALE)
     assert [stage for stage, _, _ in widget.loss_plot.points] == [1, 1, 2, 2]
@@ -94,22 +97,47 @@ def test_training_shows_progress_as_layers_and_ends_with_a_placed_denoised_layer
     assert widget.save_button.enabled
 
 
-def test_display_layers_are_added_at_start_so_that_none_is_created_during_training(qtbot, viewer, widget):
+def test_display_layers_are_added_one_per_turn_before_training_starts_without_activating_them(qtbot, viewer,
+                                                                                               widget):
     viewer.add_image(np.zeros((16, 16), np.float32), name="other")
     viewer.layers.selection.active = viewer.layers["other"]
+    turns, log, activated = [0], [], []
+    ticker = QTimer()  # a 0 ms timer ticks once per turn of the event loop
+    ticker.timeout.connect(lambda: turns.__setitem__(0, turns[0] + 1))
+    ticker.start(0)
+    viewer.layers.events.inserted.connect(lambda event: log.append((event.value.name, turns[0], event.value.opacity)))
+    viewer.layers.selection.events.active.connect(lambda event: activated.append(event.value))
     widget.start()
-    # before the worker's first event: each layer added later would stall the viewer mid-training
-    assert {PREVIEW_LAYER, ACF_LAYER, MASK_LAYER, PATCHES_LAYER} <= {layer.name for layer in viewer.layers}
-    assert viewer.layers[PREVIEW_LAYER].opacity == 0 and viewer.layers[ACF_LAYER].opacity == 0  # empty: hidden
-    assert viewer.layers.selection.active is viewer.layers["other"]
-    added = []
-    viewer.layers.events.inserted.connect(lambda event: added.append(event.value.name))
+    assert log == []  # the press itself adds nothing: the viewer answers at once
+    widget.worker.started.connect(lambda: log.append(("training started", turns[0], None)))
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT)
-    assert added == ["noisy denoised"]  # the user's result, at the end
+    ticker.stop()
+    # each layer is added in its own turn of the event loop, all before training starts (each layer added
+    # during training would stall the viewer then); the user's result comes at the end
+    assert [name for name, _, _ in log] == [PREVIEW_LAYER, ACF_LAYER, MASK_LAYER, PATCHES_LAYER, "training started",
+                                            "noisy denoised"]
+    assert all(before[1] < after[1] for before, after in zip(log[:4], log[1:5]))
+    assert log[0][2] == 0 and log[1][2] == 0  # empty: transparent until filled
+    assert activated == [] and viewer.layers.selection.active is viewer.layers["other"]  # never activated
     assert viewer.layers[PREVIEW_LAYER].opacity == 1 and viewer.layers[ACF_LAYER].opacity == 1
     assert viewer.layers[PREVIEW_LAYER].data.shape == (128, 128) and len(viewer.layers[PATCHES_LAYER].data)
+    # the placeholders had the shape and place of their data: filling them changed no extent
+    assert viewer.layers[ACF_LAYER].data.shape == (inset_side(settings_for(viewer).mask.max_radius),) * 2
+    np.testing.assert_allclose(viewer.layers[PATCHES_LAYER].translate, TRANSLATE)
+    # its first paint rendered no glyphs for the (empty) text
+    assert not viewer.window._qt_viewer.canvas.layer_to_visual[viewer.layers[PATCHES_LAYER]].node.text.visible
     # stage 2's patches, in stage 2's colour
     np.testing.assert_allclose(viewer.layers[PATCHES_LAYER].edge_color, transform_color(STAGE_COLOURS[2]))
+
+
+def test_the_layers_of_a_run_are_reused_by_the_next_one(qtbot, viewer, widget):
+    run_to_end(qtbot, widget)
+    shown = {name: viewer.layers[name] for name in (PREVIEW_LAYER, ACF_LAYER, MASK_LAYER, PATCHES_LAYER,
+                                                   "noisy denoised")}
+    added = []
+    viewer.layers.events.inserted.connect(lambda event: added.append(event.value.name))
+    run_to_end(qtbot, widget)
+    assert added == [] and all(viewer.layers[name] is layer for name, layer in shown.items())
 
 
 def test_stop_keeps_a_usable_model_and_refuses_a_second_start(qtbot, viewer, widget, monkeypatch):
@@ -147,6 +175,7 @@ def test_mask_review_pauses_before_stage_2_and_uses_the_edited_preset(qtbot, vie
     assert widget.progress[2].value == 0 and widget.running  # paused
     widget.preset.value = "vertical"
     widget.span.value = 3
+    assert isinstance(viewer.layers[MASK_LAYER], Labels)  # to be painted on
     canvas = viewer.layers[MASK_LAYER].data
     centre = canvas.shape[0] // 2
     np.testing.assert_array_equal(canvas[centre - 1 : centre + 2, centre - 1 : centre + 2], preset_mask("vertical", 3))
@@ -258,6 +287,7 @@ def test_layout_keeps_its_width_and_the_overlays_stay_on_top(qtbot, viewer, widg
     width = widget.native.width()
     run_to_end(qtbot, widget)
     assert "#" in widget.mask_text.value
+    assert not isinstance(viewer.layers[MASK_LAYER], Labels)  # nothing to paint without the review: an image
     widget.mask_text.value = "structN2V mask (" + "a_very_long_unbreakable_reason_" * 10 + ")"
     qtbot.wait(50)
     assert widget.native.width() == width

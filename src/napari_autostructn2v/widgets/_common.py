@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from ..core.model import ModelFileError
 from ._overlay import Outline
 
 INTERNAL = "napari-autostructn2v internal"
+TURN_GAP_MS = 30  # longer than Qt's wait before it repaints a window (5 ms), so that a paint comes in between
 
 OUT_OF_MEMORY = (
     "Out of memory. Lower the batch size or the patch size (training) or the tile size (denoising), "
@@ -151,6 +153,23 @@ def later(callback) -> None:
     QTimer.singleShot(0, callback)
 
 
+def in_turns(steps, context, gap_ms: int = TURN_GAP_MS) -> None:
+    """Call `steps` one after another, each `gap_ms` after the previous one returned, so that the viewer
+    repaints and answers the user in between; the steps left are dropped when QObject `context` is deleted."""
+    if not steps:
+        return
+    timer = QTimer(context)  # a child of `context`: deleted with it, before it fires
+    timer.setSingleShot(True)
+
+    def step() -> None:
+        timer.deleteLater()
+        steps[0]()
+        in_turns(steps[1:], context, gap_ms)
+
+    timer.timeout.connect(step)
+    timer.start(gap_ms)
+
+
 def keep_on_top(viewer, layers) -> None:
     """Move `layers` (those still in the viewer) above all others, keeping their order."""
     present = [layer for layer in layers if layer in viewer.layers]
@@ -221,17 +240,60 @@ def show_layer(viewer, kind: str, data, name: str, internal: bool = True, **kwar
             layer.data = data
             layer.metadata[INTERNAL] = internal
             for key in UPDATED_IN_PLACE:
-                if key in kwargs:
+                # each set redraws the layer and makes the viewer re-read every layer's extent, even unchanged
+                if key in kwargs and not np.array_equal(np.asarray(getattr(layer, key)), np.asarray(kwargs[key])):
                     setattr(layer, key, kwargs[key])
             return layer
         viewer.layers.remove(layer)
     return add_quietly(viewer, LAYER_KINDS[kind](data, name=name, metadata={INTERNAL: internal}, **kwargs))
 
 
+def _set_private(obj, name: str, value) -> bool:
+    """Set napari's private attribute `name` of `obj`; False where napari refuses.
+
+    napari warns (FutureWarning) that plugin widgets lose access to private attributes from 0.10
+    on: there the AttributeError is taken and the caller does without.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            setattr(obj, name, value)
+        except AttributeError:
+            return False
+    return True
+
+
+def skip_text(viewer, layer: Shapes) -> None:
+    """Keep vispy from drawing the (empty) text of a Shapes layer shown in `viewer`'s window.
+
+    Each Shapes visual renders nine glyphs in Python at its first paint, even without text (vispy's
+    TextVisual, one font cache per visual): 0.1-0.5 s in software OpenGL. A viewer without a window,
+    or a napari that refuses the private canvas mapping, draws the text as before.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # see `_set_private`
+        try:
+            text = viewer.window._qt_viewer.canvas.layer_to_visual[layer].node.text
+        except (AttributeError, KeyError):
+            return
+    text.visible = False
+
+
 def add_quietly(viewer, layer):
-    """Add `layer` and give the active layer back to the one the user works on (napari activates new layers)."""
-    active = viewer.layers.selection.active
-    viewer.add_layer(layer)
-    if active is not None:
-        viewer.layers.selection.active = active
+    """Add `layer` and leave the user's active layer (and its controls) as it is.
+
+    napari activates a new layer, which rebuilds the layer controls and the selection twice (a
+    third to three quarters of the cost of adding a layer): the layer list's private
+    `_activate_on_insert` switch turns that off; where napari refuses it, the active layer is given back.
+    """
+    layers = viewer.layers
+    active = layers.selection.active
+    switched = _set_private(layers, "_activate_on_insert", False)
+    try:
+        viewer.add_layer(layer)
+    finally:
+        if switched:
+            _set_private(layers, "_activate_on_insert", True)
+    if active is not None and layers.selection.active is not active:
+        layers.selection.active = active
     return layer

@@ -5,20 +5,25 @@ mask appear as small insets at the top-left corner of the source image, where th
 and stay above images opened later.
 
 Adding a napari layer stalls the viewer for a few hundred milliseconds (layer controls, visuals,
-shader set-up), so the layers are added when a run starts, as transparent placeholders, and
-training only replaces their data; placeholders a run never filled are removed when it ends.
+shader set-up), so the layers are added before training starts, one per turn of the event loop,
+as transparent placeholders of the right shape and place, and training only replaces their data;
+placeholders a run never filled are removed when it ends.
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
-from napari.layers import Image, Shapes
+from napari.layers import Image, Labels, Shapes
 
 from ..core.axes import layout
 from ._common import (
+    LAYER_KINDS,
     add_quietly,
     current_index,
     draw_outline,
+    in_turns,
     keep_on_top,
     later,
     mark_internal,
@@ -26,6 +31,7 @@ from ._common import (
     refresh_thumbnail,
     show_image,
     show_layer,
+    skip_text,
 )
 from ._overlay import Outline
 from ._train_worker import StageShown
@@ -35,46 +41,71 @@ ACF_LAYER = "noise autocorrelation"
 MASK_LAYER = "structured mask"
 PATCHES_LAYER = "patches in use"
 STAGE_COLOURS = {1: "#00e5ff", 2: "#ff9f1a"}
+# an image mask adds its colour where it is 1 and leaves the image beneath visible elsewhere, as labels do
+MASK_LOOK = {"labels": {"opacity": 0.9},
+             "image": {"opacity": 0.9, "colormap": "green", "contrast_limits": (0, 1), "blending": "additive"}}
 INSET_FRACTION = 0.2  # an inset's side is this fraction of the source image's shorter side
 INSET_MARGIN = 0.02
+
+
+def inset_side(max_radius: int) -> int:
+    """Side of the autocorrelation and mask arrays that `core.mask` estimates for `max_radius` (offsets up to
+    max_radius + 2 each way)."""
+    return 2 * (max_radius + 2) + 1
 
 
 class ProgressLayers:
     """The display layers of one Train widget."""
 
-    def __init__(self, viewer):
+    def __init__(self, viewer, context):
+        """`context`: a QObject (the widget's) whose deletion cancels the steps of a run still being prepared."""
         self._viewer = viewer
+        self._context = context
         self.sources: list[Image] = []
         self.preview_offset = (0, 0)
         self.axes: str | None = None
         self._stage: StageShown | None = None
         self._saved_view = None
         self._placeholders: dict[str, object] = {}  # name -> layer added empty at the start of the run
+        self._mask_kind = "labels"
 
     def start(self, sources: list[Image], preview_offset: tuple[int, int], preview_shape: tuple[int, int],
-              axes: str | None = None) -> None:
-        """Begin a run on `sources` (of these axes): add the display layers that are missing, empty and transparent."""
+              axes: str | None, inset_side: int, review: bool, then: list) -> None:
+        """Begin a run on `sources` (of these axes), then call the steps in `then` (the last starts the training).
+
+        The display layers that are missing are added first as empty, transparent placeholders with
+        the shape and placement their data will have (`inset_side`: the side of the autocorrelation
+        and mask arrays), so that filling them changes no extent; one per turn of the event loop, so
+        that each addition and its first paint are a stall of their own and the viewer answers in between.
+        The mask is a Labels layer, which can be painted, only when it is to be reviewed (`review`):
+        adding one costs twice as much as an image layer (napari's brush and polygon overlays).
+        """
         self.sources, self.preview_offset, self._stage, self.axes = sources, preview_offset, None, axes
         self._placeholders = {}
         source = self.source()
-        if source is None:
-            return
-        added = []
-        if PREVIEW_LAYER not in self._viewer.layers:
-            added.append(show_image(self._viewer, np.zeros(preview_shape, np.float32), PREVIEW_LAYER, like=source,
-                                    offset=preview_offset, contrast_limits=source.contrast_limits,
-                                    colormap=source.colormap.name, opacity=0.0))
-        if ACF_LAYER not in self._viewer.layers:
-            added.append(show_layer(self._viewer, "image", np.zeros((3, 3), np.float32), ACF_LAYER, colormap="magma",
-                                    contrast_limits=(0.0, 1.0), opacity=0.0, **self._inset(3, column=0)))
-        if MASK_LAYER not in self._viewer.layers:
-            added.append(show_layer(self._viewer, "labels", np.zeros((3, 3), np.uint8), MASK_LAYER, opacity=0.9,
-                                    **self._inset(3, column=1)))
-        if PATCHES_LAYER not in self._viewer.layers:
-            added.append(self._add_patches_layer(STAGE_COLOURS[1]))
-        self._placeholders = {layer.name: layer for layer in added}
-        if added:
-            self.keep_on_top()
+        makers = {
+            PREVIEW_LAYER: lambda: show_image(
+                self._viewer, np.zeros(preview_shape, np.float32), PREVIEW_LAYER, like=source, offset=preview_offset,
+                contrast_limits=source.contrast_limits, colormap=source.colormap.name, opacity=0.0),
+            ACF_LAYER: lambda: show_layer(
+                self._viewer, "image", np.zeros((inset_side,) * 2, np.float32), ACF_LAYER, colormap="magma",
+                contrast_limits=(0.0, 1.0), opacity=0.0, **self._inset(inset_side, column=0)),
+            MASK_LAYER: lambda: self.show_mask(np.zeros((inset_side,) * 2, np.uint8), placeholder=True),
+            PATCHES_LAYER: lambda: self._add_patches_layer(STAGE_COLOURS[1]),
+        }
+        self._mask_kind = "labels" if review else "image"
+        missing = [] if source is None else [name for name in makers if name not in self._viewer.layers or (
+            name == MASK_LAYER and not isinstance(self._viewer.layers[name], LAYER_KINDS[self._mask_kind]))]
+        steps = [partial(self._add_placeholder, makers[name]) for name in missing]
+        if missing:
+            steps.append(self.keep_on_top)
+        in_turns([*steps, *then], self._context)
+
+    def _add_placeholder(self, make) -> None:
+        """Add one placeholder while the run's source image is still open."""
+        if self.source() is not None:
+            layer = make()
+            self._placeholders[layer.name] = layer
 
     def finish(self) -> None:
         """Remove the placeholders that the run did not fill (it stopped early, or skipped a stage)."""
@@ -145,9 +176,13 @@ class ProgressLayers:
         self.keep_on_top()
 
     def _add_patches_layer(self, colour: str) -> Shapes:
-        layer = mark_internal(Shapes(ndim=2, name=PATCHES_LAYER, edge_color=colour, face_color="transparent"))
+        source = self.source()
+        layer = mark_internal(Shapes(ndim=2, name=PATCHES_LAYER, edge_color=colour, face_color="transparent",
+                                     scale=source.scale[-2:], translate=source.translate[-2:]))
         layer.metadata["colour"] = colour
-        return add_quietly(self._viewer, layer)
+        add_quietly(self._viewer, layer)
+        skip_text(self._viewer, layer)
+        return layer
 
     def show_mask_layers(self, acf: np.ndarray, canvas: np.ndarray) -> None:
         size = acf.shape[0]
@@ -156,9 +191,13 @@ class ProgressLayers:
         self.show_mask(canvas)
         self.keep_on_top()
 
-    def show_mask(self, canvas: np.ndarray) -> None:
-        self._placeholders.pop(MASK_LAYER, None)
-        show_layer(self._viewer, "labels", canvas, MASK_LAYER, opacity=0.9, **self._inset(canvas.shape[0], column=1))
+    def show_mask(self, canvas: np.ndarray, placeholder: bool = False) -> Image | Labels:
+        """Show a mask canvas (1 = masked): a Labels layer to paint on during a review, else an image."""
+        if not placeholder:
+            self._placeholders.pop(MASK_LAYER, None)
+        look = MASK_LOOK[self._mask_kind]
+        return show_layer(self._viewer, self._mask_kind, canvas, MASK_LAYER, **look,
+                          **self._inset(canvas.shape[0], column=1))
 
     def mask_canvas(self) -> np.ndarray | None:
         if MASK_LAYER in self._viewer.layers and MASK_LAYER not in self._placeholders:

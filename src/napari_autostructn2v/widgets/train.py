@@ -34,7 +34,7 @@ from ._common import (Failed, active_input, current_index, input_layers, layer_a
 from ._layout import Activity, scrolling_dock, section, set_status, wrapping_label
 from ._loss_plot import LossPlot
 from ._mask_review import MaskReview, describe, mask_canvas, mask_from_canvas
-from ._progress_layers import ACF_LAYER, MASK_LAYER, PATCHES_LAYER, PREVIEW_LAYER, ProgressLayers
+from ._progress_layers import ACF_LAYER, MASK_LAYER, PATCHES_LAYER, PREVIEW_LAYER, ProgressLayers, inset_side
 from ._session import set_model, settings_for
 from ._train_worker import Denoised, DenoiseProgress, Run, StageShown, abandon, cancel, training_worker
 
@@ -150,7 +150,6 @@ class TrainWidget(Container):
         self._mask_event: MaskEstimated | None = None
         self._mask_texts: dict[int, str] = {}
         self._activity = Activity()
-        self.layers = ProgressLayers(viewer)
 
         self.images = Select(label="images", choices=self._image_layers)
         self.images.native.setMaximumHeight(80)
@@ -192,6 +191,7 @@ class TrainWidget(Container):
             getattr(self, name).tooltip = tip
 
         super().__init__(labels=False)
+        self.layers = ProgressLayers(viewer, self.native)
         inputs = Container(widgets=[self.images, self.axes])
         inputs.margins = (0, 0, 0, 0)
         self.stage_section, _ = section("Training budget per stage", [grid], labels=False)
@@ -310,7 +310,6 @@ class TrainWidget(Container):
         except (InputError, ConfigError) as error:
             self._fail(str(error))
             return
-        self.layers.start(layers, (top, left), preview_shape, axes)
         self._mask_event = None
         self.mask_review.clear()
         patch_sizes = {1: self.settings.stage1.patch_size, 2: self.settings.stage2.patch_size}
@@ -327,7 +326,10 @@ class TrainWidget(Container):
         self.mask_text.value = ""
         self._set_running(True)
         self._show(f"Preparing the training on {', '.join(layer.name for layer in layers)}.")
-        run.worker.start()
+        # the display layers first, each in its own turn of the event loop, so that none is added during training;
+        # a worker quit meanwhile ends as soon as it starts
+        self.layers.start(layers, (top, left), preview_shape, axes, inset_side(self.settings.mask.max_radius),
+                          review=self.review.value, then=[run.worker.start])
 
     def stop(self) -> None:
         """First press: end training at the next step (the best model so far is kept). A second press, or a
