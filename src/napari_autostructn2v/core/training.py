@@ -29,7 +29,6 @@ from .model import DenoisingModel, autocast, memory_format, resolve_device
 from .roi import count_windows, select_roi_patches
 
 MIN_PATCH_POSITIONS = 4
-MAX_GAIN_ERROR = 0.05  # relative standard error above which the output calibration keeps the gain at 1
 VALIDATION_PATCHES_MAX = 64
 PREVIEW_SIZE = 512
 PREVIEW_SIZE_3D = 96  # a volume's preview: a crop of this side and PREVIEW_PLANES planes, one tile with
@@ -230,60 +229,16 @@ def _masked_loss(net, patches: torch.Tensor, generator: torch.Generator, stage: 
 
 
 def _validation_loss(net, patches: torch.Tensor, seed: int, stage: StageConfig, struct_mask, batch: int,
-                     at_spots: bool = False) -> tuple[float, dict]:
-    """Masked loss on held-out patches (the same blind spots every time, so epochs compare) after the
-    output calibration, and the weights with that calibration folded into the network's last layer.
-
-    Each channel's output is scaled and shifted by the least-squares fit of the noisy values on the
-    predictions at the blind spots. The noise there is independent of the prediction, so the fit
-    estimates the gain and offset against the clean image: it removes the intensity error that the
-    batch-norm statistics and the step-to-step noise of training leave in the output.
-    `at_spots`: the top level computed around the blind spots only (UNet.forward_at).
-    """
+                     at_spots: bool = False) -> float:
+    """Masked loss on held-out patches with the same blind spots every time, so epochs compare."""
     generator = _seeded_generator(seed, patches.device)
-    channels = patches.shape[1]
-    predicted, observed = [[] for _ in range(channels)], [[] for _ in range(channels)]
     net.eval()
     with torch.no_grad():
-        for start in range(0, len(patches), batch):
-            chunk = patches[start : start + batch]
-            inputs, blind = mask_batch(chunk, stage.mask_percent, generator, struct_mask, median=stage.n2v2)
-            with autocast(chunk.device):
-                values = (net.forward_at(inputs, blind) if at_spots else net(inputs)[blind]).float()
-            channel_of = blind.nonzero()[:, 1]
-            for channel in range(channels):
-                predicted[channel].append(values[channel_of == channel].double())
-                observed[channel].append(chunk[blind][channel_of == channel].double())
+        losses = [float(_masked_loss(net, patches[i : i + batch], generator, stage, struct_mask, at_spots))
+                  * len(patches[i : i + batch])
+                  for i in range(0, len(patches), batch)]
     net.train()
-    state = copy.deepcopy(net.state_dict())
-    squared, count = 0.0, 0
-    for channel in range(channels):
-        x, y = torch.cat(predicted[channel]), torch.cat(observed[channel])
-        gain, offset = _output_fit(x, y)
-        squared += float(((gain * x + offset - y) ** 2).sum())
-        count += len(x)
-        state["head.weight"][channel].mul_(gain)
-        state["head.bias"][channel].mul_(gain).add_(offset)
-    return squared / max(count, 1), state
-
-
-def _output_fit(predicted: torch.Tensor, observed: torch.Tensor) -> tuple[float, float]:
-    """Gain and offset of the least-squares line observed ~ gain * predicted + offset.
-
-    When the predictions span too little to pin the gain down (its standard error above
-    MAX_GAIN_ERROR, e.g. on background-only patches), only the offset is corrected.
-    """
-    if len(predicted) < 3:
-        return 1.0, 0.0
-    spread = predicted - predicted.mean()
-    variance = float((spread**2).sum())
-    gain = float((spread * (observed - observed.mean())).sum()) / variance if variance > 0 else 0.0
-    offset = float(observed.mean()) - gain * float(predicted.mean())
-    residual = float(((observed - gain * predicted - offset) ** 2).sum()) / (len(predicted) - 2)
-    error = (residual / variance) ** 0.5 if variance > 0 else np.inf
-    if not (np.isfinite(gain) and np.isfinite(offset) and gain > 0 and error <= MAX_GAIN_ERROR * gain):
-        return 1.0, float(observed.mean() - predicted.mean())
-    return gain, offset
+    return sum(losses) / len(patches)
 
 
 def _check_images(images, config: Config, axes: str | None) -> tuple[list[np.ndarray], str]:
@@ -462,12 +417,12 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
                         net.train()
                 if not losses:
                     break
-                val_loss, state = _validation_loss(net, val_patches, seed + 7, stage, mask, stage.batch_size,
-                                                   config.sparse_top_level)
+                val_loss = _validation_loss(net, val_patches, seed + 7, stage, mask, stage.batch_size,
+                                            config.sparse_top_level)
                 model.history.append({"stage": stage_index, "epoch": epoch, "train_loss": float(np.mean(losses)),
                                       "val_loss": val_loss})
                 if val_loss < best_loss:
-                    best_loss, best_state = val_loss, state
+                    best_loss, best_state = val_loss, copy.deepcopy(net.state_dict())
                 yield EpochEnd(stage_index, epoch, float(np.mean(losses)), val_loss)
                 if stopped:
                     break
@@ -482,12 +437,12 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
 
 def _keep_best(net, val_patches, seed: int, stage: StageConfig, mask, best_loss: float, best_state,
                at_spots: bool = False) -> float:
-    """Load the best calibrated weights seen, or the current ones calibrated (after an interrupted epoch) if better."""
-    current, state = _validation_loss(net, val_patches, seed + 7, stage, mask, stage.batch_size, at_spots)
+    """Load the best weights seen, unless the current ones (after an interrupted epoch) are better."""
+    current = _validation_loss(net, val_patches, seed + 7, stage, mask, stage.batch_size, at_spots)
     if best_state is not None and best_loss < current:
-        state, current = best_state, best_loss
-    net.load_state_dict(state)
-    return float(current)
+        net.load_state_dict(best_state)
+        return float(best_loss)
+    return current
 
 
 def _estimate_masks(model: DenoisingModel, slices: list[np.ndarray], config: Config) -> list[MaskEstimate]:
