@@ -258,3 +258,15 @@ def test_targets_decide_from_the_numbers():
     white = [row("noisy", 20.0, family="white"), row("N2V", 27.0, family="white"), row("ours", 26.7, family="white")]
     checks = {c["target"]: c for c in quality_real.targets(quality_real.aggregate(white))}
     assert not checks["vs N2V"]["holds"] and "vs noisy" not in checks
+
+
+def test_training_curve_reports_every_epoch(one_torch_thread):
+    """benchmarks.curve on a tiny budget: one row per epoch with the figures it prints."""
+    from benchmarks import curve
+    from benchmarks.quality import Budget
+
+    rows = curve.run("sparse", "box3_h", "structN2V true mask", Budget(steps=8, steps_per_epoch=2, patch_size=32),
+                     seed=0, learning_rate=None, recalibrate_bn=2, log=lambda line: None)
+    assert [row["epoch"] for row in rows] == [0, 1, 2, 3]
+    for row in rows:
+        assert row["psnr_fit"] >= row["psnr"] - 1e-6 and row["gain"] > 0 and np.isfinite(row["psnr_bn"])
