@@ -45,7 +45,7 @@ def test_a_3d_model_on_a_multiscale_volume_gives_its_full_resolution_denoised_la
     widget.run()
     output = viewer.layers["volume denoised"]
     assert not output.multiscale and isinstance(output.data, da.Array)
-    np.testing.assert_allclose(output.data.compute(), denoise(model, volume, tile_size=256), atol=1e-5)
+    np.testing.assert_allclose(output.data.compute(), denoise(model, volume), atol=1e-5)  # the 3D default tile
 
 
 def test_axes_that_do_not_suit_the_model_give_a_message_and_no_layer(qtbot, widget):

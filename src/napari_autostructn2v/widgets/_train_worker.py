@@ -60,7 +60,7 @@ def stage_shown(event: StageStarted, patch_size: int) -> StageShown:
     return StageShown(event.stage, event.epochs, event.steps_per_epoch, outlines, patch_size)
 
 
-def training_worker(events, images, run: Run, tile_size: int, patch_sizes: dict[int, int]):
+def training_worker(events, images, run: Run, tile_size: int | None, patch_sizes: dict[int, int]):
     """Worker body: relay training events, wait for the mask review if asked, then denoise the images.
 
     A second press of Stop (`run.skip_denoising`) skips the denoising that follows training.

@@ -30,13 +30,14 @@ TOOLTIPS = {
               "A dask-backed or multiscale layer (e.g. OME-Zarr) gives a lazy layer: each part is denoised when shown.",
     "axes": "What the image's axes before Y, X are: S independent planes, T time, C channels, Z planes of a "
             "volume (from the layer's axis labels, or the model's training axes).",
-    "tile_size": "The image is denoised in tiles of this side: larger is faster and needs more memory.",
+    "tile_size": "The image is denoised in tiles of this side: larger is faster and needs more memory. "
+                 "0 (automatic) takes the network's default: 512 for 2D models, 96 for 3D models.",
     "run_button": "Denoise the chosen image in the background; the viewer stays usable.",
     "stop_button": "Cancel the denoising; no layer is added.",
 }
 
 
-def _denoise_worker(model, image, tile_size: int, axes: str | None = None):
+def _denoise_worker(model, image, tile_size: int | None, axes: str | None = None):
     """Worker body: yield (done, total) per batch of tiles and return the denoised array."""
     try:
         return (yield from denoise_steps(model, image, tile_size, axes=axes))
@@ -63,7 +64,7 @@ class DenoiseWidget(Container):
         self.image = ComboBox(label="image", choices=self._image_layers)
         narrow_combo(self.image)
         self.axes = ComboBox(label="axes", choices=["YX"])
-        self.tile_size = SpinBox(label="tile size", value=256, min=96, max=8192, step=32)
+        self.tile_size = SpinBox(label="tile size (0: auto)", value=0, min=0, max=8192, step=32)
         self.run_button = PushButton(text="Denoise")
         self.stop_button = PushButton(text="Stop", enabled=False)
         buttons = Container(layout="horizontal", labels=False, widgets=[self.run_button, self.stop_button])
@@ -133,13 +134,13 @@ class DenoiseWidget(Container):
             model = self.model()
             data = layer_data(layer)
             if layer.multiscale or not isinstance(data, np.ndarray):
-                self._show_lazy(layer, denoise_lazy(model, data, self.tile_size.value, axes=self.axes.value))
+                self._show_lazy(layer, denoise_lazy(model, data, self.tile_size.value or None, axes=self.axes.value))
                 return
         except (ModelFileError, InputError) as error:
             self._fail(gui_words(str(error)))
             return
         self._source = layer
-        self.worker = thread_worker(_denoise_worker, start_thread=False)(model, data, self.tile_size.value,
+        self.worker = thread_worker(_denoise_worker, start_thread=False)(model, data, self.tile_size.value or None,
                                                                          self.axes.value)
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(self._on_result)

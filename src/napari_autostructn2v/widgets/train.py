@@ -92,7 +92,8 @@ TOOLTIPS = {
     "seed": "Seed of the random numbers: the same seed and settings give the same model; -1 picks one at random.",
     "device": "Where the network runs: auto takes a GPU when there is one.",
     "preview_every": "Refresh the 'denoised preview' layer every this many steps (each refresh costs time).",
-    "tile_size": "Tile side for denoising the images at the end: larger is faster and needs more memory.",
+    "tile_size": "Tile side for denoising the images at the end: larger is faster and needs more memory. "
+                 "0 (automatic) takes the network's default: 512 for the 2D network, 96 for the 3D one.",
     "review": "Pause after stage 1 to check the detected structured mask, change or paint it, then continue.",
     "start_button": "Train stage 1, estimate the mask, train stage 2, then denoise the chosen images.",
     "stop_button": "First press: end training at the next step, keeping the best model so far. "
@@ -170,7 +171,7 @@ class TrainWidget(Container):
         self.seed = SpinBox(label="seed (-1: random)", min=-1, max=2**31 - 1)
         self.device = ComboBox(label="device", choices=DEVICES)
         self.preview_every = SpinBox(label="preview every (steps)", value=20, min=1, max=100000)
-        self.tile_size = SpinBox(label="tile size", value=256, min=96, max=4096, step=32)
+        self.tile_size = SpinBox(label="tile size (0: auto)", value=0, min=0, max=4096, step=32)
         self.review = CheckBox(text="Review mask before stage 2")
         self.start_button = PushButton(text="Start")
         self.stop_button = PushButton(text="Stop", enabled=False)
@@ -315,7 +316,7 @@ class TrainWidget(Container):
         patch_sizes = {1: self.settings.stage1.patch_size, 2: self.settings.stage2.patch_size}
         run = Run(None, stop, threading.Event() if self.review.value else None)
         run.worker = thread_worker(training_worker, start_thread=False)(
-            events, images, run, self.tile_size.value, patch_sizes)
+            events, images, run, self.tile_size.value or None, patch_sizes)
         run.worker.yielded.connect(self._on_event)
         run.worker.finished.connect(self._on_finished)
         self._runs.append(run)
