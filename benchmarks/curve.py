@@ -105,7 +105,7 @@ def main(argv=None) -> None:
                ("psnr_fit", "PSNR, linear fit"), ("gain", "gain"), ("offset", "offset")]
     if args.recalibrate_bn:
         columns.append(("psnr_bn", f"PSNR, BN stats over {args.recalibrate_bn} batches"))
-    print(markdown_table(rows, columns))
+    print(markdown_table([{**row, "val_loss": f"{row['val_loss']:.4f}"} for row in rows], columns))
 
 
 if __name__ == "__main__":
