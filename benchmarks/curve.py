@@ -16,6 +16,7 @@ import dataclasses
 
 import numpy as np
 import torch
+
 from napari_autostructn2v import denoise, train
 from napari_autostructn2v.core.masking import mask_batch
 from napari_autostructn2v.core.training import EpochEnd, StageStarted
@@ -39,7 +40,7 @@ def recalibrated(model, noisy: np.ndarray, mask, batches: int, batch: int = 16, 
     """A copy of the model whose batch-norm statistics are the plain mean over `batches` masked batches."""
     twin = copy.deepcopy(model)
     for module in twin.net.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+        if isinstance(module, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
             module.reset_running_stats()
             module.momentum = None
     rng, generator = np.random.default_rng(1), torch.Generator().manual_seed(2)
