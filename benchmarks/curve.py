@@ -4,8 +4,11 @@
 
 For each epoch: the masked validation loss the trainer sees, the PSNR of the whole image denoised with
 the live weights, the PSNR after the least-squares fit `a * output + b` to the clean image, the output's
-gain (1 / a) and mean offset, and with `--recalibrate-bn N` the PSNR of a copy whose batch-norm
-statistics are recomputed over N masked training batches (training itself is not changed).
+gain (1 / a) and mean offset, with `--recalibrate-bn N` the PSNR of a copy whose batch-norm
+statistics are recomputed over N masked training batches (training itself is not changed), and with
+`--blind-from E` (from epoch E on) the PSNR of the blind-spot output: every pixel predicted from an input
+masked around it as in training (its blind spot and, with structN2V, the mask's pixels replaced), which
+is what the masked validation loss judges, where inference sees the unmasked image.
 """
 
 from __future__ import annotations
@@ -55,8 +58,29 @@ def recalibrated(model, noisy: np.ndarray, mask, batches: int, batch: int = 16, 
     return twin
 
 
+def blind_output(model, noisy: np.ndarray, mask) -> np.ndarray:
+    """Each pixel's prediction with its own blind spot and mask applied, from passes over a grid of blind
+    spots spaced so that their masks neither overlap nor touch (the mask's size plus 2 in each axis)."""
+    shape = (1, 1) if mask is None else np.shape(mask)
+    spacing = [side + 2 for side in shape]
+    normalised = torch.from_numpy(model.normalisation.forward(noisy[None], channel_axis=0)[None].astype(np.float32))
+    output = torch.zeros(noisy.shape)
+    generator = torch.Generator().manual_seed(3)
+    model.net.eval()
+    with torch.no_grad():
+        for dy in range(spacing[0]):
+            for dx in range(spacing[1]):
+                ys, xs = np.meshgrid(np.arange(dy, noisy.shape[0], spacing[0]), np.arange(dx, noisy.shape[1], spacing[1]),
+                                     indexing="ij")
+                coords = [torch.from_numpy(ys.ravel()), torch.from_numpy(xs.ravel())]
+                spots = (torch.zeros(len(coords[0]), dtype=torch.long), coords)
+                inputs, _ = mask_batch(normalised, 1.0, generator, mask, spots=spots)
+                output[coords[0], coords[1]] = model.net(inputs)[0, 0][coords[0], coords[1]]
+    return model.normalisation.inverse(output.numpy()[None], channel_axis=0)[0]
+
+
 def run(image: str, family: str, method: str, budget: Budget, seed: int, learning_rate: float | None,
-        recalibrate_bn: int, log=print) -> list[dict]:
+        recalibrate_bn: int, blind_from: int | None = None, log=print) -> list[dict]:
     """One row per epoch (see the module docstring)."""
     noise = real_set.Noise(family, 0.1)
     reference, noisy = real_set.make_case(image, noise, seed)
@@ -79,6 +103,9 @@ def run(image: str, family: str, method: str, budget: Budget, seed: int, learnin
             if recalibrate_bn:
                 twin = recalibrated(model, noisy, model.struct_mask if event.stage == 2 else None, recalibrate_bn)
                 row["psnr_bn"] = output_figures(reference, denoise(twin, noisy))["psnr"]
+            if blind_from is not None and len(rows) >= blind_from:
+                row["psnr_blind"] = output_figures(reference, blind_output(
+                    model, noisy, model.struct_mask if event.stage == 2 else None))["psnr"]
             model.net.train()
             row["seconds"] = elapsed()
             rows.append(row)
@@ -97,15 +124,19 @@ def main(argv=None) -> None:
     parser.add_argument("--learning-rate", type=float, default=None, help="both stages (default: the Config's)")
     parser.add_argument("--recalibrate-bn", type=int, default=0, metavar="N",
                         help="also report the PSNR with batch-norm statistics recomputed over N batches")
+    parser.add_argument("--blind-from", type=int, default=None, metavar="E",
+                        help="from epoch E on, also the PSNR of the blind-spot output (slow: one pass per grid offset)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     limit_threads(args.threads)
     rows = run(args.image, args.family, args.method, Budget(steps=args.steps, steps_per_epoch=args.steps_per_epoch),
-               args.seed, args.learning_rate, args.recalibrate_bn)
+               args.seed, args.learning_rate, args.recalibrate_bn, args.blind_from)
     columns = [("stage", "stage"), ("epoch", "epoch"), ("val_loss", "masked val loss"), ("psnr", "PSNR"),
                ("psnr_fit", "PSNR, linear fit"), ("gain", "gain"), ("offset", "offset")]
     if args.recalibrate_bn:
         columns.append(("psnr_bn", f"PSNR, BN stats over {args.recalibrate_bn} batches"))
+    if args.blind_from is not None:
+        columns.append(("psnr_blind", "PSNR, blind-spot output"))
     print(markdown_table([{**row, "val_loss": f"{row['val_loss']:.4f}"} for row in rows], columns))
 
 

@@ -10,6 +10,7 @@ import textwrap
 
 import numpy as np
 import pytest
+import torch
 
 from benchmarks import quality, quality_real, real_set
 from benchmarks.peers import careamics_client, careamics_runner
@@ -266,7 +267,25 @@ def test_training_curve_reports_every_epoch(one_torch_thread):
     from benchmarks.quality import Budget
 
     rows = curve.run("sparse", "box3_h", "structN2V true mask", Budget(steps=8, steps_per_epoch=2, patch_size=32),
-                     seed=0, learning_rate=None, recalibrate_bn=2, log=lambda line: None)
+                     seed=0, learning_rate=None, recalibrate_bn=2, blind_from=3, log=lambda line: None)
     assert [row["epoch"] for row in rows] == [0, 1, 2, 3]
     for row in rows:
         assert row["psnr_fit"] >= row["psnr"] - 1e-6 and row["gain"] > 0 and np.isfinite(row["psnr_bn"])
+    assert "psnr_blind" not in rows[2] and np.isfinite(rows[3]["psnr_blind"])
+
+
+def test_blind_output_predicts_every_pixel_from_its_masked_neighbourhood():
+    """The blind-spot output of a network that returns its input is the masked input at each pixel:
+    no pixel keeps its own value, and each one came from the fill of its own blind spot."""
+    from benchmarks import curve
+    from napari_autostructn2v import preset_mask
+    from napari_autostructn2v.core.images import Normalisation
+
+    class Identity(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    noisy = np.arange(40 * 36, dtype=np.float32).reshape(40, 36)  # every value unique
+    model = type("Model", (), {"net": Identity(), "normalisation": Normalisation.fit([noisy])})()
+    output = curve.blind_output(model, noisy, preset_mask("horizontal", 5))
+    assert not np.isclose(output, noisy, atol=1e-3).any()

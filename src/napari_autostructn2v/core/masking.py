@@ -78,6 +78,13 @@ def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
     return torch.where(index >= size, 2 * (size - 1) - index, index).clamp(0, size - 1)
 
 
+def _neighbour(centre: torch.Tensor, offset: torch.Tensor, size: int) -> torch.Tensor:
+    """centre + offset, or centre - offset where that falls outside: never the centre itself (reflecting
+    at the border would map an offset of 2 from the second pixel back onto it)."""
+    index = centre + offset
+    return torch.where((index < 0) | (index >= size), centre - offset, index).clamp(0, size - 1)
+
+
 def channel_masks(struct_mask, channels: int) -> list[np.ndarray | None]:
     """One mask (or None) per channel: a list as given, or the same mask for every channel."""
     if isinstance(struct_mask, (list, tuple)):
@@ -93,32 +100,35 @@ def mask_batch(
     generator: torch.Generator,
     struct_mask: np.ndarray | list | None = None,
     median: bool = False,
+    spots: tuple[torch.Tensor, list[torch.Tensor]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Masked inputs and a boolean map of the blind spots for a (B, C, H, W) or (B, C, Z, H, W) batch.
 
     `struct_mask` is one mask for all channels or a list with one per channel (None: plain N2V).
+    `spots` (batch indices and one coordinate tensor per spatial axis) replaces the random blind spots.
     """
     inputs = patches.clone()
     blind = torch.zeros_like(patches, dtype=torch.bool)
     for channel, mask in enumerate(channel_masks(struct_mask, patches.shape[1])):
-        _mask_channel(patches[:, channel], inputs[:, channel], blind[:, channel], percent, generator, mask, median)
+        _mask_channel(patches[:, channel], inputs[:, channel], blind[:, channel], percent, generator, mask, median,
+                      spots)
     return inputs, blind
 
 
 def _mask_channel(patches: torch.Tensor, inputs: torch.Tensor, blind: torch.Tensor, percent: float,
-                  generator: torch.Generator, struct_mask: np.ndarray | None, median: bool) -> None:
+                  generator: torch.Generator, struct_mask: np.ndarray | None, median: bool, spots=None) -> None:
     """Blind spots in one channel (B, *spatial): written into `inputs` and marked in `blind`."""
     shape = patches.shape[1:]
     device = patches.device
-    b, coords = blind_spots(patches.shape[0], shape, percent, generator, device)
+    b, coords = spots or blind_spots(patches.shape[0], shape, percent, generator, device)
     neighbours = neighbour_offsets(struct_mask, len(shape)).to(device)
     if median:
-        near = [_reflect(c[:, None] + neighbours[None, :, axis], size)
+        near = [_neighbour(c[:, None], neighbours[None, :, axis], size)
                 for axis, (c, size) in enumerate(zip(coords, shape))]
         values = patches[(b[:, None], *near)].median(dim=1).values
     else:
         pick = torch.randint(len(neighbours), b.shape, generator=generator, device=device)
-        near = [_reflect(c + neighbours[pick, axis], size) for axis, (c, size) in enumerate(zip(coords, shape))]
+        near = [_neighbour(c, neighbours[pick, axis], size) for axis, (c, size) in enumerate(zip(coords, shape))]
         values = patches[(b, *near)]
     if struct_mask is not None and struct_mask.sum() > 1:
         _replace_struct_pixels(patches, inputs, b, coords, struct_mask, generator)
