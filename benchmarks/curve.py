@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 
 import numpy as np
 import torch
@@ -26,8 +25,8 @@ from napari_autostructn2v.core.training import EpochEnd, StageStarted
 
 from . import real_set
 from ._common import limit_threads, markdown_table, stopwatch
-from .quality import Budget, one_stage_config, ours_config
-from .quality_real import linear_fit, quality_metrics, true_mask
+from .quality import Budget, both_stages, one_stage_config, ours_config
+from .quality_real import quality_metrics, true_mask
 
 METHODS = ("structN2V true mask", "ours")
 
@@ -35,7 +34,7 @@ METHODS = ("structN2V true mask", "ours")
 def output_figures(reference: np.ndarray, output: np.ndarray) -> dict:
     """PSNR, PSNR after the suite's linear fit to the reference, the output's gain against it and its mean offset."""
     metrics = quality_metrics(output, reference)
-    return {"psnr": metrics["psnr"], "psnr_fit": metrics["psnr_fit"], "gain": 1 / linear_fit(output, reference)[0],
+    return {"psnr": metrics["psnr"], "psnr_fit": metrics["psnr_fit"], "gain": 1 / metrics["fit_a"],
             "offset": float(np.mean(output - reference))}
 
 
@@ -89,8 +88,7 @@ def run(image: str, family: str, method: str, budget: Budget, seed: int, learnin
     else:
         config, mask = one_stage_config(budget, seed, struct=True), true_mask(noise)
     if learning_rate:
-        config = dataclasses.replace(config, stage1=dataclasses.replace(config.stage1, learning_rate=learning_rate),
-                                     stage2=dataclasses.replace(config.stage2, learning_rate=learning_rate))
+        config = both_stages(config, learning_rate=learning_rate)
     rows, model = [], None
     with stopwatch() as elapsed:
         for event in train(noisy, config, struct_mask=mask):

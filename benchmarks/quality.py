@@ -69,10 +69,10 @@ ABLATIONS = {
         c, stage1=dataclasses.replace(c.stage1, epochs=0),
         stage2=dataclasses.replace(c.stage2, epochs=c.stage1.epochs + c.stage2.epochs)),
     "ours, no ROI in stage 1": lambda c: dataclasses.replace(c, stage1=dataclasses.replace(c.stage1, use_roi=False)),
-    "ours, mask 0.5 %": lambda c: _both_stages(c, mask_percent=0.5),
-    "ours, mask 3 %": lambda c: _both_stages(c, mask_percent=3.0),
-    "ours, patch 32": lambda c: _both_stages(c, patch_size=32),
-    "ours, patch 96": lambda c: _both_stages(c, patch_size=96),
+    "ours, mask 0.5 %": lambda c: both_stages(c, mask_percent=0.5),
+    "ours, mask 3 %": lambda c: both_stages(c, mask_percent=3.0),
+    "ours, patch 32": lambda c: both_stages(c, patch_size=32),
+    "ours, patch 96": lambda c: both_stages(c, patch_size=96),
 }
 
 
@@ -225,7 +225,7 @@ def one_stage_config(budget: Budget, seed: int, *, struct: bool, n2v2: bool = Fa
     return Config(stage1=active, stage2=idle, seed=seed)
 
 
-def _both_stages(config: Config, **changes) -> Config:
+def both_stages(config: Config, **changes) -> Config:
     return dataclasses.replace(config, stage1=dataclasses.replace(config.stage1, **changes),
                                stage2=dataclasses.replace(config.stage2, **changes))
 
