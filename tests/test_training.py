@@ -122,6 +122,13 @@ def test_given_mask_skips_estimation(noisy, tiny_config):
     np.testing.assert_array_equal(events[-1].model.struct_mask, mask)
 
 
+def test_a_mask_given_as_nested_lists_is_one_mask(noisy, tiny_config):
+    """A plain nested list of rows is one 2D mask, as an array would be, not one mask per row."""
+    cross = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]
+    model = fit(noisy, tiny_config, struct_mask=cross)
+    np.testing.assert_array_equal(model.struct_mask, np.array(cross, bool))
+
+
 def test_consumer_can_replace_the_estimated_mask(noisy, tiny_config):
     replacement = preset_mask("cross", 5)
     generator = train(noisy, tiny_config)

@@ -86,8 +86,9 @@ def _neighbour(centre: torch.Tensor, offset: torch.Tensor, size: int) -> torch.T
 
 
 def channel_masks(struct_mask, channels: int) -> list[np.ndarray | None]:
-    """One mask (or None) per channel: a list as given, or the same mask for every channel."""
-    if isinstance(struct_mask, (list, tuple)):
+    """One mask (or None) per channel: a list or tuple of masks (arrays of 2 or more dimensions, or None)
+    as given, or the same mask for every channel (a nested list of rows is one 2D mask)."""
+    if isinstance(struct_mask, (list, tuple)) and all(mask is None or np.ndim(mask) >= 2 for mask in struct_mask):
         if len(struct_mask) != channels:
             raise ValueError(f"{len(struct_mask)} masks for {channels} channels")
         return list(struct_mask)

@@ -336,8 +336,7 @@ def train(
     if struct_mask is not None:
         dims = 3 if config.network == "3d" else 2
         try:
-            masks = channel_masks(struct_mask if isinstance(struct_mask, list) else check_mask(struct_mask, dims),
-                                  slices[0].shape[0])
+            masks = channel_masks(struct_mask, slices[0].shape[0])
         except ValueError as err:
             raise InputError(f"struct_mask: {err}; give one mask, or one per channel.") from None
         struct_mask = [check_mask(mask, dims) for mask in masks]
