@@ -11,7 +11,8 @@ from napari_autostructn2v.core.inference import denoise
 from napari_autostructn2v.core.mask import preset_mask
 from napari_autostructn2v.core.sample import make_sample
 from napari_autostructn2v.widgets import train as train_module
-from napari_autostructn2v.widgets._progress_layers import STAGE_COLOURS, inset_side
+from napari_autostructn2v.core.mask import acf_side
+from napari_autostructn2v.widgets._progress_layers import STAGE_COLOURS
 from napari_autostructn2v.widgets._session import model_for, settings_for
 from napari_autostructn2v.widgets.train import ACF_LAYER, MASK_LAYER, PATCHES_LAYER, PREVIEW_LAYER, TrainWidget
 
@@ -122,7 +123,7 @@ def test_display_layers_are_added_one_per_turn_before_training_starts_without_ac
     assert viewer.layers[PREVIEW_LAYER].opacity == 1 and viewer.layers[ACF_LAYER].opacity == 1
     assert viewer.layers[PREVIEW_LAYER].data.shape == (128, 128) and len(viewer.layers[PATCHES_LAYER].data)
     # the placeholders had the shape and place of their data: filling them changed no extent
-    assert viewer.layers[ACF_LAYER].data.shape == (inset_side(settings_for(viewer).mask.max_radius),) * 2
+    assert viewer.layers[ACF_LAYER].data.shape == (acf_side(settings_for(viewer).mask.max_radius),) * 2
     np.testing.assert_allclose(viewer.layers[PATCHES_LAYER].translate, TRANSLATE)
     # its first paint rendered no glyphs for the (empty) text
     assert not viewer.window._qt_viewer.canvas.layer_to_visual[viewer.layers[PATCHES_LAYER]].node.text.visible

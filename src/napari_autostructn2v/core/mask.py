@@ -61,6 +61,11 @@ TILE = 2048  # images are analysed in tiles of at most TILE x TILE pixels: bound
 MAX_TILES = 4  # per 2D slice, evenly spread: 16 million pixels are more than enough for the statistics
 
 
+def acf_side(max_radius: int) -> int:
+    """Side of the autocorrelation (and mask canvas) estimated for `max_radius`: lags up to max_radius + 2 each way."""
+    return 2 * (max_radius + 2) + 1
+
+
 def estimate_struct_mask(
     data,
     is_noise: bool = False,
@@ -131,7 +136,7 @@ def _estimate_channel(volumes: list, is_noise: bool, config: MaskConfig, detrend
     """The estimate for one channel from (N, Z, Y, X) arrays; Z correlation when a volume has several planes."""
     radius = config.max_radius
     window = radius + 2
-    numerator = np.zeros((2 * window + 1,) * 2)
+    numerator = np.zeros((acf_side(radius),) * 2)
     pairs = np.zeros_like(numerator)
     z_numerator, z_pairs = np.zeros_like(numerator), np.zeros_like(numerator)
     for volume in volumes:

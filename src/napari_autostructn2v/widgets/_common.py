@@ -225,6 +225,12 @@ def show_image(viewer, data: np.ndarray, name: str, like: Image | None = None, o
     return show_layer(viewer, "image", data, name, **kwargs)
 
 
+def show_denoised(viewer, result, source: Image) -> Image:
+    """Put a denoised result in the user's layer '<source> denoised', placed and coloured like its source."""
+    return show_image(viewer, result, f"{source.name} denoised", like=source, internal=False,
+                      contrast_limits=source.contrast_limits, colormap=source.colormap.name)
+
+
 LAYER_KINDS = {"image": Image, "labels": Labels}
 UPDATED_IN_PLACE = ("scale", "translate", "contrast_limits", "opacity")
 

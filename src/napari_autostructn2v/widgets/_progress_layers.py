@@ -48,12 +48,6 @@ INSET_FRACTION = 0.2  # an inset's side is this fraction of the source image's s
 INSET_MARGIN = 0.02
 
 
-def inset_side(max_radius: int) -> int:
-    """Side of the autocorrelation and mask arrays that `core.mask` estimates for `max_radius` (offsets up to
-    max_radius + 2 each way)."""
-    return 2 * (max_radius + 2) + 1
-
-
 class ProgressLayers:
     """The display layers of one Train widget."""
 
@@ -203,10 +197,6 @@ class ProgressLayers:
         if MASK_LAYER in self._viewer.layers and MASK_LAYER not in self._placeholders:
             return np.asarray(self._viewer.layers[MASK_LAYER].data)
         return None
-
-    def show_result(self, result: np.ndarray, source: Image) -> None:
-        show_image(self._viewer, result, f"{source.name} denoised", like=source, internal=False,
-                   contrast_limits=source.contrast_limits, colormap=source.colormap.name)
 
     def focus_review(self) -> None:
         """Zoom onto the insets and make the mask layer active, so that it can be painted; `restore_view` undoes it."""

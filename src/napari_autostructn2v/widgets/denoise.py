@@ -16,7 +16,7 @@ from ..core.images import InputError
 from ..core.inference import denoise_steps
 from ..core.model import ModelFileError, load_model
 from ._common import (Failed, active_input, gui_words, input_layers, layer_axes_choices, layer_data,
-                      refresh_image_choice, show_image, user_message)
+                      refresh_image_choice, show_denoised, user_message)
 from ._layout import Activity, narrow_combo, scrolling_dock, set_status, wrapping_label
 from ._session import model_for
 
@@ -153,8 +153,7 @@ class DenoiseWidget(Container):
 
     def _show_lazy(self, source: Image, result) -> None:
         """Add the lazily computed result of a dask-backed or multiscale layer: napari computes what it shows."""
-        show_image(self._viewer, result, f"{source.name} denoised", like=source, internal=False,
-                   contrast_limits=source.contrast_limits, colormap=source.colormap.name)
+        show_denoised(self._viewer, result, source)
         self._show(f"Added '{source.name} denoised' (full resolution), computed chunk by chunk as it is shown.")
 
     def stop(self) -> None:
@@ -191,8 +190,7 @@ class DenoiseWidget(Container):
         if result is None or self._source not in self._viewer.layers:
             return
         source = self._source
-        show_image(self._viewer, result, f"{source.name} denoised", like=source, internal=False,
-                   contrast_limits=source.contrast_limits, colormap=source.colormap.name)
+        show_denoised(self._viewer, result, source)
         self._show(f"Done: layer '{source.name} denoised'.")
 
     def _on_finished(self) -> None:

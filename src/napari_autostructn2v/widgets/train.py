@@ -26,15 +26,17 @@ from qtpy.QtWidgets import QAbstractSpinBox
 from ..core.bioimageio import export_bioimageio
 from ..core.config import DEVICES, MASK_SOURCES, NETWORKS, ConfigError
 from ..core.images import InputError
+from ..core.mask import acf_side
 from ..core.model import save_model
 from ..core.training import (PREVIEW_SIZE, PREVIEW_SIZE_3D, Done, EpochEnd, MaskEstimated, Preview, StageFinished,
                               Step, train)
-from ._common import (Failed, active_input, current_index, input_layers, layer_axes_choices, layer_data, user_message,
+from ._common import (Failed, active_input, current_index, input_layers, layer_axes_choices, layer_data, show_denoised,
+                      user_message,
                       warm_up)
 from ._layout import Activity, scrolling_dock, section, set_status, wrapping_label
 from ._loss_plot import LossPlot
 from ._mask_review import MaskReview, describe, mask_canvas, mask_from_canvas
-from ._progress_layers import ACF_LAYER, MASK_LAYER, PATCHES_LAYER, PREVIEW_LAYER, ProgressLayers, inset_side
+from ._progress_layers import ACF_LAYER, MASK_LAYER, PATCHES_LAYER, PREVIEW_LAYER, ProgressLayers
 from ._session import set_model, settings_for
 from ._train_worker import Denoised, DenoiseProgress, Run, StageShown, abandon, cancel, training_worker
 
@@ -329,7 +331,7 @@ class TrainWidget(Container):
         self._show(f"Preparing the training on {', '.join(layer.name for layer in layers)}.")
         # the display layers first, each in its own turn of the event loop, so that none is added during training;
         # a worker quit meanwhile ends as soon as it starts
-        self.layers.start(layers, (top, left), preview_shape, axes, inset_side(self.settings.mask.max_radius),
+        self.layers.start(layers, (top, left), preview_shape, axes, acf_side(self.settings.mask.max_radius),
                           review=self.review.value, then=[run.worker.start])
 
     def stop(self) -> None:
@@ -558,7 +560,7 @@ class TrainWidget(Container):
         source = self.layers.sources[event.image]
         if source not in self._viewer.layers or self._phase != "denoising":
             return
-        self.layers.show_result(event.result, source)
+        show_denoised(self._viewer, event.result, source)
         self._show(f"Done: layer '{source.name} denoised'.")
 
     def _on_failed(self, event: Failed) -> None:
