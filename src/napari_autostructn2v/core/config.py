@@ -167,6 +167,11 @@ class Config:
     separate_channels: bool = False
     sparse_top_level: bool = False
 
+    @property
+    def dims(self) -> int:
+        """Spatial dimensions of the network: 3 for the 3D network, 2 otherwise."""
+        return 3 if self.network == "3d" else 2
+
     def validate(self) -> Config:
         """Raise ConfigError naming the first bad value; return self when all are fine."""
         for name, kind in (("stage1", StageConfig), ("stage2", StageConfig), ("mask", MaskConfig)):

@@ -42,7 +42,7 @@ class DenoisingModel:
     @classmethod
     def create(cls, config: Config, normalisation: Normalisation, n2v2: bool = False) -> DenoisingModel:
         net = UNet(config.base_channels, config.depth, n2v2=n2v2, channels=normalisation.channels,
-                   dims=3 if config.network == "3d" else 2, separate=config.separate_channels)
+                   dims=config.dims, separate=config.separate_channels)
         return cls(net, config, normalisation)
 
     @property
@@ -222,7 +222,7 @@ def _model_from_payload(payload: dict) -> DenoisingModel:
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise ModelFileError(f"its weights hold NaN or infinite values ({', '.join(bad[:3])}).")
-    dims = 3 if config.network == "3d" else 2
+    dims = config.dims
     mask = _mask_from(payload["struct_mask"], dims)
     if normalisation.channels > 1:
         stored = payload.get("channel_masks")

@@ -85,7 +85,7 @@ class MaskEstimated:
     mask: np.ndarray = field(init=False)
 
     def __post_init__(self):
-        self.mask = self.estimate.mask
+        self.mask = self.estimate.mask if self.estimate.mask_3d is None else self.estimate.mask_3d
 
 
 @dataclass
@@ -334,7 +334,7 @@ def train(
     config = copy.deepcopy(config or Config()).validate()
     slices, found_axes = _check_images(images, config, axes)
     if struct_mask is not None:
-        dims = 3 if config.network == "3d" else 2
+        dims = config.dims
         try:
             masks = channel_masks(struct_mask, slices[0].shape[0])
         except ValueError as err:
@@ -353,7 +353,7 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     normalisation = Normalisation.fit_channels(slices)
-    layout = memory_format(device, 3 if config.network == "3d" else 2, training=True)
+    layout = memory_format(device, config.dims, training=True)
     model = DenoisingModel.create(config, normalisation, n2v2=config.stage1.n2v2 or config.stage2.n2v2)
     model.axes = axes
     model.net.to(device, memory_format=layout)
@@ -373,10 +373,8 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
                 struct_mask = []
                 for channel, estimate in enumerate(_estimate_masks(model, slices, config)):
                     estimated = MaskEstimated(estimate, channel, len(slices[0]))
-                    if config.network == "3d" and estimate.mask_3d is not None:
-                        estimated.mask = estimate.mask_3d
                     yield estimated
-                    struct_mask.append(check_mask(estimated.mask, 3 if config.network == "3d" else 2))
+                    struct_mask.append(check_mask(estimated.mask, config.dims))
             mask = struct_mask
             model.struct_mask = struct_mask if len(struct_mask) > 1 else struct_mask[0]
             if not config.stage2_from_stage1:
@@ -449,12 +447,17 @@ def _estimate_masks(model: DenoisingModel, slices: list[np.ndarray], config: Con
     volumes = slices[0].ndim == 4
     if config.mask.source == "stage1_residual":
         axes = "CZYX" if volumes else "CYX"
-        data = [np.asarray(sample, np.float32) - denoise(model, np.asarray(sample), axes=axes) for sample in slices]
+        data = [_residual(model, np.asarray(sample), axes) for sample in slices]
     else:
         data = slices
     return [estimate_struct_mask([sample[channel] for sample in data], is_noise=config.mask.source != "image",
                                  config=config.mask, axes="ZYX" if volumes else None)
             for channel in range(slices[0].shape[0])]
+
+
+def _residual(model: DenoisingModel, sample: np.ndarray, axes: str) -> np.ndarray:
+    """The sample less the model's output (read once: a file-backed plane is read from disk at each np.asarray)."""
+    return sample.astype(np.float32, copy=False) - denoise(model, sample, axes=axes)
 
 
 def fit(images, config: Config | None = None, **kwargs) -> DenoisingModel:
