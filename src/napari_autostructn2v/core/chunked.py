@@ -314,8 +314,10 @@ def denoise_zarr(model: DenoisingModel, source: str | Path, target: str | Path, 
                         found.axes)
     blocks = lazy.to_delayed().ravel()
     regions = list(_block_regions(lazy.chunks))
-    pending = [(block, region) for block, region in zip(blocks, regions)
-               if not all(_written(target, output, coords) for coords in _chunk_coords(region, output.chunks))]
+    pending = list(zip(blocks, regions))
+    if resumed:  # a new store has no chunk yet: only a resumed one is looked at on disk
+        pending = [(block, region) for block, region in pending
+                   if not all(_written(target, output, coords) for coords in _chunk_coords(region, output.chunks))]
     skipped = len(regions) - len(pending)
     tasks = [dask.delayed(_write_block)(block, output, region) for block, region in pending]
     total = len(regions)
