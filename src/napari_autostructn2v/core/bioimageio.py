@@ -31,8 +31,7 @@ from .files import atomic_write
 from .axes import canonical_image
 from .chunked import model_axes
 from .inference import check_model_fits, denoise
-from .model import (FORMAT, FORMAT_VERSION, DenoisingModel, _first_line, _mask_values, _normalisation_values,
-                    check_model, model_from_payload)
+from .model import FORMAT, DenoisingModel, _first_line, check_model, model_from_payload, model_payload
 from .unet import MirrorPaddedUNet
 
 CONFIG_KEY = "napari_autostructn2v"
@@ -380,18 +379,11 @@ def _first_problem(err: ValidationError, license: str) -> str:
 def _payload(model: DenoisingModel) -> dict:
     """What `load_model` needs besides the weights, as plain YAML values (as in a model file; the per-channel
     masks and the training axes only for channel and 3D models, so other packages stay as they were)."""
-    payload = {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "config": json.loads(json.dumps(model.config.to_dict())),
-        "n2v2": model.net.n2v2,
-        "margin": MARGIN,
-        "normalisation": _normalisation_values(model.normalisation),
-        "struct_mask": None if isinstance(model.struct_mask, list) else _mask_values(model.struct_mask),
-    }
-    if model.channels > 1 or model.net.dims == 3:
-        payload["channel_masks"] = [_mask_values(mask) for mask in model.channel_masks()]
-        payload["axes"] = model.axes
+    payload = model_payload(model)
+    payload["config"] = json.loads(json.dumps(payload["config"]))
+    payload["margin"] = MARGIN
+    if model.channels == 1 and model.net.dims == 2:
+        del payload["channel_masks"], payload["axes"]
     return payload
 
 

@@ -113,19 +113,23 @@ def save_model(model: DenoisingModel, path: str | Path) -> Path:
     The file is written under a temporary name and renamed when complete, so an existing model
     file is replaced only by a whole new one.
     """
-    payload = {
+    payload = {**model_payload(model), "state_dict": {k: v.detach().cpu() for k, v in model.net.state_dict().items()},
+               "history": model.history}
+    return atomic_write(path, lambda temporary: torch.save(payload, temporary))
+
+
+def model_payload(model: DenoisingModel) -> dict:
+    """Everything a model file holds besides the weights and the history, as plain values."""
+    return {
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "config": model.config.to_dict(),
         "n2v2": model.net.n2v2,
-        "state_dict": {k: v.detach().cpu() for k, v in model.net.state_dict().items()},
         "normalisation": _normalisation_values(model.normalisation),
         "struct_mask": None if isinstance(model.struct_mask, list) else _mask_values(model.struct_mask),
         "channel_masks": [_mask_values(mask) for mask in model.channel_masks()],
         "axes": model.axes,
-        "history": model.history,
     }
-    return atomic_write(path, lambda temporary: torch.save(payload, temporary))
 
 
 def _normalisation_values(normalisation: Normalisation) -> list:
