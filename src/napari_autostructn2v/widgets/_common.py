@@ -269,7 +269,7 @@ def _set_private(obj, name: str, value) -> bool:
     return True
 
 
-def skip_text(viewer, layer: Shapes) -> None:
+def _skip_text(viewer, layer: Shapes) -> None:
     """Keep vispy from drawing the (empty) text of a Shapes layer shown in `viewer`'s window.
 
     Each Shapes visual renders nine glyphs in Python at its first paint, even without text (vispy's
@@ -286,7 +286,8 @@ def skip_text(viewer, layer: Shapes) -> None:
 
 
 def add_quietly(viewer, layer):
-    """Add `layer` and leave the user's active layer (and its controls) as it is.
+    """Add `layer` and leave the user's active layer (and its controls) as it is; a Shapes layer (the
+    plugin's outlines, which have no text) is shown without vispy's text visual (`_skip_text`).
 
     napari activates a new layer, which rebuilds the layer controls and the selection twice (a
     third to three quarters of the cost of adding a layer): the layer list's private
@@ -302,4 +303,6 @@ def add_quietly(viewer, layer):
             _set_private(layers, "_activate_on_insert", True)
     if active is not None and layers.selection.active is not active:
         layers.selection.active = active
+    if isinstance(layer, Shapes):
+        _skip_text(viewer, layer)
     return layer

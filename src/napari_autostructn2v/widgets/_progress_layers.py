@@ -31,7 +31,6 @@ from ._common import (
     refresh_thumbnail,
     show_image,
     show_layer,
-    skip_text,
 )
 from ._overlay import Outline
 from ._train_worker import StageShown
@@ -175,7 +174,6 @@ class ProgressLayers:
                                      scale=source.scale[-2:], translate=source.translate[-2:]))
         layer.metadata["colour"] = colour
         add_quietly(self._viewer, layer)
-        skip_text(self._viewer, layer)
         return layer
 
     def show_mask_layers(self, acf: np.ndarray, canvas: np.ndarray) -> None:

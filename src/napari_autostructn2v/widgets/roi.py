@@ -33,7 +33,6 @@ from ._common import (
     place_like,
     refresh_image_choice,
     refresh_thumbnail,
-    skip_text,
     warm_up,
 )
 from ._layout import narrow_combo, scrolling_dock, section, set_status, wrapping_label
@@ -321,7 +320,6 @@ class RoiWidget(Container):
         ))
         self._overlays[stage] = overlay
         add_quietly(self._viewer, overlay)
-        skip_text(self._viewer, overlay)
         return overlay
 
     def _refresh_thumbnails(self) -> None:
