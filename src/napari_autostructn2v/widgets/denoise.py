@@ -90,7 +90,6 @@ class DenoiseWidget(Container):
         self.reset_choices()
         if active_input(viewer) is not None:  # the combo box starts on the first layer: show the active one
             self.image.value = active_input(viewer)
-        self.update_axes()
 
     def update_axes(self, *_) -> None:
         """Offer the axes the chosen layer may have: its axis labels' first, else the model's training axes."""
@@ -105,8 +104,7 @@ class DenoiseWidget(Container):
     def reset_choices(self, *_) -> None:
         """Refresh the image list; when the chosen image is gone, choose the active one."""
         refresh_image_choice(self.image, self._viewer)
-        if hasattr(self, "axes"):
-            self.update_axes()
+        self.update_axes()
 
     def model(self):
         """The chosen model; raises ModelFileError when there is none or the file cannot be read."""
