@@ -20,6 +20,7 @@ CONV_FUNCTION = {2: functional.conv2d, 3: functional.conv3d}
 LEAKY_SLOPE = 0.1
 BATCH_NORM = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 UPSAMPLE = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+MAX_POOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
 
 
 def _block(in_channels: int, out_channels: int, dims: int = 2, groups: int = 1) -> nn.Sequential:
@@ -55,7 +56,7 @@ class UNet(nn.Module):
             [_block(channels, widths[0], dims, groups)]
             + [_block(widths[i], widths[i + 1], dims, groups) for i in range(depth)]
         )
-        self.pool = _BlurMaxPool(dims) if n2v2 else (nn.MaxPool2d(2) if dims == 2 else nn.MaxPool3d(2))
+        self.pool = _BlurMaxPool(dims) if n2v2 else MAX_POOL[dims](2)
         self.upsamples = nn.ModuleList(
             UPSAMPLE[dims](widths[i + 1], widths[i], 2, stride=2, groups=groups) for i in reversed(range(depth))
         )
@@ -128,8 +129,8 @@ class UNet(nn.Module):
         for block in fused.modules():
             if isinstance(block, nn.Sequential):
                 for index in range(len(block) - 1):
-                    if isinstance(block[index], (nn.Conv2d, nn.Conv3d)) and isinstance(
-                            block[index + 1], (nn.BatchNorm2d, nn.BatchNorm3d)):
+                    if isinstance(block[index], tuple(CONV.values())) and isinstance(
+                            block[index + 1], tuple(BATCH_NORM.values())):
                         block[index] = fuse_conv_bn_eval(block[index], block[index + 1])
                         block[index + 1] = nn.Identity()
         return fused
