@@ -21,6 +21,7 @@ LEAKY_SLOPE = 0.1
 BATCH_NORM = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 UPSAMPLE = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 MAX_POOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
+AVG_POOL = {2: nn.AvgPool2d, 3: nn.AvgPool3d}
 
 
 def _block(in_channels: int, out_channels: int, dims: int = 2, groups: int = 1) -> nn.Sequential:
@@ -161,13 +162,11 @@ class _BlurMaxPool(nn.Module):
     def __init__(self, dims: int = 2):
         super().__init__()
         self.dims = dims
+        self.max_pool = MAX_POOL[dims](2, stride=1)
+        self.blur = AVG_POOL[dims](2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.dims == 2:
-            x = nn.functional.pad(x, [0, 1, 0, 1], mode="replicate")
-            return nn.functional.avg_pool2d(nn.functional.max_pool2d(x, 2, stride=1), 2)
-        x = nn.functional.pad(x, [0, 1, 0, 1, 0, 1], mode="replicate")
-        return nn.functional.avg_pool3d(nn.functional.max_pool3d(x, 2, stride=1), 2)
+        return self.blur(self.max_pool(functional.pad(x, [0, 1] * self.dims, mode="replicate")))
 
 
 class MirrorPaddedUNet(nn.Module):
