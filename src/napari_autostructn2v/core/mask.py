@@ -149,8 +149,11 @@ def _estimate_channel(volumes: list, is_noise: bool, config: MaskConfig, detrend
                 pairs += plane_pairs
                 if len(sample) > 1:
                     residuals.append(residual)
-            for below, above in zip(residuals, residuals[1:]):
-                cross, cross_pairs = _cross_covariance(below, above, window)
+            for (values, weights_below), (other, weights_above) in zip(residuals, residuals[1:]):
+                weights = weights_below * weights_above
+                if not weights.any():
+                    continue
+                cross, cross_pairs = _masked_covariance(values, weights, window, other)
                 z_numerator += cross
                 z_pairs += cross_pairs
     covariance = np.where(pairs > 0, numerator / np.maximum(pairs, 1), 0.0)
@@ -209,21 +212,6 @@ def _centre_point(half: int) -> np.ndarray:
     point = np.zeros((2 * half + 1,) * 2, bool)
     point[half, half] = True
     return point
-
-
-def _cross_covariance(below: np.ndarray, above: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sum of products and pair counts between two weighted residual planes at each in-plane lag."""
-    (values_a, weights_a), (values_b, weights_b) = below, above
-    weights = weights_a * weights_b
-    if not weights.any():
-        return np.zeros((2 * window + 1,) * 2), np.zeros((2 * window + 1,) * 2)
-    centred = [(values - np.sum(values * weights) / np.sum(weights)) * weights for values in (values_a, values_b)]
-    shape = [n + window for n in values_a.shape]
-    first, second = (np.fft.rfft2(c, s=shape) for c in centred)
-    numerator = np.fft.irfft2(np.conj(first) * second, s=shape)
-    counts = np.fft.irfft2(np.abs(np.fft.rfft2(weights, s=shape)) ** 2, s=shape)
-    lags = np.r_[-window : window + 1]
-    return numerator[np.ix_(lags, lags)], np.rint(counts[np.ix_(lags, lags)])
 
 
 def _check_size(shape, window: int, name: str) -> None:
@@ -286,7 +274,7 @@ def _plane_autocovariance(plane, window: int, is_noise: bool, sigma: float, frac
         kept = kept or (residual, weights)
         if not weights.any():
             continue
-        tile_num, tile_pairs = _masked_autocovariance(residual, weights, window)
+        tile_num, tile_pairs = _masked_covariance(residual, weights, window)
         numerator += tile_num
         pairs += tile_pairs
     return numerator, pairs, kept
@@ -315,13 +303,18 @@ def _flat_weights(residual: np.ndarray, patch: int, level: float) -> np.ndarray:
     return weights
 
 
-def _masked_autocovariance(values: np.ndarray, weights: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sum of products and number of pixel pairs at each lag within +-window, over weighted pixels."""
-    mean = np.sum(values * weights) / max(np.sum(weights), 1.0)
-    centred = (values - mean) * weights
+def _masked_covariance(values: np.ndarray, weights: np.ndarray, window: int,
+                       other: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Sum of products and number of pixel pairs at each lag within +-window, over the pixels weighted 1:
+    of `values` with itself, or with `other` (the plane above) when given."""
+    count = max(np.sum(weights), 1.0)
     shape = [n + window for n in values.shape]
-    numerator = np.fft.irfft2(np.abs(np.fft.rfft2(centred, s=shape)) ** 2, s=shape)
-    del centred
+    spectrum = np.fft.rfft2((values - np.sum(values * weights) / count) * weights, s=shape)
+    if other is None:
+        product = np.abs(spectrum) ** 2
+    else:
+        product = np.conj(spectrum) * np.fft.rfft2((other - np.sum(other * weights) / count) * weights, s=shape)
+    numerator = np.fft.irfft2(product, s=shape)
     pairs = np.fft.irfft2(np.abs(np.fft.rfft2(weights, s=shape)) ** 2, s=shape)
     lags = np.r_[-window : window + 1]
     return numerator[np.ix_(lags, lags)], np.rint(pairs[np.ix_(lags, lags)])
