@@ -63,12 +63,18 @@ def _require_spec() -> None:
 def is_bioimageio_package(path: str | Path) -> bool:
     """True for a .zip file or a zip archive that holds a bioimage.io description (not a torch archive)."""
     path = Path(path)
-    if path.suffix.lower() == ".zip":
-        return True
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
+    return path.suffix.lower() == ".zip" or (zipfile.is_zipfile(path) and _has_descriptor(path))
+
+
+def _has_descriptor(archive_path: Path) -> bool:
+    """Whether the zip archive holds a bioimage.io description file."""
+    with zipfile.ZipFile(archive_path) as archive:
         return any(name in DESCRIPTOR_NAMES for name in archive.namelist())
+
+
+def _citations(model: DenoisingModel) -> list[tuple[str, str]]:
+    """(text, doi) of the papers the model rests on: N2V2's only when it uses N2V2."""
+    return [citation for key, citation in CITATIONS.items() if key != "n2v2" or model.net.n2v2]
 
 
 def export_bioimageio(
@@ -242,8 +248,7 @@ def _readme(model: DenoisingModel) -> str:
         variant = f"3D {variant}"
     if model.channels > 1:
         variant += ", one network per channel" if model.config.separate_channels else ", channels of one network"
-    references = "\n".join(f"- {text} doi:{doi}" for key, (text, doi) in CITATIONS.items()
-                           if key != "n2v2" or model.net.n2v2)
+    references = "\n".join(f"- {text} doi:{doi}" for text, doi in _citations(model))
     masks = model.channel_masks()
     blocks = [_mask_text(mask).replace(" / ", "\n").replace(" | ", "\n\n") for mask in masks]
     if len(masks) > 1:
@@ -345,8 +350,7 @@ def _describe(model: DenoisingModel, files: dict, name: str, authors: list[str],
         torchscript=TorchscriptWeightsDescr(
             source=files["weights_torchscript.pt"], pytorch_version=torch_version, parent="pytorch_state_dict"),
     )
-    cite = [CiteEntry(text=text, doi=doi) for key, (text, doi) in CITATIONS.items()
-            if key != "n2v2" or model.net.n2v2]
+    cite = [CiteEntry(text=text, doi=doi) for text, doi in _citations(model)]
     try:
         return ModelDescr(
             name=name,
@@ -392,9 +396,8 @@ def load_bioimageio(path: str | Path, device: str = "cpu") -> DenoisingModel:
     path = Path(path)
     if not zipfile.is_zipfile(path):
         raise ModelFileError(f"{path} is not a zip archive, so not a bioimage.io model package.")
-    with zipfile.ZipFile(path) as archive:
-        if not any(name in DESCRIPTOR_NAMES for name in archive.namelist()):
-            raise ModelFileError(f"{path} is a zip archive without rdf.yaml, so not a bioimage.io model package.")
+    if not _has_descriptor(path):
+        raise ModelFileError(f"{path} is a zip archive without rdf.yaml, so not a bioimage.io model package.")
     _require_spec()
     from bioimageio.spec import InvalidDescr, load_model_description
     from bioimageio.spec.model.v0_5 import ModelDescr
