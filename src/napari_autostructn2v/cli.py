@@ -20,6 +20,7 @@ from pathlib import Path
 # only light modules here: `--help` and argument errors must answer without importing torch
 from .core.config import DEFAULT_TILES, NETWORKS
 from .core.errors import ConfigError, InputError, ModelFileError
+from .core.tiling import CHUNKED_TILES, DEFAULT_CHUNKS, network_default
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 MODEL_SUFFIXES = (".pt", ".pth")
@@ -28,7 +29,6 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 MIN_MASK_SIDE = 8
 AXES_HELP = ("axes of the image, letters from S T C Z Y X (e.g. YX, ZYX, CYX, TZYX); default: YX for 2D, "
              "a stack of 2D planes for more")
-ZARR_TILE = 256
 
 
 class CommandError(Exception):
@@ -254,17 +254,15 @@ def _write_tiff(path: Path, image) -> None:
 
 
 def _plane(image, index: int, axes: str | None = None):
-    """The `index`-th 2D plane (over samples and Z); with several channels, the mean of the normalised channels."""
-    import numpy as np
-
+    """The `index`-th 2D plane (over samples, then Z); with several channels, the mean of the normalised channels."""
     from .core.axes import canonical_image
     from .core.images import Normalisation
 
     array, _ = canonical_image(image, axes)
-    planes = np.swapaxes(array, 1, 2).reshape(-1, array.shape[1], *array.shape[-2:])
-    if not 0 <= index < len(planes):
-        raise CommandError(f"--slice {index} is out of range: the image has {len(planes)} 2D slice(s).")
-    plane = planes[index]
+    samples, _, planes = array.shape[:3]
+    if not 0 <= index < samples * planes:
+        raise CommandError(f"--slice {index} is out of range: the image has {samples * planes} 2D slice(s).")
+    plane = array[index // planes, :, index % planes]
     if len(plane) == 1:
         return plane[0]
     return Normalisation.fit_channels([plane]).forward(plane, channel_axis=0).mean(axis=0)
@@ -444,7 +442,7 @@ def cmd_denoise(args) -> None:
     from .core.model import load_model
 
     model = load_model(model_file, device=args.device or "auto")
-    tile_size = _tile_size(args.tile_size, model.config.network)
+    tile_size = network_default(args.tile_size, model.config.network)
     check_tiling(tile_size, depth=model.net.depth)
     for source, target in zip(sources, targets):
         _write_tiff(target, _denoise(model, _read(source), tile_size, args.quiet, desc=source.name,
@@ -530,7 +528,7 @@ def cmd_run(args) -> None:
 
     from .core.inference import check_tiling
 
-    check_tiling(_tile_size(args.tile_size, config.network), depth=config.depth)
+    check_tiling(network_default(args.tile_size, config.network), depth=config.depth)
     image = _read(source)
     model = _train([image], config, args.quiet, axes=args.axes)
     if model_target is not None:
@@ -538,11 +536,6 @@ def cmd_run(args) -> None:
         print(f"model saved to {model_target}")
     _write_tiff(target, _denoise(model, image, args.tile_size, args.quiet, axes=args.axes))
     print(f"{source} -> {target}")
-
-
-def _tile_size(tile_size: int | None, network: str) -> int:
-    """--tile-size, or the default of the network."""
-    return tile_size if tile_size is not None else DEFAULT_TILES[network]
 
 
 DEMO_IMAGES = ("clean", "noisy", "stage1_n2v", "final_structn2v")
@@ -716,9 +709,9 @@ def build_parser() -> argparse.ArgumentParser:
              "(inputs sharing a name get their folder's name in front; images found in a folder or by a pattern "
              "keep their subfolder)")
     denoise_cmd.add_argument("--tile-size", type=int,
-                             help=f"tile side in pixels (default {DEFAULT_TILES['2d']} for TIFF images, {ZARR_TILE} for "
-                                  "zarr stores, where smaller tiles keep the memory of parallel chunks low; "
-                                  f"{DEFAULT_TILES['3d']} for a 3D model)")
+                             help=f"tile side in pixels (default {DEFAULT_TILES['2d']} for TIFF images, "
+                                  f"{CHUNKED_TILES['2d']} for zarr stores, where smaller tiles keep the memory of "
+                                  f"parallel chunks low; {DEFAULT_TILES['3d']} for a 3D model)")
     denoise_cmd.add_argument("--device", choices=DEVICES)
     denoise_cmd.add_argument("--axes", help=AXES_HELP + " (default: the training images' axes, when they fit)")
     zarr_options = denoise_cmd.add_argument_group(
@@ -730,15 +723,16 @@ def build_parser() -> argparse.ArgumentParser:
     zarr_options.add_argument("--workers", type=_int_range(1, 1024), default=1,
                               help="threads or processes of a local scheduler (default 1)")
     zarr_options.add_argument("--chunk-size", type=_int_range(32, 16384),
-                              help="side of the output chunks in pixels (default 512; 128 in Z, Y and X for a 3D "
-                                   "model)")
+                              help=f"side of the output chunks in pixels (default {DEFAULT_CHUNKS['2d']}; "
+                                   f"{DEFAULT_CHUNKS['3d']} in Z, Y and X for a 3D model)")
     overwrite_option(denoise_cmd)
 
     run = command("run", "train on an image, then denoise it", cmd_run)
     run.add_argument("image")
     run.add_argument("-o", "--output", required=True, help="output TIFF (.tif), or a folder for NAME_denoised.tif")
     run.add_argument("--save-model", help="also write the model to this file (.pt)")
-    run.add_argument("--tile-size", type=int, help="tile side in pixels (default 512, 96 with --network 3d)")
+    run.add_argument("--tile-size", type=int, help=f"tile side in pixels (default {DEFAULT_TILES['2d']}, "
+                     f"{DEFAULT_TILES['3d']} with --network 3d)")
     training_options(run)
 
     demo = command("demo", "denoise the embedded structured-noise sample and report PSNR", cmd_demo)

@@ -24,17 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from .axes import Layout, layout
-from .config import DEFAULT_TILES
 from .errors import InputError
 from .images import check_image
 from .inference import check_model_fits, check_tiling, denoise
 from .model import DenoisingModel, check_model
+from .tiling import CHUNKED_TILES, DEFAULT_CHUNKS, network_default
 
-DEFAULT_CHUNK = 512
-# chunk side and tile side (margins included) per network: 2D tiles smaller than in memory keep the memory
-# of parallel chunks low; a 3D chunk of 128**3 voxels is 192**3 with its margins (28 MiB in float32)
-DEFAULT_CHUNKS = {"2d": DEFAULT_CHUNK, "3d": 128}
-CHUNKED_TILES = {"2d": 256, "3d": DEFAULT_TILES["3d"]}
 OUTPUT_LEVEL = "0"  # the path of the denoised array inside the output group
 STATE_KEY = "autostructn2v"  # the store attribute that records the run
 AXIS_NAMES = ("t", "c", "z", "y", "x")  # OME-NGFF order; plain arrays get the last len(shape) names
@@ -77,8 +72,7 @@ def _margin(model: DenoisingModel, overlap: int) -> int:
 def chunked_settings(model: DenoisingModel, tile_size: int | None, chunk: int | None) -> tuple[int, int]:
     """`tile_size` and `chunk`, or the defaults of the model's network."""
     network = model.config.network
-    return (CHUNKED_TILES[network] if tile_size is None else tile_size,
-            DEFAULT_CHUNKS[network] if chunk is None else chunk)
+    return network_default(tile_size, network, CHUNKED_TILES), network_default(chunk, network, DEFAULT_CHUNKS)
 
 
 def _chunked_letters(model: DenoisingModel) -> str:

@@ -22,6 +22,7 @@ from .config import DEFAULT_TILES
 from .checks import check_int
 from .images import InputError
 from .model import DenoisingModel, autocast, check_model, memory_format
+from .tiling import network_default
 
 MAX_TILE = 16384
 MAX_BATCH = 4096
@@ -74,7 +75,7 @@ def denoise_steps(
     of the input's shape and axis order, in the input's units (each channel in its own).
     """
     check_model(model)
-    tile_size = DEFAULT_TILES[model.config.network] if tile_size is None else tile_size
+    tile_size = network_default(tile_size, model.config.network)
     check_tiling(tile_size, overlap, batch_size, model.net.depth)
     if axes is None and model.axes is not None and len(model.axes) == np.ndim(image):
         axes = model.axes
