@@ -93,6 +93,15 @@ def layer_axes_choices(layer: Image | None, preferred: str | None = None) -> lis
     return axes_choices(ndim, labelled or (preferred if preferred and len(preferred) == ndim else None))
 
 
+def offer_axes(combo, layer: Image | None, preferred: str | None = None, keep: bool = False) -> None:
+    """Offer in `combo` the axes `layer` may have (`layer_axes_choices`) and choose the first; with `keep`,
+    the current choice stays when it still fits."""
+    chosen = combo.value
+    choices = layer_axes_choices(layer, preferred)
+    combo.choices = choices
+    combo.value = chosen if keep and chosen in choices else choices[0]
+
+
 def current_index(viewer, layer: Image) -> tuple[int, ...]:
     """The index of the 2D slice of `layer` shown at the viewer's current position (() for 2D)."""
     shape = layer_data(layer).shape[:-2]

@@ -15,8 +15,8 @@ from ..core.chunked import denoise_lazy
 from ..core.images import InputError
 from ..core.inference import denoise_steps
 from ..core.model import ModelFileError, load_model
-from ._common import (Failed, active_input, gui_words, input_layers, layer_axes_choices, layer_data,
-                      refresh_image_choice, show_denoised, user_message)
+from ._common import (Failed, active_input, gui_words, input_layers, layer_data, offer_axes, refresh_image_choice,
+                      show_denoised, user_message)
 from ._layout import Activity, narrow_combo, scrolling_dock, set_status, wrapping_label
 from ._session import model_for
 
@@ -97,9 +97,7 @@ class DenoiseWidget(Container):
             preferred = self.model().axes
         except ModelFileError:
             preferred = None
-        choices = layer_axes_choices(self.image.value, preferred)
-        self.axes.choices = choices
-        self.axes.value = choices[0]
+        offer_axes(self.axes, self.image.value, preferred)
 
     def reset_choices(self, *_) -> None:
         """Refresh the image list; when the chosen image is gone, choose the active one."""

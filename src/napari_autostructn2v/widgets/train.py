@@ -30,9 +30,8 @@ from ..core.mask import acf_side
 from ..core.model import save_model
 from ..core.training import (PREVIEW_SIZE, PREVIEW_SIZE_3D, Done, EpochEnd, MaskEstimated, Preview, StageFinished,
                               Step, train)
-from ._common import (Failed, active_input, current_index, input_layers, layer_axes_choices, layer_data, show_denoised,
-                      user_message,
-                      warm_up)
+from ._common import (Failed, active_input, current_index, input_layers, layer_data, offer_axes, show_denoised,
+                      user_message, warm_up)
 from ._layout import Activity, scrolling_dock, section, set_status, wrapping_label
 from ._loss_plot import LossPlot
 from ._mask_review import MaskReview, describe, mask_canvas, mask_from_canvas
@@ -266,10 +265,7 @@ class TrainWidget(Container):
 
     def _update_axes(self, *_) -> None:
         """Offer the axes the first chosen layer may have; keep the choice when it still fits."""
-        chosen = self.axes.value
-        choices = layer_axes_choices(self.images.value[0] if self.images.value else None)
-        self.axes.choices = choices
-        self.axes.value = chosen if chosen in choices else choices[0]
+        offer_axes(self.axes, self.images.value[0] if self.images.value else None, keep=True)
 
     def load_settings(self) -> None:
         """Show the shared Config's values (the ROI widget may have changed them) in the controls."""
