@@ -1,11 +1,14 @@
 """The Denoise dock widget in a real napari viewer (run under xvfb-run)."""
 
+import os
+
 import numpy as np
 import pytest
 
 from conftest import set_stage_budget
 from napari_autostructn2v.core.config import Config, StageConfig
 from napari_autostructn2v.core.inference import denoise
+from napari_autostructn2v.core.model import ModelFileError, load_model, save_model
 from napari_autostructn2v.core.sample import make_sample
 from napari_autostructn2v.core.training import fit
 from napari_autostructn2v.widgets import denoise as denoise_module
@@ -126,6 +129,29 @@ def test_missing_model_bad_file_and_rgb_give_notifications(qtbot, tmp_path, view
     widget.image.value = viewer.layers["noisy"]
     run_to_end(qtbot, widget)
     assert "noisy denoised" in viewer.layers
+
+
+def test_a_model_file_that_failed_is_not_read_again_until_it_changes(tmp_path, monkeypatch, viewer, widget, errors,
+                                                                     tiny_model):
+    reads = []
+    monkeypatch.setattr(denoise_module, "load_model", lambda path: reads.append(path) or load_model(path))
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"not a model")
+    widget.model_path.value = path
+    assert len(reads) == 1 and len(errors) == 1 and "not a readable" in errors[-1]
+    for name in ("a", "b"):  # every layer event offers the axes again, which asks for the model
+        viewer.add_image(np.zeros((32, 32), np.float32), name=name)
+    assert len(reads) == 1 and len(errors) == 1
+    with pytest.raises(ModelFileError, match="not a readable"):
+        widget.model()
+    assert len(reads) == 1
+
+    save_model(tiny_model, path)
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # a coarse clock may not tick
+    viewer.add_image(np.zeros((32, 32), np.float32), name="c")
+    assert len(reads) == 2 and widget.model().channels == tiny_model.channels
+    widget.model()
+    assert len(reads) == 2
 
 
 def test_stop_cancels_denoising(qtbot, viewer, widget, tiny_model):

@@ -49,13 +49,21 @@ def _denoise_worker(model, image, tile_size: int | None, axes: str | None = None
     return None
 
 
+def _modified(path: Path) -> int | None:
+    """The file's modification time in nanoseconds, or None when it cannot be read."""
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
 class DenoiseWidget(Container):
     """Denoise an image layer (2D or stack, any size) with the model trained here or a model file."""
 
     def __init__(self, viewer: napari.viewer.Viewer):
         self._viewer = viewer
         self.worker = None
-        self._loaded: tuple[Path, object] | None = None
+        self._loaded: tuple[tuple[Path, int | None], object] | None = None  # (path, mtime) -> model or error
         self._source: Image | None = None
         self.source = RadioButtons(
             label="model", choices=(("trained in this viewer", SESSION), ("model file", FILE)), value=SESSION
@@ -113,8 +121,14 @@ class DenoiseWidget(Container):
                                      "or choose 'model file' and a saved .pt model.")
             return model
         path = Path(self.model_path.value)
-        if self._loaded is None or self._loaded[0] != path:
-            self._loaded = (path, load_model(path))
+        key = (path, _modified(path))
+        if self._loaded is None or self._loaded[0] != key:  # a file that failed is read again once it changes
+            try:
+                self._loaded = (key, load_model(path))
+            except ModelFileError as error:
+                self._loaded = (key, error)
+        if isinstance(self._loaded[1], ModelFileError):
+            raise ModelFileError(str(self._loaded[1]))  # a new one: re-raising the first would lengthen its traceback
         return self._loaded[1]
 
     def run(self) -> None:
