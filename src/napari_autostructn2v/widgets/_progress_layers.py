@@ -77,12 +77,8 @@ class ProgressLayers:
         self._placeholders = {}
         source = self.source()
         makers = {
-            PREVIEW_LAYER: lambda: show_image(
-                self._viewer, np.zeros(preview_shape, np.float32), PREVIEW_LAYER, like=source, offset=preview_offset,
-                contrast_limits=source.contrast_limits, colormap=source.colormap.name, opacity=0.0),
-            ACF_LAYER: lambda: show_layer(
-                self._viewer, "image", np.zeros((inset_side,) * 2, np.float32), ACF_LAYER, colormap="magma",
-                contrast_limits=(0.0, 1.0), opacity=0.0, **self._inset(inset_side, column=0)),
+            PREVIEW_LAYER: lambda: self.show_preview(np.zeros(preview_shape, np.float32), placeholder=True),
+            ACF_LAYER: lambda: self.show_acf(np.zeros((inset_side,) * 2, np.float32), placeholder=True),
             MASK_LAYER: lambda: self.show_mask(np.zeros((inset_side,) * 2, np.uint8), placeholder=True),
             PATCHES_LAYER: lambda: self._add_patches_layer(STAGE_COLOURS[1]),
         }
@@ -107,8 +103,10 @@ class ProgressLayers:
                 self._viewer.layers.remove(layer)
         self._placeholders = {}
 
-    def _fill(self, name: str) -> dict:
-        """Mark layer `name` as filled; the keyword arguments that make it visible when it was a placeholder."""
+    def _opacity(self, name: str, placeholder: bool) -> dict:
+        """The opacity of layer `name`: 0 for a placeholder; 1 when data fills a placeholder (now filled)."""
+        if placeholder:
+            return {"opacity": 0.0}
         return {"opacity": 1.0} if self._placeholders.pop(name, None) is not None else {}
 
     def source(self) -> Image | None:
@@ -130,16 +128,18 @@ class ProgressLayers:
         names = (ACF_LAYER, MASK_LAYER, PATCHES_LAYER)
         keep_on_top(self._viewer, [self._viewer.layers[name] for name in names if name in self._viewer.layers])
 
-    def show_preview(self, image: np.ndarray) -> None:
+    def show_preview(self, image: np.ndarray, placeholder: bool = False) -> Image | None:
+        """Show the denoised preview over its place in the source image (None once the source is closed)."""
         source = self.source()
         if source is None:
-            return
+            return None
         created = PREVIEW_LAYER not in self._viewer.layers
-        show_image(self._viewer, image, PREVIEW_LAYER, like=source, offset=self.preview_offset,
-                   contrast_limits=source.contrast_limits, colormap=source.colormap.name,
-                   **self._fill(PREVIEW_LAYER))
+        layer = show_image(self._viewer, image, PREVIEW_LAYER, like=source, offset=self.preview_offset,
+                           contrast_limits=source.contrast_limits, colormap=source.colormap.name,
+                           **self._opacity(PREVIEW_LAYER, placeholder))
         if created:
             self.keep_on_top()
+        return layer
 
     def show_stage(self, shown: StageShown) -> None:
         self._stage = shown
@@ -177,11 +177,14 @@ class ProgressLayers:
         return layer
 
     def show_mask_layers(self, acf: np.ndarray, canvas: np.ndarray) -> None:
-        size = acf.shape[0]
-        show_layer(self._viewer, "image", acf, ACF_LAYER, colormap="magma", contrast_limits=(0.0, 1.0),
-                   **self._inset(size, column=0), **self._fill(ACF_LAYER))
+        self.show_acf(acf)
         self.show_mask(canvas)
         self.keep_on_top()
+
+    def show_acf(self, acf: np.ndarray, placeholder: bool = False) -> Image:
+        """Show the noise autocorrelation in the first inset."""
+        return show_layer(self._viewer, "image", acf, ACF_LAYER, colormap="magma", contrast_limits=(0.0, 1.0),
+                          **self._inset(acf.shape[0], column=0), **self._opacity(ACF_LAYER, placeholder))
 
     def show_mask(self, canvas: np.ndarray, placeholder: bool = False) -> Image | Labels:
         """Show a mask canvas (1 = masked): a Labels layer to paint on during a review, else an image."""
