@@ -287,7 +287,7 @@ def _mapped_sample(plane: MappedPlane, name: str, patch: int, config: Config, ax
     return ChannelPlane(plane)
 
 
-def _preview_crop(sample: np.ndarray) -> np.ndarray:
+def preview_crop(sample: np.ndarray) -> np.ndarray:
     """A central crop of a (C, Y, X) plane, or of a (C, Z, Y, X) volume (smaller in the plane)."""
     size = PREVIEW_SIZE if sample.ndim == 3 else PREVIEW_SIZE_3D
     height, width = sample.shape[-2:]
@@ -358,7 +358,7 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
     model.axes = axes
     model.net.to(device, memory_format=layout)
     if preview_image is None:
-        preview, preview_axes = _preview_crop(slices[0]), "CZYX" if slices[0].ndim == 4 else "CYX"
+        preview, preview_axes = preview_crop(slices[0]), "CZYX" if slices[0].ndim == 4 else "CYX"
     else:
         preview, preview_axes = check_image(preview_image, "preview image"), None
     global_step = 0

@@ -18,6 +18,7 @@ import numpy as np
 from napari.layers import Image, Labels, Shapes
 
 from ..core.axes import layout
+from ..core.training import preview_crop
 from ._common import (
     LAYER_KINDS,
     add_quietly,
@@ -45,6 +46,15 @@ MASK_LOOK = {"labels": {"opacity": 0.9},
              "image": {"opacity": 0.9, "colormap": "green", "contrast_limits": (0, 1), "blending": "additive"}}
 INSET_FRACTION = 0.2  # an inset's side is this fraction of the source image's shorter side
 INSET_MARGIN = 0.02
+
+
+def preview_window(height: int, width: int, volume: bool) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(top, left) and (height, width) of the crop that training previews (`preview_crop`) in a plane of this
+    size, for a 3D network when `volume`: read off that crop of (zero-stride) views of the row and column numbers."""
+    shape = (1, 1, height, width) if volume else (1, height, width)
+    rows = preview_crop(np.broadcast_to(np.arange(height)[:, None], shape))
+    columns = preview_crop(np.broadcast_to(np.arange(width), shape))
+    return (int(rows.flat[0]), int(columns.flat[0])), rows.shape[-2:]
 
 
 class ProgressLayers:

@@ -28,14 +28,13 @@ from ..core.config import DEVICES, MASK_SOURCES, NETWORKS, ConfigError
 from ..core.images import InputError
 from ..core.mask import acf_side
 from ..core.model import save_model
-from ..core.training import (PREVIEW_SIZE, PREVIEW_SIZE_3D, Done, EpochEnd, MaskEstimated, Preview, StageFinished,
-                              Step, train)
+from ..core.training import Done, EpochEnd, MaskEstimated, Preview, StageFinished, Step, train
 from ._common import (Failed, active_input, current_index, input_layers, layer_data, offer_axes, show_denoised,
                       user_message, warm_up)
 from ._layout import Activity, scrolling_dock, section, set_status, wrapping_label
 from ._loss_plot import LossPlot
 from ._mask_review import MaskReview, describe, mask_canvas, mask_from_canvas
-from ._progress_layers import ACF_LAYER, MASK_LAYER, PATCHES_LAYER, PREVIEW_LAYER, ProgressLayers
+from ._progress_layers import ACF_LAYER, MASK_LAYER, PATCHES_LAYER, PREVIEW_LAYER, ProgressLayers, preview_window
 from ._session import set_model, settings_for
 from ._train_worker import Denoised, DenoiseProgress, Run, StageShown, abandon, cancel, training_worker
 
@@ -292,16 +291,12 @@ class TrainWidget(Container):
         try:
             images = [np.asarray(layer_data(layer)) for layer in layers]
             stop = threading.Event()
-            if set(axes) <= set("SYX") and self.settings.network == "2d":  # a plane: the one in view
+            height, width = (images[0].shape[axes.index(letter)] for letter in "YX")
+            (top, left), preview_shape = preview_window(height, width, volume=self.settings.network != "2d")
+            preview = None  # channels or a volume: training previews this crop of the first image itself
+            if set(axes) <= set("SYX") and self.settings.network == "2d":  # a plane: this crop of the one in view
                 plane = images[0][current_index(self._viewer, layers[0])]
-                top, left = (max(0, (n - PREVIEW_SIZE) // 2) for n in plane.shape)
-                preview = plane[top : top + PREVIEW_SIZE, left : left + PREVIEW_SIZE]
-                preview_shape = preview.shape
-            else:  # channels or a volume: training's own central crop of the first image
-                size = PREVIEW_SIZE if self.settings.network == "2d" else PREVIEW_SIZE_3D
-                height, width = (images[0].shape[axes.index(letter)] for letter in "YX")
-                top, left, preview = max(0, (height - size) // 2), max(0, (width - size) // 2), None
-                preview_shape = (min(size, height), min(size, width))
+                preview = plane[top : top + preview_shape[0], left : left + preview_shape[1]]
             events = train(
                 images, self.settings, stop=stop, preview_every=self.preview_every.value, preview_image=preview,
                 num_threads=max(1, (os.cpu_count() or 2) - 1), axes=axes,
