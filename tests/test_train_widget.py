@@ -10,6 +10,7 @@ from conftest import set_stage_budget
 from napari_autostructn2v.core.inference import denoise
 from napari_autostructn2v.core.mask import preset_mask
 from napari_autostructn2v.core.sample import make_sample
+from napari_autostructn2v.widgets import _model_actions as model_actions_module
 from napari_autostructn2v.widgets import train as train_module
 from napari_autostructn2v.core.mask import acf_side
 from napari_autostructn2v.widgets._progress_layers import STAGE_COLOURS
@@ -44,7 +45,8 @@ def widget(viewer):
 @pytest.fixture
 def errors(monkeypatch):
     messages = []
-    monkeypatch.setattr(train_module, "show_error", messages.append)
+    for module in (train_module, model_actions_module):
+        monkeypatch.setattr(module, "show_error", messages.append)
     return messages
 
 

@@ -4,7 +4,8 @@ The settings live in the viewer's shared Config (`settings_for(viewer)`), which 
 edits too. The core `train` generator runs in a napari thread worker (`_train_worker`), which also
 denoises the training images at the end; its events update this widget, the display layers
 (`_progress_layers`) and napari's activity dock in the main thread. `_mask_review` holds the
-review between the stages.
+review between the stages, `_model_actions` saves and exports the model, and `_train_controls` says which
+Config field each control edits.
 """
 
 from __future__ import annotations
@@ -15,96 +16,28 @@ from functools import partial
 
 import napari.viewer
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton
-from magicgui.widgets import Select, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, ProgressBar, PushButton, Select
+from magicgui.widgets import SpinBox
 from napari.layers import Image
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QEvent, QObject
-from qtpy.QtWidgets import QAbstractSpinBox
 
-from ..core.bioimageio import export_bioimageio
 from ..core.config import DEVICES, MASK_SOURCES, NETWORKS, ConfigError
 from ..core.images import InputError
 from ..core.mask import acf_side
-from ..core.model import save_model
 from ..core.training import Done, EpochEnd, MaskEstimated, Preview, StageFinished, Step, train
-from ._common import (Failed, active_input, current_index, input_layers, layer_data, offer_axes, show_denoised,
-                      user_message, warm_up)
+from ._common import Failed, active_input, current_index, input_layers, layer_data, offer_axes, show_denoised, warm_up
 from ._layout import Activity, scrolling_dock, section, set_status, wrapping_label
 from ._loss_plot import LossPlot
-from ._mask_review import MaskReview, describe, mask_canvas, mask_from_canvas
+from ._mask_review import MaskReview, MaskReviewSteps
+from ._model_actions import ModelActions
 from ._progress_layers import ACF_LAYER, MASK_LAYER, PATCHES_LAYER, PREVIEW_LAYER, ProgressLayers, preview_window
 from ._session import set_model, settings_for
+from ._train_controls import ADVANCED_FIELDS, STAGE_NAMES, TOOLTIPS, show_settings, stage_grid, store_setting
 from ._train_worker import Denoised, DenoiseProgress, Run, StageShown, abandon, cancel, training_worker
 
 __all__ = ["ACF_LAYER", "MASK_LAYER", "PATCHES_LAYER", "PREVIEW_LAYER", "TrainWidget"]
-
-STAGE_NAMES = {1: "stage 1 (N2V)", 2: "stage 2 (structN2V)"}
-# row label, StageConfig field, control factory, tooltip
-STAGE_FIELDS = (
-    ("epochs", "epochs", lambda: SpinBox(min=0, max=100000),
-     "Passes over the stage's budget; 0 skips the stage. More epochs train longer and usually better."),
-    ("steps per epoch", "steps_per_epoch", lambda: SpinBox(min=1, max=100000),
-     "Optimisation steps (batches) per epoch; the validation loss is measured after each epoch."),
-    ("batch size", "batch_size", lambda: SpinBox(min=1, max=4096),
-     "Patches per step: larger is smoother but needs more memory."),
-    ("learning rate", "learning_rate", lambda: FloatSpinBox(min=1e-6, max=1.0, step=1e-4),
-     "Step size of the optimiser (Adam), lowered along a cosine schedule; too high makes training unstable."),
-    ("patch size", "patch_size", lambda: SpinBox(min=16, max=1024, step=8),
-     "Side of the square training patches in pixels (a multiple of 2^network depth)."),
-)
-# advanced control name -> (Config path, ...): one control may set the same field in both stages
-ADVANCED_FIELDS = {
-    "n2v2": ("stage1.n2v2", "stage2.n2v2"),
-    "mask_percent": ("stage1.mask_percent", "stage2.mask_percent"),
-    "mask_source": ("mask.source",),
-    "significance": ("mask.significance",),
-    "min_correlation": ("mask.min_correlation",),
-    "max_radius": ("mask.max_radius",),
-    "base_channels": ("base_channels",),
-    "depth": ("depth",),
-    "network": ("network",),
-    "patch_depth": ("patch_depth",),
-    "separate_channels": ("separate_channels",),
-    "seed": ("seed",),
-    "device": ("device",),
-}
-TOOLTIPS = {
-    "images": "The image layers to train on (2D or stacks); at the end each gets a denoised copy. "
-              "Ctrl/Cmd-click to choose several.",
-    "axes": "What the axes before Y, X are (from the layer's axis labels when they are letters): S a stack of "
-            "independent planes, T time, C channels (each with its own normalisation and mask), Z planes of a volume.",
-    "network": "2d denoises every plane on its own; 3d trains a 3D network on volumes (axes with Z), which sees "
-               "the neighbouring planes.",
-    "patch_depth": "Planes per training patch of the 3D network (a multiple of 2^network depth).",
-    "separate_channels": "With channels (axes with C): a separate network per channel instead of one network "
-                         "with a channel per image channel.",
-    "n2v2": "N2V2: blur pooling and median-filled blind spots, against checkerboard artefacts.",
-    "mask_percent": "Share of pixels hidden (blind spots) in each patch per step.",
-    "mask_source": "Estimate the structured mask from the image itself, or from the residual of stage 1 "
-                   "(image minus its denoised version: closer to the pure noise).",
-    "significance": "How far above the noise level a correlation must be to be masked: higher masks fewer pixels.",
-    "min_correlation": "Smallest noise correlation that is masked: lower masks more pixels.",
-    "max_radius": "Farthest offset (pixels) from the centre that the mask may reach.",
-    "base_channels": "Feature channels of the first U-Net level: wider learns more and runs slower.",
-    "depth": "Levels of the U-Net: deeper sees larger context; the patch size must be a multiple of 2^depth.",
-    "seed": "Seed of the random numbers: the same seed and settings give the same model; -1 picks one at random.",
-    "device": "Where the network runs: auto takes a GPU when there is one.",
-    "preview_every": "Refresh the 'denoised preview' layer every this many steps (each refresh costs time).",
-    "tile_size": "Tile side for denoising the images at the end: larger is faster and needs more memory. "
-                 "0 (automatic) takes the network's default: 512 for the 2D network, 96 for the 3D one.",
-    "review": "Pause after stage 1 to check the detected structured mask, change or paint it, then continue.",
-    "start_button": "Train stage 1, estimate the mask, train stage 2, then denoise the chosen images.",
-    "stop_button": "First press: end training at the next step, keeping the best model so far. "
-                   "Second press (or during the final denoising): skip the denoising.",
-    "model_path": "The .pt file to save the trained model to.",
-    "save_button": "Save the trained model (one .pt file) for the Denoise widget or the command line.",
-    "package_path": "The .zip file to write the bioimage.io model package to.",
-    "export_button": "Export the trained model as a bioimage.io package (.zip) for other tools (bioimage.io, "
-                     "deepImageJ, ...), with the first chosen image as its example.",
-}
-GRID_LABEL_PADDING = 9
 
 
 class _Watcher(QObject):
@@ -122,20 +55,7 @@ class _Watcher(QObject):
         return False
 
 
-def _get(config, path: str):
-    for part in path.split("."):
-        config = getattr(config, part)
-    return config
-
-
-def _set(config, path: str, value) -> None:
-    *parents, name = path.split(".")
-    for part in parents:
-        config = getattr(config, part)
-    setattr(config, name, value)
-
-
-class TrainWidget(Container):
+class TrainWidget(MaskReviewSteps, ModelActions, Container):
     """Train stage 1 (N2V) and stage 2 (structN2V) on image layers, with a live preview."""
 
     def __init__(self, viewer: napari.viewer.Viewer):
@@ -156,7 +76,7 @@ class TrainWidget(Container):
         self.images.native.setMaximumHeight(80)
         self.axes = ComboBox(label="axes", choices=["YX"])
         self._stage_controls: dict[tuple[int, str], object] = {}
-        grid = self._build_grid()
+        grid = stage_grid(self._stage_controls)
         self.n2v2 = CheckBox(text="N2V2 (against checkerboards)")
         self.mask_percent = FloatSpinBox(label="masked pixels (%)", min=0.05, max=10.0, step=0.05)
         self.mask_source = ComboBox(label="mask from", choices=MASK_SOURCES)
@@ -270,11 +190,7 @@ class TrainWidget(Container):
         """Show the shared Config's values (the ROI widget may have changed them) in the controls."""
         self._loading = True
         try:
-            for (stage, field), control in self._stage_controls.items():
-                control.value = getattr(getattr(self.settings, f"stage{stage}"), field)
-            for name, paths in ADVANCED_FIELDS.items():
-                value = _get(self.settings, paths[0])
-                getattr(self, name).value = -1 if name == "seed" and value is None else value
+            show_settings(self.settings, self._stage_controls, {name: getattr(self, name) for name in ADVANCED_FIELDS})
         finally:
             self._loading = False
 
@@ -348,114 +264,9 @@ class TrainWidget(Container):
         else:
             self._show("Stopping at the next step; the final denoising will be skipped.")
 
-    def continue_training(self) -> None:
-        """Start stage 2 with the mask shown in the 'structured mask' layer."""
-        if self._mask_event is None or not self.running or self._runs[0].resume is None:
-            return
-        try:
-            mask = mask_from_canvas(self._mask_canvas())
-        except InputError as error:
-            self._fail(str(error))
-            return
-        self._mask_event.mask = mask
-        self._mask_texts[self._mask_event.channel] = describe(self.mask_review.estimate, mask, "chosen for stage 2")
-        self._show_mask_texts(self._mask_event)
-        self.review_panel.visible = False
-        self.layers.restore_view()
-        self._runs[0].resume.set()
-
-    def _model_target(self, path, suffix: str, action: str, field: str):
-        """The file to write the trained model to (`suffix` added when missing), or None after telling the user
-        why there is none: no trained model yet, or no file chosen in `field`."""
-        if self.model is None:
-            show_error("There is no trained model yet: train one first.")
-            return None
-        if not str(path) or path.is_dir():
-            show_error(f"Choose a file to {action} (a {suffix} file) next to '{field}'.")
-            return None
-        return path if path.suffix else path.with_suffix(suffix)
-
-    def save(self) -> None:
-        """Write the trained model to the chosen file (one .pt file)."""
-        path = self._model_target(self.model_path.value, ".pt", "save the model to", "model file")
-        if path is None:
-            return
-        try:
-            save_model(self.model, path)
-        except OSError as error:
-            show_error(f"Could not save the model to {path}: {error}")
-            return
-        show_info(f"Model saved to {path}")
-        self._show(f"Model saved to {path}.")
-
-    def export(self) -> None:
-        """Write the trained model as a bioimage.io package (.zip) in a worker; the first chosen image is the
-        package's example."""
-        path = self._model_target(self.package_path.value, ".zip", "export the model to", "bioimage.io file")
-        if path is None:
-            return
-        layers = list(self.images.value)
-        try:
-            example = layer_data(layers[0])[current_index(self._viewer, layers[0])] if layers else None
-        except InputError as error:
-            show_error(str(error))
-            return
-        self.export_worker = thread_worker(export_bioimageio, start_thread=False)(self.model, path, example)
-        self.export_worker.returned.connect(lambda written: self._show(f"bioimage.io package saved to {written}."))
-        self.export_worker.errored.connect(partial(self._on_export_error, path))
-        self.export_worker.finished.connect(self._on_export_finished)
-        self.export_button.enabled = False
-        self._show(f"Exporting the bioimage.io package to {path} ...")
-        self.export_worker.start()
-
-    def _on_export_error(self, path, error: Exception) -> None:
-        message = str(error) if isinstance(error, OSError) else user_message(error)
-        if message is None:  # a bug, not the user's doing: napari reports the traceback
-            raise error
-        show_error(f"Could not export the model to {path}: {message}")
-        self._show(f"Could not export the model to {path}: {message}", warn=True)
-
-    def _on_export_finished(self) -> None:
-        self.export_worker = None
-        self.export_button.enabled = self.model is not None
-
-    def _build_grid(self) -> Container:
-        texts = [text for text, *_ in STAGE_FIELDS]
-        header = Label(value="")
-        # the row labels wrap at word boundaries, so that the grid fits a narrow dock
-        width = max(header.native.fontMetrics().horizontalAdvance(word) for text in texts for word in text.split())
-        width += GRID_LABEL_PADDING
-        rows = [self._row(header, width, Label(value="stage 1"), Label(value="stage 2"))]
-        for text, field, factory, tip in STAGE_FIELDS:
-            controls = []
-            for stage in (1, 2):
-                control = self._stage_controls[stage, field] = factory()
-                control.tooltip = f"{STAGE_NAMES[stage]}: {tip}"
-                # no step buttons: the digits keep the room in a narrow dock (arrow keys and the wheel step)
-                control.native.setButtonSymbols(QAbstractSpinBox.ButtonSymbols.NoButtons)
-                controls.append(control)
-            label = Label(value=text)
-            label.tooltip = tip
-            rows.append(self._row(label, width, *controls))
-        grid = Container(labels=False, widgets=rows)
-        grid.margins = (0, 0, 0, 0)
-        return grid
-
-    @staticmethod
-    def _row(label: Label, width: int, *controls) -> Container:
-        label.native.setFixedWidth(width)
-        label.native.setWordWrap(True)
-        row = Container(layout="horizontal", labels=False, widgets=[label, *controls])
-        row.margins = (0, 0, 0, 0)
-        return row
-
     def _store(self, paths: tuple[str, ...], value) -> None:
-        if self._loading:
-            return
-        if paths == ("seed",) and value < 0:
-            value = None
-        for path in paths:
-            _set(self.settings, path, value)
+        if not self._loading:
+            store_setting(self.settings, paths, value)
 
     def _image_layers(self, _widget=None) -> list[Image]:
         return input_layers(self._viewer)
@@ -495,29 +306,6 @@ class TrainWidget(Container):
 
     def _on_preview(self, event: Preview) -> None:
         self.layers.show_preview(event.image)
-
-    def _on_mask(self, event: MaskEstimated) -> None:
-        """Show one channel's estimate (one event per channel); with the review on, wait for its mask."""
-        self._mask_event = event
-        self.mask_review.start(event.estimate)
-        size = event.estimate.acf.shape[0]
-        self.layers.show_mask_layers(event.estimate.acf, mask_canvas(event.estimate.mask, size))
-        self._mask_texts = {} if event.channel == 0 else self._mask_texts
-        self._mask_texts[event.channel] = describe(event.estimate, event.estimate.mask, event.estimate.reason)
-        self._show_mask_texts(event)
-        if self._runs and self._runs[0].resume is not None and not self._stopping:
-            self.review_panel.visible = True
-            self.layers.focus_review()
-            which = f" of channel {event.channel} ({event.channel + 1} of {event.channels})" if event.channels > 1 else ""
-            self._show(f"Review the mask{which}: edit the 'structured mask' layer (shown at the image's top-left "
-                       "corner) or pick a preset, then press 'Continue with this mask'.")
-
-    def _show_mask_texts(self, event: MaskEstimated) -> None:
-        """The masks of the channels so far, one block per channel."""
-        if event.channels == 1:
-            self.mask_text.value = self._mask_texts[0]
-        else:
-            self.mask_text.value = "\n".join(f"channel {c}: {text}" for c, text in sorted(self._mask_texts.items()))
 
     def _on_stage_finished(self, event: StageFinished) -> None:
         if not event.stopped:
@@ -593,17 +381,6 @@ class TrainWidget(Container):
     def _set_running(self, running: bool) -> None:
         self.start_button.enabled = not running
         self.stop_button.enabled = running
-
-    def _mask_canvas(self) -> np.ndarray:
-        canvas = self.layers.mask_canvas()
-        return self.mask_review.canvas() if canvas is None else canvas
-
-    def _show_choice(self, *_) -> None:
-        if self.mask_review.estimate is None:
-            return
-        self.layers.show_mask(self.mask_review.canvas())
-        self.mask_text.value = describe(self.mask_review.estimate, self.mask_review.choice(),
-                                        self.mask_review.preset.value)
 
     def _show(self, text: str, warn: bool = False) -> None:
         set_status(self.status, text, warn)
