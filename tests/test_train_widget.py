@@ -7,7 +7,7 @@ from napari.utils.colormaps.standardize_color import transform_color
 from qtpy.QtCore import QTimer
 
 from conftest import set_stage_budget
-from napari_autostructn2v.core.inference import denoise
+from napari_autostructn2v.core.inference import check_tiling, denoise
 from napari_autostructn2v.core.mask import preset_mask
 from napari_autostructn2v.core.sample import make_sample
 from napari_autostructn2v.widgets import _model_actions as model_actions_module
@@ -15,6 +15,7 @@ from napari_autostructn2v.widgets import train as train_module
 from napari_autostructn2v.core.mask import acf_side
 from napari_autostructn2v.widgets._progress_layers import STAGE_COLOURS
 from napari_autostructn2v.widgets._session import model_for, settings_for
+from napari_autostructn2v.widgets._train_controls import MIN_TILE
 from napari_autostructn2v.widgets.train import ACF_LAYER, MASK_LAYER, PATCHES_LAYER, PREVIEW_LAYER, TrainWidget
 
 SCALE, TRANSLATE = (2.0, 0.5), (10.0, -5.0)
@@ -246,6 +247,24 @@ def test_export_writes_a_bioimageio_package_of_the_trained_model(tmp_path, qtbot
     widget.package_path.value = tmp_path / "folder.zip"
     widget.export()
     assert widget.export_worker is None and "Choose a file" in errors[-1]
+
+
+def test_the_tile_size_steps_between_automatic_and_sides_that_denoising_accepts(widget):
+    tile = widget.tile_size
+    assert tile.value == 0
+    tile.native.stepBy(1)  # one step up from automatic: the smallest side offered
+    assert tile.value == MIN_TILE
+    check_tiling(MIN_TILE, depth=widget.depth.max)  # accepted at every network depth the widget offers
+    tile.native.stepBy(1)
+    assert tile.value == MIN_TILE + 32
+    tile.native.stepBy(-2)  # below the smallest side: back to automatic
+    assert tile.value == 0
+    tile.value = 50  # typed, up from automatic
+    assert tile.value == MIN_TILE
+    tile.value = 40  # typed, down from a valid side
+    assert tile.value == 0
+    tile.value = 512
+    assert tile.value == 512
 
 
 def test_undocking_the_widget_stops_training(qtbot, viewer, widget):

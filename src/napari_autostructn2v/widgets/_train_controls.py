@@ -6,6 +6,9 @@ from __future__ import annotations
 from magicgui.widgets import Container, FloatSpinBox, Label, SpinBox
 from qtpy.QtWidgets import QAbstractSpinBox
 
+# the smallest tile side offered besides 0 (automatic): on the control's grid of 32, and above what denoising
+# accepts at every network depth offered (`check_tiling`: 2 * 32 + 2**4)
+MIN_TILE = 96
 STAGE_NAMES = {1: "stage 1 (N2V)", 2: "stage 2 (structN2V)"}
 # row label, StageConfig field, control factory, tooltip
 STAGE_FIELDS = (
@@ -59,7 +62,8 @@ TOOLTIPS = {
     "device": "Where the network runs: auto takes a GPU when there is one.",
     "preview_every": "Refresh the 'denoised preview' layer every this many steps (each refresh costs time).",
     "tile_size": "Tile side for denoising the images at the end: larger is faster and needs more memory. "
-                 "0 (automatic) takes the network's default: 512 for the 2D network, 96 for the 3D one.",
+                 "0 (automatic) takes the network's default: 512 for the 2D network, 96 for the 3D one; "
+                 f"any other side is at least {MIN_TILE}.",
     "review": "Pause after stage 1 to check the detected structured mask, change or paint it, then continue.",
     "start_button": "Train stage 1, estimate the mask, train stage 2, then denoise the chosen images.",
     "stop_button": "First press: end training at the next step, keeping the best model so far. "
@@ -104,6 +108,21 @@ def _row(label: Label, width: int, *controls) -> Container:
     row = Container(layout="horizontal", labels=False, widgets=[label, *controls])
     row.margins = (0, 0, 0, 0)
     return row
+
+
+def keep_tile_valid(tile: SpinBox) -> None:
+    """Let the tile side control (0: automatic) hold only sides that denoising accepts: a value between 0 and
+    MIN_TILE moves on to MIN_TILE when it went up, and to 0 when it went down."""
+    last = tile.value
+
+    def snap(value: int) -> None:
+        nonlocal last
+        if 0 < value < MIN_TILE:
+            tile.value = MIN_TILE if value > last else 0  # calls `snap` again with that value
+        else:
+            last = value
+
+    tile.changed.connect(snap)
 
 
 def show_settings(settings, stage_controls: dict, controls: dict) -> None:

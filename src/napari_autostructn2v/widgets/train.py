@@ -34,7 +34,8 @@ from ._mask_review import MaskReview, MaskReviewSteps
 from ._model_actions import ModelActions
 from ._progress_layers import ACF_LAYER, MASK_LAYER, PATCHES_LAYER, PREVIEW_LAYER, ProgressLayers, preview_window
 from ._session import set_model, settings_for
-from ._train_controls import ADVANCED_FIELDS, STAGE_NAMES, TOOLTIPS, show_settings, stage_grid, store_setting
+from ._train_controls import (ADVANCED_FIELDS, STAGE_NAMES, TOOLTIPS, keep_tile_valid, show_settings, stage_grid,
+                              store_setting)
 from ._train_worker import Denoised, DenoiseProgress, Run, StageShown, abandon, cancel, training_worker
 
 __all__ = ["ACF_LAYER", "MASK_LAYER", "PATCHES_LAYER", "PREVIEW_LAYER", "TrainWidget"]
@@ -92,6 +93,7 @@ class TrainWidget(MaskReviewSteps, ModelActions, Container):
         self.device = ComboBox(label="device", choices=DEVICES)
         self.preview_every = SpinBox(label="preview every (steps)", value=20, min=1, max=100000)
         self.tile_size = SpinBox(label="tile size (0: auto)", value=0, min=0, max=4096, step=32)
+        keep_tile_valid(self.tile_size)
         self.review = CheckBox(text="Review mask before stage 2")
         self.start_button = PushButton(text="Start")
         self.stop_button = PushButton(text="Stop", enabled=False)
