@@ -1,5 +1,5 @@
 """The Train widget's settings controls: the grid of per-stage budgets, the Config field each control edits,
-and the tooltips of the widget's controls."""
+the tile sides the tile control may hold, and the tooltips of the widget's controls."""
 
 from __future__ import annotations
 
