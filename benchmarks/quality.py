@@ -230,8 +230,8 @@ def both_stages(config: Config, **changes) -> Config:
                                stage2=dataclasses.replace(config.stage2, **changes))
 
 
-def run_training(noisy: np.ndarray, config: Config, struct_mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, str]:
-    """Train with the core, denoise; return the output, the stage-2 mask and the estimate's reason."""
+def train_model(noisy: np.ndarray, config: Config, struct_mask: np.ndarray | None) -> tuple[DenoisingModel, np.ndarray, str]:
+    """Train with the core; return the model, the stage-2 mask and the estimate's reason."""
     mask, reason = struct_mask, "given"
     model = None
     for event in train(noisy, config, struct_mask=struct_mask):
@@ -239,6 +239,12 @@ def run_training(noisy: np.ndarray, config: Config, struct_mask: np.ndarray | No
             mask, reason = event.mask, event.estimate.reason
         elif isinstance(event, Done):
             model = event.model
+    return model, mask, reason
+
+
+def run_training(noisy: np.ndarray, config: Config, struct_mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, str]:
+    """Train with the core, denoise; return the output, the stage-2 mask and the estimate's reason."""
+    model, mask, reason = train_model(noisy, config, struct_mask)
     return denoise(model, noisy), mask, reason
 
 

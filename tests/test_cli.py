@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_autostructn2v import Config, fit, make_sample, save_model
+from napari_autostructn2v import Config, denoise, fit, load_model, make_sample, preset_mask, save_model
 from napari_autostructn2v.cli import main
 from napari_autostructn2v.core import training
 from conftest import make_tiny_config
@@ -125,6 +125,18 @@ def test_demo_writes_images_and_reports_psnr(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- data loss
+
+
+def test_denoise_predicts_with_blind_spots_unless_told_to_predict_directly(noisy_tif, model_file, tmp_path):
+    model = load_model(model_file)
+    model.struct_mask = preset_mask("horizontal", 5)  # a line mask: blind-spot inference differs from one pass
+    line_model = save_model(model, tmp_path / "line.pt")
+    image = tifffile.imread(noisy_tif)
+    for flags, blind_spot in (([], True), (["--direct-inference"], False)):
+        out = tmp_path / f"out_{blind_spot}.tif"
+        assert main(["-q", "denoise", str(noisy_tif), "-m", str(line_model), "-o", str(out), *flags]) == 0
+        np.testing.assert_allclose(tifffile.imread(out), denoise(model, image, blind_spot=blind_spot), atol=1e-5)
+    assert np.abs(tifffile.imread(tmp_path / "out_True.tif") - tifffile.imread(tmp_path / "out_False.tif")).max() > 1e-3
 
 
 def test_denoise_refuses_to_write_over_its_input(noisy_tif, model_file, tmp_path, capsys):

@@ -1,5 +1,6 @@
 """The Denoise dock widget in a real napari viewer (run under xvfb-run)."""
 
+import copy
 import os
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 from conftest import set_stage_budget
 from napari_autostructn2v.core.config import Config, StageConfig
 from napari_autostructn2v.core.inference import denoise
+from napari_autostructn2v.core.mask import preset_mask
 from napari_autostructn2v.core.model import ModelFileError, load_model, save_model
 from napari_autostructn2v.core.sample import make_sample
 from napari_autostructn2v.core.training import fit
@@ -88,6 +90,20 @@ def test_session_model_denoises_a_stack_by_tiles(qtbot, viewer, widget, tiny_mod
     assert output.data.shape == stack.shape and widget.progress.max > 3
     np.testing.assert_allclose(output.data, denoise(tiny_model, stack, tile_size=96), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(output.scale, (3.0, *SCALE))
+
+
+def test_blind_spot_inference_can_be_switched_off(qtbot, viewer, widget, tiny_model):
+    model = copy.deepcopy(tiny_model)
+    model.struct_mask = preset_mask("horizontal", 5)
+    set_model(viewer, model)
+    image = viewer.layers["noisy"].data
+    assert widget.blind_spot.value  # on by default
+    for blind_spot in (True, False):
+        widget.blind_spot.value = blind_spot
+        run_to_end(qtbot, widget)
+        output = viewer.layers.pop(viewer.layers.index("noisy denoised"))
+        np.testing.assert_allclose(output.data, denoise(model, image, blind_spot=blind_spot), rtol=1e-5, atol=1e-6)
+    assert np.abs(denoise(model, image) - denoise(model, image, blind_spot=False)).max() > 1e-3
 
 
 def test_a_bioimageio_package_is_opened_and_denoises_like_its_model(qtbot, tmp_path, viewer, widget, errors,

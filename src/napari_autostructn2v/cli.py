@@ -336,13 +336,14 @@ def _train(images, config, quiet: bool = False, on_event=None, axes: str | None 
     raise CommandError("training ended without a model")
 
 
-def _denoise(model, image, tile_size: int | None, quiet: bool = False, desc: str = "denoise", axes: str | None = None):
+def _denoise(model, image, tile_size: int | None, quiet: bool = False, desc: str = "denoise", axes: str | None = None,
+             blind_spot: bool = True):
     from tqdm import tqdm
 
     from .core.inference import denoise_steps
 
     _use_idle_threads()
-    steps = denoise_steps(model, image, tile_size=tile_size, axes=axes)
+    steps = denoise_steps(model, image, tile_size=tile_size, axes=axes, blind_spot=blind_spot)
     with tqdm(desc=desc, unit="tile", disable=quiet, file=sys.stderr) as bar:
         while True:
             try:
@@ -446,7 +447,7 @@ def cmd_denoise(args) -> None:
     check_tiling(tile_size, depth=model.net.depth)
     for source, target in zip(sources, targets):
         _write_tiff(target, _denoise(model, _read(source), tile_size, args.quiet, desc=source.name,
-                                     axes=args.axes))
+                                     axes=args.axes, blind_spot=not args.direct_inference))
         print(f"{source} -> {target}")
 
 
@@ -505,7 +506,8 @@ def _denoise_zarr(args) -> None:
     try:
         run = denoise_zarr(model, source, target, model_digest=file_digest(model_file), tile_size=tile_size,
                            chunk=chunk, scheduler=args.scheduler or "threads", workers=args.workers,
-                           overwrite=args.overwrite, on_block=progress, axes=args.axes)
+                           overwrite=args.overwrite, on_block=progress, axes=args.axes,
+                           blind_spot=not args.direct_inference)
     except KeyboardInterrupt:
         print(f"note: the chunks written so far are kept in {target}; run the same command again to resume.",
               file=sys.stderr)
@@ -534,7 +536,8 @@ def cmd_run(args) -> None:
     if model_target is not None:
         _save_model(model, model_target)
         print(f"model saved to {model_target}")
-    _write_tiff(target, _denoise(model, image, args.tile_size, args.quiet, axes=args.axes))
+    _write_tiff(target, _denoise(model, image, args.tile_size, args.quiet, axes=args.axes,
+                                 blind_spot=not args.direct_inference))
     print(f"{source} -> {target}")
 
 
@@ -579,7 +582,7 @@ def cmd_demo(args) -> None:
             stage1_output["image"] = _denoise(live_model["model"], noisy, args.tile_size, quiet=True)
 
     model = _train([noisy], config, args.quiet, on_event=keep_stage1)
-    final = _denoise(model, noisy, args.tile_size, args.quiet)
+    final = _denoise(model, noisy, args.tile_size, args.quiet, blind_spot=not args.direct_inference)
     stage1 = stage1_output["image"]
     for name, image in zip(DEMO_IMAGES, (clean, noisy, stage1, final)):
         _write_tiff(targets[name], image)
@@ -659,6 +662,12 @@ def build_parser() -> argparse.ArgumentParser:
     def overwrite_option(sub) -> None:
         sub.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
+    def inference_option(sub) -> None:
+        sub.add_argument("--direct-inference", action="store_true",
+                         help="predict in one pass on the unmasked image; by default a structN2V model predicts "
+                              "each pixel with its blind spot and mask applied, as in training (3 passes per tile "
+                              "for a line mask), so that the mask's correlated noise cannot leak into the output")
+
     roi = command("roi", "count (or list) the ROI patches of an image", cmd_roi)
     roi.add_argument("image")
     roi.add_argument("--patch-size", type=int, default=64)
@@ -725,6 +734,7 @@ def build_parser() -> argparse.ArgumentParser:
     zarr_options.add_argument("--chunk-size", type=_int_range(32, 16384),
                               help=f"side of the output chunks in pixels (default {DEFAULT_CHUNKS['2d']}; "
                                    f"{DEFAULT_CHUNKS['3d']} in Z, Y and X for a 3D model)")
+    inference_option(denoise_cmd)
     overwrite_option(denoise_cmd)
 
     run = command("run", "train on an image, then denoise it", cmd_run)
@@ -733,6 +743,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--save-model", help="also write the model to this file (.pt)")
     run.add_argument("--tile-size", type=int, help=f"tile side in pixels (default {DEFAULT_TILES['2d']}, "
                      f"{DEFAULT_TILES['3d']} with --network 3d)")
+    inference_option(run)
     training_options(run)
 
     demo = command("demo", "denoise the embedded structured-noise sample and report PSNR", cmd_demo)
@@ -745,6 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--tile-size", type=int, default=DEFAULT_TILES["2d"])
     demo.add_argument("--device", choices=DEVICES)
+    inference_option(demo)
     overwrite_option(demo)
 
     export = command("export", "write a saved model as a bioimage.io model package (.zip)", cmd_export)

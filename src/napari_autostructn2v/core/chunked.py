@@ -80,9 +80,15 @@ def _chunked_letters(model: DenoisingModel) -> str:
     return "ZYX" if model.net.dims == 3 else "YX"
 
 
-def _denoise_block(block: np.ndarray, model: DenoisingModel, tile_size: int, overlap: int,
-                   batch_size: int, axes: str) -> np.ndarray:
-    return denoise(model, block, tile_size, overlap, batch_size, axes=axes)
+def _denoise_block(block: np.ndarray, model: DenoisingModel, tile_size: int, overlap: int, batch_size: int,
+                   axes: str, blind_spot: bool, input_chunks: tuple[tuple[int, ...], ...], margins: dict[int, int],
+                   block_info=None) -> np.ndarray:
+    """One block with its margins (`margins` per axis, none before the first block) of an array chunked as
+    `chunks`; blind-spot inference is told where the block lies, so that it equals the same part of the whole."""
+    index = block_info[0]["chunk-location"]
+    starts = [sum(sizes[:i]) - (margins[axis] if i else 0) for axis, (sizes, i) in enumerate(zip(input_chunks, index))]
+    origin = tuple(starts[axes.index(letter)] for letter in _chunked_letters(model))
+    return denoise(model, block, tile_size, overlap, batch_size, axes=axes, blind_spot=blind_spot, origin=origin)
 
 
 def _check_array_like(image, name: str = "image", axes: str | None = None) -> Layout:
@@ -104,12 +110,12 @@ def model_axes(model: DenoisingModel, image, axes: str | None) -> str | None:
 
 
 def denoise_lazy(model: DenoisingModel, image, tile_size: int | None = None, overlap: int = 32, batch_size: int = 4,
-                 chunk: int | None = None, axes: str | None = None):
+                 chunk: int | None = None, axes: str | None = None, blind_spot: bool = True):
     """A dask array that computes the denoised float32 `image` (numpy, dask or zarr) chunk by chunk.
 
     Nothing runs until it is computed (or shown); any part equals the same part of
-    `denoise(model, image, axes=axes)`. `axes` as for `denoise` (None: the model's training axes when
-    they fit, else a 2D image or a stack of planes). Y and X (and Z for a 3D network) are processed in
+    `denoise(model, image, axes=axes, blind_spot=blind_spot)`. `axes` as for `denoise` (None: the model's
+    training axes when they fit, else a 2D image or a stack of planes). Y and X (and Z for a 3D network) are processed in
     chunks of about `chunk` pixels (None: 512, or 128 for a 3D network), channels whole, the other axes
     slice by slice (or as the dask input is chunked). `tile_size` None: 256, or 96 for a 3D network.
     """
@@ -135,7 +141,8 @@ def denoise_lazy(model: DenoisingModel, image, tile_size: int | None = None, ove
              for axis, letter in enumerate(found.axes)}
     return da.map_overlap(_denoise_block, array, depth=depth, boundary="none", trim=True, dtype=np.float32,
                           meta=np.empty((0,) * array.ndim, np.float32), model=model, tile_size=tile_size,
-                          overlap=overlap, batch_size=batch_size, axes=found.axes)
+                          overlap=overlap, batch_size=batch_size, axes=found.axes, blind_spot=blind_spot,
+                          input_chunks=array.chunks, margins=depth)
 
 
 # ---------------------------------------------------------------- OME-Zarr stores
@@ -211,9 +218,10 @@ class ResumeError(InputError):
 
 
 def _run_state(source: Path, image: ZarrImage, model_digest: str, tile_size: int, overlap: int,
-               chunk: int, axes: str) -> dict:
+               chunk: int, axes: str, blind_spot: bool) -> dict:
     return {"source": str(source.resolve()), "shape": list(image.array.shape), "model_sha256": model_digest,
-            "tile_size": tile_size, "overlap": overlap, "chunk": chunk, "axes": axes, "complete": False}
+            "tile_size": tile_size, "overlap": overlap, "chunk": chunk, "axes": axes, "blind_spot": blind_spot,
+            "complete": False}
 
 
 def _open_output(target: Path, state: dict, image: ZarrImage, chunks: tuple[int, ...], overwrite: bool):
@@ -278,10 +286,11 @@ class ZarrRun:
 def denoise_zarr(model: DenoisingModel, source: str | Path, target: str | Path, *, model_digest: str = "",
                  tile_size: int | None = None, overlap: int = 32, batch_size: int = 4, chunk: int | None = None,
                  scheduler: str = "threads", workers: int = 1, overwrite: bool = False,
-                 on_block: Callable[[int, int], None] | None = None, axes: str | None = None) -> ZarrRun:
+                 on_block: Callable[[int, int], None] | None = None, axes: str | None = None,
+                 blind_spot: bool = True) -> ZarrRun:
     """Denoise the full-resolution array of the zarr store `source` into a new OME-Zarr store `target`.
 
-    `axes`, `tile_size` and `chunk` as for `denoise_lazy`; the store's OME-NGFF axis names are copied to
+    `axes`, `tile_size`, `chunk` and `blind_spot` as for `denoise_lazy`; the store's OME-NGFF axis names are copied to
     the output but not read as `axes`. The output is chunked as the processing is, one channel per chunk.
     `scheduler` is "threads", "processes" (local dask schedulers with `workers` workers) or the address
     of a running dask.distributed scheduler. `on_block(done, total)` is called after each block. An
@@ -302,10 +311,10 @@ def denoise_zarr(model: DenoisingModel, source: str | Path, target: str | Path, 
     side = max(_round_up(chunk, multiple), margin)
     zarr_chunks = tuple(min(size, side) if letter in _chunked_letters(model) else 1
                         for letter, size in zip(found.axes, image.array.shape))
-    state = _run_state(source, image, model_digest, tile_size, overlap, chunk, found.axes)
+    state = _run_state(source, image, model_digest, tile_size, overlap, chunk, found.axes, blind_spot)
     output, resumed = _open_output(target, state, image, zarr_chunks, overwrite)
     lazy = denoise_lazy(model, da.from_zarr(image.array, chunks=zarr_chunks), tile_size, overlap, batch_size, chunk,
-                        found.axes)
+                        found.axes, blind_spot)
     blocks = lazy.to_delayed().ravel()
     regions = list(_block_regions(lazy.chunks))
     pending = list(zip(blocks, regions))

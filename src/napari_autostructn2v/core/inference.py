@@ -7,6 +7,11 @@ need no blending, and memory stays bounded by the tile size. Tiles split each ax
 margins cost as little as the tile size allows, and they run through a copy of the network with
 its batch norms folded into the convolutions, in the device's faster memory layout. A 3D network
 is tiled in Z as well.
+
+A structN2V model predicts by default with its blind spots (`blind_spot=True`, core.blind_spot): each
+pixel from an input whose own value and mask's pixels are replaced as in training, so the correlated
+noise of the mask's pixels, which the network learnt to read as signal, cannot leak into the output.
+A tile then costs 3 passes of the network for a line mask (the mask's extent + 2 in general).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from .axes import Layout, canonical_image
 from .config import DEFAULT_TILES
 from .checks import check_int
 from .images import InputError
+from .blind_spot import blind_spot_forward, line_plan
 from .model import DenoisingModel, autocast, check_model, memory_format
 from .tiling import network_default
 
@@ -65,13 +71,19 @@ def denoise_steps(
     overlap: int = 32,
     batch_size: int = DEFAULT_BATCH,
     axes: str | None = None,
+    blind_spot: bool = True,
+    *,
+    origin: tuple[int, ...] | None = None,
 ) -> Generator[tuple[int, int], None, np.ndarray]:
     """Denoise `image`, yielding (tiles done, tiles total) after each batch.
 
     `axes` names the image's axes (letters from S T C Z Y X, see core.axes); without it the model's
     training axes are used when the image has as many dimensions, else a 2D image or a stack of planes.
     `tile_size` (None: 512 for the 2D network, 96 for the 3D one) is the side of a tile, margins included.
-    Inputs are checked at the call, before any tile runs. The generator returns a float32 array
+    `blind_spot` (structN2V models only; see the module docstring): False predicts in one pass on the
+    unmasked image, faster but open to the mask's correlated noise. `origin` is the image's first pixel
+    (Y, X; Z, Y, X for a 3D network) in a larger image it was cut from: blind-spot inference of the part
+    then equals that part of the whole's. Inputs are checked at the call, before any tile runs. The generator returns a float32 array
     of the input's shape and axis order, in the input's units (each channel in its own).
     """
     check_model(model)
@@ -81,7 +93,7 @@ def denoise_steps(
         axes = model.axes
     array, found = canonical_image(image, axes)
     check_model_fits(model, found)
-    return _denoise_tiles(model, array, found, tile_size, overlap, batch_size)
+    return _denoise_tiles(model, array, found, tile_size, overlap, batch_size, blind_spot, origin)
 
 
 def check_model_fits(model: DenoisingModel, found: Layout) -> None:
@@ -109,11 +121,13 @@ def check_tiling(tile_size: int, overlap: int = 32, batch_size: int = 4, depth: 
 
 
 def _denoise_tiles(model: DenoisingModel, array: np.ndarray, found: Layout, tile_size: int, overlap: int,
-                   batch_size: int) -> Generator[tuple[int, int], None, np.ndarray]:
+                   batch_size: int, blind_spot: bool = True,
+                   origin: tuple[int, ...] | None = None) -> Generator[tuple[int, int], None, np.ndarray]:
     multiple = 2**model.net.depth
     device = next(model.net.parameters()).device
     layout = memory_format(device, model.net.dims)
     net = model.net.fused_for_inference().to(memory_format=layout)
+    plan = line_plan(model.channel_masks(), model.net.dims) if blind_spot else None
     samples, channels, planes = array.shape[:3]
     if model.net.dims == 2:  # every plane on its own: (N * Z, C, Y, X)
         items = np.swapaxes(array, 1, 2).reshape(samples * planes, channels, *array.shape[-2:])
@@ -134,7 +148,13 @@ def _denoise_tiles(model: DenoisingModel, array: np.ndarray, found: Layout, tile
         ])
         batch = torch.from_numpy(model.normalisation.forward(tiles, channel_axis=1)).to(device, memory_format=layout)
         with torch.inference_mode(), autocast(device):
-            predicted = model.normalisation.inverse(net(batch).float().cpu().numpy(), channel_axis=1)
+            if plan is None:
+                predicted = net(batch)
+            else:
+                corners = torch.tensor([[begin - overlap for begin, _ in region] for _, region in chunk], device=device)
+                corners += torch.tensor(origin or (0,) * len(shape), device=device)
+                predicted = blind_spot_forward(net, batch, model.channel_masks(), plan, corners, model.net.n2v2)
+            predicted = model.normalisation.inverse(predicted.float().cpu().numpy(), channel_axis=1)
         for (index, region), result in zip(chunk, predicted):
             target = tuple(slice(begin, begin + length) for begin, length in region)
             kept = tuple(slice(overlap, overlap + length) for _, length in region)
@@ -146,9 +166,10 @@ def _denoise_tiles(model: DenoisingModel, array: np.ndarray, found: Layout, tile
 
 
 def denoise(model: DenoisingModel, image, tile_size: int | None = None, overlap: int = 32,
-            batch_size: int = DEFAULT_BATCH, axes: str | None = None) -> np.ndarray:
+            batch_size: int = DEFAULT_BATCH, axes: str | None = None, blind_spot: bool = True, *,
+            origin: tuple[int, ...] | None = None) -> np.ndarray:
     """Denoised float32 copy of `image` in the input's shape, axis order and units (see `denoise_steps`)."""
-    steps = denoise_steps(model, image, tile_size, overlap, batch_size, axes)
+    steps = denoise_steps(model, image, tile_size, overlap, batch_size, axes, blind_spot, origin=origin)
     while True:
         try:
             next(steps)

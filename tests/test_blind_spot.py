@@ -1,0 +1,76 @@
+"""Blind-spot inference: which lines a pass masks, and that a pixel's prediction never sees its mask."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_autostructn2v import Config, DenoisingModel, denoise, preset_mask
+from napari_autostructn2v.core.blind_spot import LinePlan, line_plan
+from napari_autostructn2v.core.images import Normalisation
+
+HORIZONTAL = preset_mask("horizontal", 5)
+VERTICAL = preset_mask("vertical", 5)
+DIAGONAL = np.eye(5, dtype=bool)
+ANTIDIAGONAL = np.eye(5, dtype=bool)[::-1]
+BOX = np.ones((3, 5), bool)
+
+
+@pytest.mark.parametrize("masks, dims, plan", [
+    ([HORIZONTAL], 2, LinePlan((1, 0), 3)),
+    ([VERTICAL], 2, LinePlan((0, 1), 3)),
+    ([DIAGONAL], 2, LinePlan((1, -1), 3)),
+    ([ANTIDIAGONAL], 2, LinePlan((1, 1), 3)),
+    ([BOX], 2, LinePlan((1, 0), 9)),  # 3 rows thick: every ninth row, a third of the image replaced per pass
+    ([None, VERTICAL], 2, LinePlan((0, 1), 3)),  # one plan for all channels
+    ([HORIZONTAL], 3, LinePlan((0, 1, 0), 3)),  # a 2D mask of a 3D network: rows of each plane
+    ([None], 2, None),
+    ([np.ones((1, 1), bool)], 2, None),  # N2V: one pass on the unmasked image
+])
+def test_lines_run_along_the_mask(masks, dims, plan):
+    assert line_plan(masks, dims) == plan
+
+
+def _model(mask, channels: int = 1) -> DenoisingModel:
+    torch.manual_seed(0)
+    normalisation = Normalisation(100.0, 20.0) if channels == 1 else Normalisation((100.0,) * channels,
+                                                                                   (20.0,) * channels)
+    model = DenoisingModel.create(Config(base_channels=8, depth=2), normalisation)
+    model.struct_mask = mask
+    model.net.eval()
+    return model
+
+
+@pytest.mark.parametrize("mask", [HORIZONTAL, VERTICAL, DIAGONAL, BOX], ids=["horizontal", "vertical", "diagonal", "box"])
+def test_a_pixel_is_predicted_without_its_own_value_or_its_masks_pixels(mask):
+    model = _model(mask)
+    image = np.random.default_rng(1).normal(100, 20, (96, 96)).astype(np.float32)
+    changed = image.copy()
+    centre = np.array([48, 50])
+    offsets = np.stack(np.nonzero(mask), axis=1) - np.asarray(mask.shape) // 2
+    for offset in offsets:
+        changed[tuple(centre + offset)] += 300.0  # the pixel and its mask's pixels: their correlated noise
+    y, x = centre
+    blind, blind_changed = denoise(model, image)[y, x], denoise(model, changed)[y, x]
+    assert blind_changed == pytest.approx(blind, abs=1e-4)
+    direct, direct_changed = (denoise(model, data, blind_spot=False)[y, x] for data in (image, changed))
+    assert abs(direct_changed - direct) > 0.1  # one pass on the unmasked image reads them
+
+
+def test_blind_spot_output_does_not_depend_on_tiles_or_the_stack():
+    model = _model(HORIZONTAL)
+    image = np.random.default_rng(2).normal(100, 20, (150, 230)).astype(np.float32)
+    whole = denoise(model, image)
+    np.testing.assert_allclose(denoise(model, image, tile_size=96, overlap=24), whole, atol=1e-3)
+    np.testing.assert_allclose(denoise(model, np.stack([image[::-1], image]))[1], whole, atol=1e-4)
+    part = denoise(model, image[40:140, 60:200], origin=(40, 60))
+    np.testing.assert_allclose(part[30:-30, 30:-30], whole[70:110, 90:170], atol=1e-3)
+    assert np.abs(denoise(model, image, blind_spot=False) - whole).max() > 0.1
+
+
+def test_each_channel_is_masked_with_its_own_mask():
+    model = _model([None, HORIZONTAL], channels=2)
+    image = np.random.default_rng(3).normal(100, 20, (2, 64, 64)).astype(np.float32)
+    changed = image.copy()
+    changed[1, 32, 30:35] += 300.0  # the horizontal mask of channel 1 around (32, 32)
+    before, after = denoise(model, image, axes="CYX"), denoise(model, changed, axes="CYX")
+    assert after[1, 32, 32] == pytest.approx(before[1, 32, 32], abs=1e-4)
