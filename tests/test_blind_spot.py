@@ -74,3 +74,17 @@ def test_each_channel_is_masked_with_its_own_mask():
     changed[1, 32, 30:35] += 300.0  # the horizontal mask of channel 1 around (32, 32)
     before, after = denoise(model, image, axes="CYX"), denoise(model, changed, axes="CYX")
     assert after[1, 32, 32] == pytest.approx(before[1, 32, 32], abs=1e-4)
+
+
+def test_a_3d_network_predicts_a_voxel_without_its_planes_mask_pixels():
+    torch.manual_seed(0)
+    model = DenoisingModel.create(Config(base_channels=4, depth=1, network="3d"), Normalisation(100.0, 20.0))
+    model.struct_mask = HORIZONTAL
+    model.net.eval()
+    volume = np.random.default_rng(4).normal(100, 20, (24, 40, 40)).astype(np.float32)
+    changed = volume.copy()
+    changed[12, 20, 18:23] += 300.0
+    before, after = denoise(model, volume, axes="ZYX"), denoise(model, changed, axes="ZYX")
+    assert after[12, 20, 20] == pytest.approx(before[12, 20, 20], abs=1e-4)
+    direct, direct_changed = (denoise(model, data, axes="ZYX", blind_spot=False)[12, 20, 20] for data in (volume, changed))
+    assert abs(direct_changed - direct) > 1e-3
