@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_autostructn2v import Config, DenoisingModel, denoise, preset_mask
+from napari_autostructn2v import Config, DenoisingModel, InputError, denoise, preset_mask
 from napari_autostructn2v.core.blind_spot import LinePlan, line_plan
 from napari_autostructn2v.core.images import Normalisation
 
@@ -65,6 +65,8 @@ def test_blind_spot_output_does_not_depend_on_tiles_or_the_stack():
     part = denoise(model, image[40:140, 60:200], origin=(40, 60))
     np.testing.assert_allclose(part[30:-30, 30:-30], whole[70:110, 90:170], atol=1e-3)
     assert np.abs(denoise(model, image, blind_spot=False) - whole).max() > 0.1
+    with pytest.raises(InputError, match="origin must be 2 whole numbers"):
+        denoise(model, image, origin=(3,))
 
 
 def test_each_channel_is_masked_with_its_own_mask():

@@ -84,9 +84,10 @@ def _denoise_block(block: np.ndarray, model: DenoisingModel, tile_size: int, ove
                    axes: str, blind_spot: bool, input_chunks: tuple[tuple[int, ...], ...], margins: dict[int, int],
                    block_info=None) -> np.ndarray:
     """One block with its margins (`margins` per axis, none before the first block) of an array chunked as
-    `chunks`; blind-spot inference is told where the block lies, so that it equals the same part of the whole."""
+    `input_chunks`; blind-spot inference is told where the block lies, so that it equals that part of the whole's."""
     index = block_info[0]["chunk-location"]
-    starts = [sum(sizes[:i]) - (margins[axis] if i else 0) for axis, (sizes, i) in enumerate(zip(input_chunks, index))]
+    starts = [sum(sizes[:i]) - (margins[axis] if i else 0)
+              for axis, (sizes, i) in enumerate(zip(input_chunks, index))]
     origin = tuple(starts[axes.index(letter)] for letter in _chunked_letters(model))
     return denoise(model, block, tile_size, overlap, batch_size, axes=axes, blind_spot=blind_spot, origin=origin)
 
@@ -115,8 +116,8 @@ def denoise_lazy(model: DenoisingModel, image, tile_size: int | None = None, ove
 
     Nothing runs until it is computed (or shown); any part equals the same part of
     `denoise(model, image, axes=axes, blind_spot=blind_spot)`. `axes` as for `denoise` (None: the model's
-    training axes when they fit, else a 2D image or a stack of planes). Y and X (and Z for a 3D network) are processed in
-    chunks of about `chunk` pixels (None: 512, or 128 for a 3D network), channels whole, the other axes
+    training axes when they fit, else a 2D image or a stack of planes). Y and X (and Z for a 3D network)
+    are processed in chunks of about `chunk` pixels (None: 512, or 128 for a 3D network), channels whole, the other axes
     slice by slice (or as the dask input is chunked). `tile_size` None: 256, or 96 for a 3D network.
     """
     import dask.array as da
@@ -290,8 +291,8 @@ def denoise_zarr(model: DenoisingModel, source: str | Path, target: str | Path, 
                  blind_spot: bool = True) -> ZarrRun:
     """Denoise the full-resolution array of the zarr store `source` into a new OME-Zarr store `target`.
 
-    `axes`, `tile_size`, `chunk` and `blind_spot` as for `denoise_lazy`; the store's OME-NGFF axis names are copied to
-    the output but not read as `axes`. The output is chunked as the processing is, one channel per chunk.
+    `axes`, `tile_size`, `chunk` and `blind_spot` as for `denoise_lazy`; the store's OME-NGFF axis names
+    are copied to the output but not read as `axes`. The output is chunked as the processing is, one channel per chunk.
     `scheduler` is "threads", "processes" (local dask schedulers with `workers` workers) or the address
     of a running dask.distributed scheduler. `on_block(done, total)` is called after each block. An
     existing `target` left by an interrupted run with the same source, model (`model_digest`) and

@@ -11,7 +11,7 @@ is tiled in Z as well.
 A structN2V model predicts by default with its blind spots (`blind_spot=True`, core.blind_spot): each
 pixel from an input whose own value and mask's pixels are replaced as in training, so the correlated
 noise of the mask's pixels, which the network learnt to read as signal, cannot leak into the output.
-A tile then costs 3 passes of the network for a line mask (the mask's extent + 2 in general).
+A tile then costs 3 passes of the network for a line mask (3 times the mask's thickness in general).
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from .axes import Layout, canonical_image
+from .blind_spot import blind_spot_forward, line_plan
 from .config import DEFAULT_TILES
 from .checks import check_int
 from .images import InputError
-from .blind_spot import blind_spot_forward, line_plan
 from .model import DenoisingModel, autocast, check_model, memory_format
 from .tiling import network_default
 
@@ -83,8 +83,9 @@ def denoise_steps(
     `blind_spot` (structN2V models only; see the module docstring): False predicts in one pass on the
     unmasked image, faster but open to the mask's correlated noise. `origin` is the image's first pixel
     (Y, X; Z, Y, X for a 3D network) in a larger image it was cut from: blind-spot inference of the part
-    then equals that part of the whole's. Inputs are checked at the call, before any tile runs. The generator returns a float32 array
-    of the input's shape and axis order, in the input's units (each channel in its own).
+    then equals that part of the whole's. Inputs are checked at the call, before any tile runs. The
+    generator returns a float32 array of the input's shape and axis order, in the input's units (each
+    channel in its own).
     """
     check_model(model)
     tile_size = network_default(tile_size, model.config.network)
@@ -93,6 +94,10 @@ def denoise_steps(
         axes = model.axes
     array, found = canonical_image(image, axes)
     check_model_fits(model, found)
+    if origin is not None and (len(origin) != model.net.dims or not all(isinstance(v, (int, np.integer)) for v in origin)):
+        names = "Z, Y, X" if model.net.dims == 3 else "Y, X"
+        raise InputError(f"origin must be {model.net.dims} whole numbers, the image's first pixel ({names}) in the "
+                         f"larger image it was cut from; got {origin!r}.")
     return _denoise_tiles(model, array, found, tile_size, overlap, batch_size, blind_spot, origin)
 
 
