@@ -8,10 +8,10 @@ margins cost as little as the tile size allows, and they run through a copy of t
 its batch norms folded into the convolutions, in the device's faster memory layout. A 3D network
 is tiled in Z as well.
 
-A structN2V model predicts by default with its blind spots (`blind_spot=True`, core.blind_spot): each
-pixel from an input whose own value and mask's pixels are replaced as in training, so the correlated
-noise of the mask's pixels, which the network learnt to read as signal, cannot leak into the output.
-A tile then costs 3 passes of the network for a line mask (3 times the mask's thickness in general).
+A model with a one-line structN2V mask predicts by default with its blind spots (`blind_spot=True`,
+core.blind_spot): each pixel from an input whose own value and mask's pixels are replaced as in
+training, so the correlated noise of the mask's pixels, which the network learnt to read as signal,
+cannot leak into the output. A tile then costs 3 passes of the network.
 """
 
 from __future__ import annotations
@@ -80,8 +80,8 @@ def denoise_steps(
     `axes` names the image's axes (letters from S T C Z Y X, see core.axes); without it the model's
     training axes are used when the image has as many dimensions, else a 2D image or a stack of planes.
     `tile_size` (None: 512 for the 2D network, 96 for the 3D one) is the side of a tile, margins included.
-    `blind_spot` (structN2V models only; see the module docstring): False predicts in one pass on the
-    unmasked image, faster but open to the mask's correlated noise. `origin` is the image's first pixel
+    `blind_spot` (models with a one-line mask only; see the module docstring): False predicts in one pass
+    on the unmasked image, faster but open to the mask's correlated noise. `origin` is the image's first pixel
     (Y, X; Z, Y, X for a 3D network) in a larger image it was cut from: blind-spot inference of the part
     then equals that part of the whole's. Inputs are checked at the call, before any tile runs. The
     generator returns a float32 array of the input's shape and axis order, in the input's units (each
