@@ -214,7 +214,14 @@ def test_case_with_stand_in_careamics(monkeypatch, tmp_path):
 
 # ----------------------------------------------------------------------------- the suite end to end
 
-def test_suite_smoke_without_careamics(no_careamics, tmp_path, capsys):
+def test_suite_smoke_without_careamics(no_careamics, tmp_path, capsys, monkeypatch):
+    trainings = [0]
+
+    def counted(*args, **kwargs):
+        trainings[0] += 1
+        return quality.train_model(*args, **kwargs)
+
+    monkeypatch.setattr(quality_real, "train_model", counted)
     payload = quality.main(["--suite", "real", "--images", "sparse", "--families", "box5_h", "--steps", "4",
                             "--steps-per-epoch", "2", "--batch", "2", "--patch", "32", "--out", str(tmp_path),
                             "--name", "real_smoke"])
@@ -226,7 +233,8 @@ def test_suite_smoke_without_careamics(no_careamics, tmp_path, capsys):
         assert row["psnr_fit"] >= row["psnr"] - 1e-6 and np.isfinite(row["bias"]) and -1 <= row["ssim"] <= 1
     assert 19 < rows[0]["psnr"] < 21  # noisy at sigma 0.1
     header = payload["tables"]["psnr:sparse"].splitlines()[0]
-    assert header == "| image | noise | sigma | noisy | N2V | structN2V true mask | ours |"
+    assert header == "| image | noise | sigma | noisy | N2V | structN2V true mask | ours | ours, direct inference |"
+    assert trainings == [1]  # ours and ours, direct inference: one model, predicting two ways
     assert {"psnr:sparse", "psnr_fit:sparse", "bias:sparse", "ssim:sparse", "times", "masks", "targets",
             "target_cases"} <= set(payload["tables"])
     assert "ours >= noisy + 5 dB" in payload["tables"]["targets"]

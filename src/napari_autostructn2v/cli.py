@@ -666,7 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--direct-inference", action="store_true",
                          help="predict in one pass on the unmasked image; by default a model with a one-line "
                               "structN2V mask predicts each pixel with its blind spot and mask applied, as in "
-                              "training (3 passes per tile), so that the mask's correlated noise cannot leak into "
+                              "training (8 passes per tile), so that the mask's correlated noise cannot leak into "
                               "the output")
 
     roi = command("roi", "count (or list) the ROI patches of an image", cmd_roi)

@@ -11,7 +11,7 @@ is tiled in Z as well.
 A model with a one-line structN2V mask predicts by default with its blind spots (`blind_spot=True`,
 core.blind_spot): each pixel from an input whose own value and mask's pixels are replaced as in
 training, so the correlated noise of the mask's pixels, which the network learnt to read as signal,
-cannot leak into the output. A tile then costs 3 passes of the network.
+cannot leak into the output. A tile then costs 8 passes of the network.
 """
 
 from __future__ import annotations

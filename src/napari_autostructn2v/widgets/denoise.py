@@ -33,7 +33,7 @@ TOOLTIPS = {
     "tile_size": "The image is denoised in tiles of this side: larger is faster and needs more memory. "
                  "0 (automatic) takes the network's default: 512 for 2D models, 96 for 3D models.",
     "blind_spot": "Predict each pixel with its blind spot and structN2V mask applied, as in training, so that the "
-                  "noise of the mask's pixels cannot leak into the result (3 passes per tile). Off: one faster pass "
+                  "noise of the mask's pixels cannot leak into the result (8 passes per tile). Off: one faster pass "
                   "on the unmasked image. Models without a one-line mask (N2V, thicker masks) always take one pass.",
     "run_button": "Denoise the chosen image in the background; the viewer stays usable.",
     "stop_button": "Cancel the denoising; no layer is added.",
