@@ -2,13 +2,14 @@
 
     python -m benchmarks.curve --image cell --family gauss2_h --method "structN2V true mask" --steps 800
 
-For each epoch: the masked validation loss the trainer sees, the PSNR of the whole image denoised with
-the live weights, the PSNR after the least-squares fit `a * output + b` to the clean image, the output's
-gain (1 / a) and mean offset, with `--recalibrate-bn N` the PSNR of a copy whose batch-norm
-statistics are recomputed over N masked training batches (training itself is not changed), and with
-`--blind-from E` (from epoch E on) the PSNR of the blind-spot output: every pixel predicted from an input
-masked around it as in training (its blind spot and, with structN2V, the mask's pixels replaced), which
-is what the masked validation loss judges, where inference sees the unmasked image.
+For each epoch: the masked validation loss the trainer sees, the PSNR of the whole image denoised in
+one pass (`blind_spot=False`) with the live weights, the PSNR after the least-squares fit
+`a * output + b` to the clean image, the output's gain (1 / a) and mean offset, with
+`--recalibrate-bn N` the PSNR of a copy whose batch-norm statistics are recomputed over N masked
+training batches (training itself is not changed), and with `--blind-from E` (from epoch E on) the PSNR
+of the spot-grid blind-spot output: every pixel predicted from an input masked around it as in training
+(its blind spot and, with structN2V, the mask's pixels replaced), which is what the masked validation
+loss judges, where one pass sees the unmasked image.
 """
 
 from __future__ import annotations
@@ -97,10 +98,10 @@ def run(image: str, family: str, method: str, budget: Budget, seed: int, learnin
             if not isinstance(event, EpochEnd):
                 continue
             row = {"stage": event.stage, "epoch": event.epoch, "val_loss": event.val_loss,
-                   **output_figures(reference, denoise(model, noisy))}
+                   **output_figures(reference, denoise(model, noisy, blind_spot=False))}
             if recalibrate_bn:
                 twin = recalibrated(model, noisy, model.struct_mask if event.stage == 2 else None, recalibrate_bn)
-                row["psnr_bn"] = output_figures(reference, denoise(twin, noisy))["psnr"]
+                row["psnr_bn"] = output_figures(reference, denoise(twin, noisy, blind_spot=False))["psnr"]
             if blind_from is not None and len(rows) >= blind_from:
                 row["psnr_blind"] = output_figures(reference, blind_output(
                     model, noisy, model.struct_mask if event.stage == 2 else None))["psnr"]

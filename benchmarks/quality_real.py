@@ -37,15 +37,13 @@ from pathlib import Path
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from napari_autostructn2v import Config
+from napari_autostructn2v import Config, denoise
 from napari_autostructn2v.core.mask import crop_mask
 from napari_autostructn2v.core.model import resolve_device
 
 from . import real_set
 from ._common import fmt, fmt_pm, limit_threads, markdown_table, mean_std, stopwatch, write_json
 from .peers import careamics_client
-from napari_autostructn2v import denoise
-
 from .quality import (CENTRE_ONLY, Budget, describe_mask, mask_metrics, one_stage_config, ours_config, run_training,
                       train_model)
 
