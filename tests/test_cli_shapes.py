@@ -37,13 +37,14 @@ def test_run_with_the_3d_network_keeps_the_volume_shape(tmp_path, capsys):
     config = tmp_path / "tiny.json"
     make_tiny_config(patch_depth=8).to_json(config)
     assert main(["-q", "run", str(source), "--axes", "ZYX", "--network", "3d", "--config", str(config),
-                 "--tile-size", "80", "-o", str(target), "--save-model", str(model_path)]) == 0
+                 "--tile-size", "80", "-o", str(target), "--save-model", str(model_path),
+                 "--direct-inference"]) == 0  # shapes here; 3D blind-spot inference: test_blind_spot.py
     assert tifffile.imread(target).shape == volume.shape
     model = load_model(model_path)
     assert model.config.network == "3d" and model.axes == "ZYX"
     # the model's axes are the default for an image of as many dimensions
     assert main(["-q", "denoise", str(source), "-m", str(model_path), "-o", str(tmp_path / "again.tif"),
-                 "--tile-size", "80"]) == 0
+                 "--tile-size", "80", "--direct-inference"]) == 0
     assert tifffile.imread(tmp_path / "again.tif").shape == volume.shape
     assert main(["-q", "run", str(source), "--network", "3d", "--config", str(config), "-o",
                  str(tmp_path / "no_axes.tif")]) == 2
