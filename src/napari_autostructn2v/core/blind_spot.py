@@ -10,9 +10,9 @@ those lines is a blind spot and takes the value of a neighbour outside its mask 
 lines (the median of them for N2V2), as a blind spot does in training; its mask lies on its line, so
 none of the mask's noise reaches the network. The output is kept on the masked lines; 8 passes cover
 the image. Every third line was 0.05-2.9 dB worse: it replaces a third of the input, far more than the
-training masks do (docs/benchmarks.md). Each choice comes from a hash of the pixel's position in the whole image (`origin` gives a
-tile's), so the output does not depend on the tiling, on chunks or on the other planes of a stack.
-Masks thicker than one line predict in one pass (see `line_plan`).
+training masks do (docs/benchmarks.md). Each choice comes from a hash of the pixel's position in the
+whole image (`origin` gives a tile's), so the output does not depend on the tiling, on chunks or on the
+other planes of a stack. Masks thicker than one line predict in one pass (see `line_plan`).
 """
 
 from __future__ import annotations
