@@ -65,38 +65,44 @@ def _hash(coords: list[torch.Tensor], salt: int) -> torch.Tensor:
     return (((value & 0x7FFFFFFF) * _MIX) & 0x7FFFFFFFFFFF) >> 16
 
 
-def _masked_channel(patches: torch.Tensor, mask: np.ndarray | None, plan: LinePlan, phase: int,
-                    origin: torch.Tensor, median: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """One channel (B, *spatial) with this pass's lines masked, and the boolean map of those lines."""
-    batch, shape = patches.shape[0], patches.shape[1:]
-    dims, device = len(shape), patches.device
-    grid = [coord[None].expand(batch, *shape) for coord in
-            torch.meshgrid(*(torch.arange(size, device=device) for size in shape), indexing="ij")]
-    position = [coord + origin[:, axis].reshape((batch,) + (1,) * dims) for axis, coord in enumerate(grid)]
-    spots = sum(weight * coord for weight, coord in zip(plan.normal, position)) % SPACING == phase
-    at = (torch.arange(batch, device=device).reshape((batch,) + (1,) * dims),)
+def _grid(batch: torch.Tensor, origin: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Each pixel's index in its patch and its position in the whole image, one tensor per spatial axis."""
+    count, shape = batch.shape[0], batch.shape[2:]
+    grid = [coord[None].expand(count, *shape) for coord in
+            torch.meshgrid(*(torch.arange(size, device=batch.device) for size in shape), indexing="ij")]
+    return grid, [coord + origin[:, axis].reshape((count,) + (1,) * len(shape)) for axis, coord in enumerate(grid)]
 
-    neighbours = neighbour_offsets(mask, dims).to(device)
+
+def _replacements(patches: torch.Tensor, mask: np.ndarray | None, plan: LinePlan, grid: list[torch.Tensor],
+                  position: list[torch.Tensor], median: bool) -> torch.Tensor:
+    """The value each pixel of one channel (B, *spatial) takes when its line is masked: a neighbour's outside
+    its mask and off the masked lines (their median for N2V2). It does not depend on which lines a pass masks."""
+    shape, device = patches.shape[1:], patches.device
+    at = (torch.arange(patches.shape[0], device=device).reshape((-1,) + (1,) * len(shape)),)
+    neighbours = neighbour_offsets(mask, len(shape)).to(device)
     neighbours = neighbours[(neighbours @ torch.tensor(plan.normal, device=device)) % SPACING != 0]  # off the lines
     if median:
-        values = torch.stack([patches[at + tuple(_neighbour(coord, offset[axis], size)
-                                                 for axis, (coord, size) in enumerate(zip(grid, shape)))]
-                              for offset in neighbours]).median(dim=0).values
-    else:
-        pick = neighbours[_hash(position, 2) % len(neighbours)]
-        values = patches[at + tuple(_neighbour(coord, pick[..., axis], size)
-                                    for axis, (coord, size) in enumerate(zip(grid, shape)))]
-    return torch.where(spots, values, patches), spots
+        return torch.stack([patches[at + tuple(_neighbour(coord, offset[axis], size)
+                                               for axis, (coord, size) in enumerate(zip(grid, shape)))]
+                            for offset in neighbours]).median(dim=0).values
+    pick = neighbours[_hash(position, 2) % len(neighbours)]
+    return patches[at + tuple(_neighbour(coord, pick[..., axis], size)
+                              for axis, (coord, size) in enumerate(zip(grid, shape)))]
 
 
 def blind_spot_forward(net, batch: torch.Tensor, masks: list[np.ndarray | None], plan: LinePlan,
                        origin: torch.Tensor, median: bool = False) -> torch.Tensor:
     """The network's float32 output on `batch` (B, C, *spatial), each pixel predicted with its blind spot
     and its channel's mask applied; `origin` (B, dims) is each patch's first pixel in the whole image."""
+    grid, position = _grid(batch, origin)
+    line = sum(weight * coord for weight, coord in zip(plan.normal, position)) % SPACING
+    values = [_replacements(batch[:, channel], mask, plan, grid, position, median)
+              for channel, mask in enumerate(masks)]
     output = torch.empty(batch.shape, dtype=torch.float32, device=batch.device)
     for phase in range(SPACING):
+        spots = line == phase
         inputs = torch.empty_like(batch)
-        for channel, mask in enumerate(masks):
-            inputs[:, channel], spots = _masked_channel(batch[:, channel], mask, plan, phase, origin, median)
+        for channel, replacement in enumerate(values):
+            inputs[:, channel] = torch.where(spots, replacement, batch[:, channel])
         output = torch.where(spots[:, None], net(inputs).float(), output)
     return output

@@ -132,7 +132,8 @@ def _denoise_tiles(model: DenoisingModel, array: np.ndarray, found: Layout, tile
     device = next(model.net.parameters()).device
     layout = memory_format(device, model.net.dims)
     net = model.net.fused_for_inference().to(memory_format=layout)
-    plan = line_plan(model.channel_masks(), model.net.dims) if blind_spot else None
+    masks = model.channel_masks()
+    plan = line_plan(masks, model.net.dims) if blind_spot else None
     samples, channels, planes = array.shape[:3]
     if model.net.dims == 2:  # every plane on its own: (N * Z, C, Y, X)
         items = np.swapaxes(array, 1, 2).reshape(samples * planes, channels, *array.shape[-2:])
@@ -143,6 +144,7 @@ def _denoise_tiles(model: DenoisingModel, array: np.ndarray, found: Layout, tile
     regions = list(_tiles(shape, tile, overlap))
     jobs = [(index, region) for index in range(len(items)) for region in regions]
     every_channel = np.arange(channels)
+    first = origin or (0,) * len(shape)  # the image's first pixel in the whole one (blind spots hash positions)
     output = np.empty(items.shape, dtype=np.float32)
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start : start + batch_size]
@@ -156,9 +158,9 @@ def _denoise_tiles(model: DenoisingModel, array: np.ndarray, found: Layout, tile
             if plan is None:
                 predicted = net(batch)
             else:
-                corners = torch.tensor([[begin - overlap for begin, _ in region] for _, region in chunk], device=device)
-                corners += torch.tensor(origin or (0,) * len(shape), device=device)
-                predicted = blind_spot_forward(net, batch, model.channel_masks(), plan, corners, model.net.n2v2)
+                corners = torch.tensor([[begin - overlap + shift for (begin, _), shift in zip(region, first)]
+                                        for _, region in chunk], device=device)
+                predicted = blind_spot_forward(net, batch, masks, plan, corners, model.net.n2v2)
             predicted = model.normalisation.inverse(predicted.float().cpu().numpy(), channel_axis=1)
         for (index, region), result in zip(chunk, predicted):
             target = tuple(slice(begin, begin + length) for begin, length in region)
