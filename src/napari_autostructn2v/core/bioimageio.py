@@ -29,8 +29,7 @@ from . import unet as unet_module
 from .errors import InputError, ModelFileError
 from .files import atomic_write
 from .axes import canonical_image
-from .chunked import model_axes
-from .inference import check_model_fits, denoise
+from .inference import check_model_fits, denoise, model_axes
 from .model import FORMAT, DenoisingModel, _first_line, check_model, model_from_payload, model_payload
 from .unet import MirrorPaddedUNet
 
@@ -123,7 +122,7 @@ def _test_image(model: DenoisingModel, image, axes: str | None) -> np.ndarray:
     """The test input, (C, Y, X) or (C, Z, Y, X) float32: the centre of the example's first sample."""
     if image is None:
         image, axes = _default_example(model)
-    array, found = canonical_image(image, model_axes(model, np.asarray(image), axes))
+    array, found = canonical_image(image, model_axes(model, image, axes))
     check_model_fits(model, found)
     sample = array[0] if model.net.dims == 3 else array[0, :, :1]  # (C, Z, Y, X); the first plane for 2D
     depth, side = TEST_VOLUME if model.net.dims == 3 else (1, TEST_SIDE)

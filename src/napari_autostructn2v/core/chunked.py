@@ -26,7 +26,7 @@ import numpy as np
 from .axes import Layout, layout
 from .errors import InputError
 from .images import check_image
-from .inference import check_model_fits, check_tiling, denoise
+from .inference import check_model_fits, check_tiling, denoise, model_axes
 from .model import DenoisingModel, check_model
 from .tiling import CHUNKED_TILES, DEFAULT_CHUNKS, network_default
 
@@ -101,13 +101,6 @@ def _check_array_like(image, name: str = "image", axes: str | None = None) -> La
     checked_shape = image.shape if axes is None else found.canonical_shape  # as canonical_image checks
     check_image(np.broadcast_to(np.zeros((), image.dtype), checked_shape), name, finite=False)
     return found
-
-
-def model_axes(model: DenoisingModel, image, axes: str | None) -> str | None:
-    """`axes`, or (as `denoise` does) the model's training axes when the image has as many dimensions."""
-    if axes is None and model.axes is not None and len(model.axes) == len(image.shape):
-        return model.axes
-    return axes
 
 
 def denoise_lazy(model: DenoisingModel, image, tile_size: int | None = None, overlap: int = 32, batch_size: int = 4,

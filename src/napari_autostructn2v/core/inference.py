@@ -90,15 +90,20 @@ def denoise_steps(
     check_model(model)
     tile_size = network_default(tile_size, model.config.network)
     check_tiling(tile_size, overlap, batch_size, model.net.depth)
-    if axes is None and model.axes is not None and len(model.axes) == np.ndim(image):
-        axes = model.axes
-    array, found = canonical_image(image, axes)
+    array, found = canonical_image(image, model_axes(model, image, axes))
     check_model_fits(model, found)
     if origin is not None and (len(origin) != model.net.dims or not all(isinstance(v, (int, np.integer)) for v in origin)):
         names = "Z, Y, X" if model.net.dims == 3 else "Y, X"
         raise InputError(f"origin must be {model.net.dims} whole numbers, the image's first pixel ({names}) in the "
                          f"larger image it was cut from; got {origin!r}.")
     return _denoise_tiles(model, array, found, tile_size, overlap, batch_size, blind_spot, origin)
+
+
+def model_axes(model: DenoisingModel, image, axes: str | None) -> str | None:
+    """`axes`, or the model's training axes when the image (any array) has as many dimensions."""
+    if axes is None and model.axes is not None and len(model.axes) == np.ndim(image):
+        return model.axes
+    return axes
 
 
 def check_model_fits(model: DenoisingModel, found: Layout) -> None:
