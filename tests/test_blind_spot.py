@@ -16,14 +16,15 @@ BOX = np.ones((3, 5), bool)
 
 
 @pytest.mark.parametrize("masks, dims, plan", [
-    ([HORIZONTAL], 2, LinePlan((1, 0))),
-    ([VERTICAL], 2, LinePlan((0, 1))),
-    ([DIAGONAL], 2, LinePlan((1, -1))),
-    ([ANTIDIAGONAL], 2, LinePlan((1, 1))),
-    ([None, VERTICAL], 2, LinePlan((0, 1))),  # one plan for all channels
-    ([HORIZONTAL], 3, LinePlan((0, 1, 0))),  # a 2D mask of a 3D network: rows of each plane
+    ([HORIZONTAL], 2, LinePlan(((1, 0),))),
+    ([VERTICAL], 2, LinePlan(((0, 1),))),
+    ([DIAGONAL], 2, LinePlan(((1, -1),))),
+    ([ANTIDIAGONAL], 2, LinePlan(((1, 1),))),
+    ([None, VERTICAL], 2, LinePlan(((0, 1), (0, 1)))),  # a channel without a line takes the first one's
+    ([HORIZONTAL, VERTICAL], 2, LinePlan(((1, 0), (0, 1)))),  # each channel along its own mask
+    ([HORIZONTAL], 3, LinePlan(((0, 1, 0),))),  # a 2D mask of a 3D network: rows of each plane
     ([BOX], 2, None),  # thicker than one line: one pass on the unmasked image
-    ([HORIZONTAL, VERTICAL], 2, None),  # no family holds both
+    ([HORIZONTAL, BOX], 2, None),  # one thick mask: one pass for all channels
     ([None], 2, None),
     ([np.ones((1, 1), bool)], 2, None),  # N2V: one pass
 ])
@@ -84,6 +85,18 @@ def test_each_channel_is_masked_with_its_own_mask():
     changed[1, 32, 30:35] += 300.0  # the horizontal mask of channel 1 around (32, 32)
     before, after = denoise(model, image, axes="CYX"), denoise(model, changed, axes="CYX")
     assert after[1, 32, 32] == pytest.approx(before[1, 32, 32], abs=1e-4)
+
+
+def test_channels_with_masks_along_different_lines_are_each_masked_along_their_own():
+    model = _model([HORIZONTAL, VERTICAL], channels=2)
+    image = np.random.default_rng(6).normal(100, 20, (2, 64, 64)).astype(np.float32)
+    changed = image.copy()
+    changed[0, 32, 30:35] += 300.0  # channel 0's horizontal mask around (32, 32)
+    changed[1, 30:35, 32] += 300.0  # channel 1's vertical one
+    before, after = denoise(model, image, axes="CYX"), denoise(model, changed, axes="CYX")
+    np.testing.assert_allclose(after[:, 32, 32], before[:, 32, 32], atol=1e-4)
+    direct = denoise(model, image, axes="CYX", blind_spot=False)
+    assert np.abs(denoise(model, changed, axes="CYX", blind_spot=False)[:, 32, 32] - direct[:, 32, 32]).min() > 0.1
 
 
 def test_a_3d_network_predicts_a_voxel_without_its_planes_mask_pixels():

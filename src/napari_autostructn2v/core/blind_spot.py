@@ -5,7 +5,8 @@ nearby pixels outside every mask. On the unmasked image they hold noise correlat
 which leaks into the output, more the longer the network trains (docs/benchmarks.md).
 
 Here a pass masks every eighth line of pixels along the mask: rows for a horizontal mask, columns for
-a vertical one, diagonals for a diagonal one (in 3D, rows or columns of each plane). Every pixel of
+a vertical one, diagonals for a diagonal one (in 3D, rows or columns of each plane); each channel along
+its own mask, so channels whose noise runs along different lines share the passes. Every pixel of
 those lines is a blind spot and takes the value of a neighbour outside its mask and off the masked
 lines (the median of them for N2V2), as a blind spot does in training; its mask lies on its line, so
 none of the mask's noise reaches the network. The output is kept on the masked lines; 8 passes cover
@@ -33,9 +34,9 @@ _MIX = 2654435761  # Knuth's multiplicative constant
 
 @dataclass(frozen=True)
 class LinePlan:
-    """One pass masks the lines `p . normal = phase` modulo SPACING, for each phase in turn."""
+    """One pass masks, in channel c, the lines `p . normals[c] = phase` modulo SPACING, for each phase in turn."""
 
-    normal: tuple[int, ...]
+    normals: tuple[tuple[int, ...], ...]
 
 
 def _line_values(mask: np.ndarray, normal: tuple[int, ...]) -> np.ndarray:
@@ -45,16 +46,22 @@ def _line_values(mask: np.ndarray, normal: tuple[int, ...]) -> np.ndarray:
 
 
 def line_plan(masks: list[np.ndarray | None], dims: int) -> LinePlan | None:
-    """Every eighth line of the family along which all these per-channel masks lie (the first of NORMALS
-    that fits). None, for one pass on the unmasked image, when no mask goes beyond its centre (N2V) or
-    some mask is thicker than one line: whole bands of replaced lines lost 3.5-7.5 dB to one pass on
-    every 3- and 5-line mask measured (docs/benchmarks.md)."""
-    masks = [as_spatial_mask(mask, dims) for mask in masks]
-    masks = [mask for mask in masks if mask is not None and np.count_nonzero(mask) > 1]
-    for normal in NORMALS[dims] if masks else ():
-        if all(np.ptp(_line_values(mask, normal)) == 0 for mask in masks):
-            return LinePlan(normal)
-    return None
+    """Every eighth line, in each channel, of the first family of NORMALS along which its mask lies (a
+    channel without a structN2V mask takes the first such channel's). None, for one pass on the unmasked
+    image, when no mask goes beyond its centre (N2V) or some mask is thicker than one line: whole bands of
+    replaced lines lost 3.5-7.5 dB to one pass on every 3- and 5-line mask measured (docs/benchmarks.md)."""
+    normals = []
+    for mask in masks:
+        mask = as_spatial_mask(mask, dims)
+        if mask is None or np.count_nonzero(mask) <= 1:
+            normals.append(None)
+            continue
+        normal = next((normal for normal in NORMALS[dims] if np.ptp(_line_values(mask, normal)) == 0), None)
+        if normal is None:
+            return None
+        normals.append(normal)
+    first = next((normal for normal in normals if normal is not None), None)
+    return None if first is None else LinePlan(tuple(first if normal is None else normal for normal in normals))
 
 
 def _hash(coords: list[torch.Tensor], salt: int) -> torch.Tensor:
@@ -73,14 +80,14 @@ def _grid(batch: torch.Tensor, origin: torch.Tensor) -> tuple[list[torch.Tensor]
     return grid, [coord + origin[:, axis].reshape((count,) + (1,) * len(shape)) for axis, coord in enumerate(grid)]
 
 
-def _replacements(patches: torch.Tensor, mask: np.ndarray | None, plan: LinePlan, grid: list[torch.Tensor],
+def _replacements(patches: torch.Tensor, mask: np.ndarray | None, normal: tuple[int, ...], grid: list[torch.Tensor],
                   position: list[torch.Tensor], median: bool) -> torch.Tensor:
     """The value each pixel of one channel (B, *spatial) takes when its line is masked: a neighbour's outside
     its mask and off the masked lines (their median for N2V2). It does not depend on which lines a pass masks."""
     shape, device = patches.shape[1:], patches.device
     at = (torch.arange(patches.shape[0], device=device).reshape((-1,) + (1,) * len(shape)),)
     neighbours = neighbour_offsets(mask, len(shape)).to(device)
-    neighbours = neighbours[(neighbours @ torch.tensor(plan.normal, device=device)) % SPACING != 0]  # off the lines
+    neighbours = neighbours[(neighbours @ torch.tensor(normal, device=device)) % SPACING != 0]  # off the lines
     if median:
         return torch.stack([patches[at + tuple(_neighbour(coord, offset[axis], size)
                                                for axis, (coord, size) in enumerate(zip(grid, shape)))]
@@ -95,14 +102,12 @@ def blind_spot_forward(net, batch: torch.Tensor, masks: list[np.ndarray | None],
     """The network's float32 output on `batch` (B, C, *spatial), each pixel predicted with its blind spot
     and its channel's mask applied; `origin` (B, dims) is each patch's first pixel in the whole image."""
     grid, position = _grid(batch, origin)
-    line = sum(weight * coord for weight, coord in zip(plan.normal, position)) % SPACING
-    values = [_replacements(batch[:, channel], mask, plan, grid, position, median)
-              for channel, mask in enumerate(masks)]
+    lines = torch.stack([sum(weight * coord for weight, coord in zip(normal, position)) % SPACING
+                         for normal in plan.normals], dim=1)  # (B, C, *spatial)
+    values = torch.stack([_replacements(batch[:, channel], mask, normal, grid, position, median)
+                          for channel, (mask, normal) in enumerate(zip(masks, plan.normals))], dim=1)
     output = torch.empty(batch.shape, dtype=torch.float32, device=batch.device)
     for phase in range(SPACING):
-        spots = line == phase
-        inputs = torch.empty_like(batch)
-        for channel, replacement in enumerate(values):
-            inputs[:, channel] = torch.where(spots, replacement, batch[:, channel])
-        output = torch.where(spots[:, None], net(inputs).float(), output)
+        spots = lines == phase
+        output = torch.where(spots, net(torch.where(spots, values, batch)).float(), output)
     return output
