@@ -23,7 +23,7 @@ from napari_autostructn2v.core.inference import denoise  # noqa: E402
 from conftest import make_tiny_config  # noqa: E402
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-AXES = [{"name": "c", "type": "channel"}, {"name": "y", "type": "space", "unit": "micrometer"},
+AXES = [{"name": "z", "type": "space"}, {"name": "y", "type": "space", "unit": "micrometer"},
         {"name": "x", "type": "space", "unit": "micrometer"}]
 
 

@@ -16,7 +16,7 @@ import zarr
 from conftest import make_channel_image, make_channel_volume, make_random_model
 from napari_autostructn2v import save_model
 from napari_autostructn2v.cli import main
-from napari_autostructn2v.core.chunked import denoise_lazy, denoise_zarr
+from napari_autostructn2v.core.chunked import denoise_lazy, denoise_zarr, open_zarr_image
 from napari_autostructn2v.core.errors import InputError
 from napari_autostructn2v.core.inference import denoise
 
@@ -102,16 +102,38 @@ def test_a_3d_model_denoises_a_zarr_volume_chunk_by_chunk(volume_model, tmp_path
     assert np.abs(output["0"][...] - expected).max() <= TOLERANCE
 
 
-def test_command_line_denoises_a_channel_store_with_axes(channel_model, tmp_path, capsys):
+def test_command_line_reads_a_stores_axes_and_takes_axes_over_them(channel_model, tmp_path, capsys):
     model_file = save_model(channel_model, tmp_path / "model.pt")
     data = np.stack([make_channel_image((90, 80)), make_channel_image((90, 80), 2)[:, ::-1]])  # TCYX
-    source = write_store(tmp_path / "in.zarr", data, (1, 1, 64, 64), "tcyx")
-    out = tmp_path / "out.zarr"
-    arguments = ["denoise", str(source), "-m", str(model_file), "-o", str(out), "--chunk-size", "48", "-q"]
-    assert main(arguments) == 2  # the model's CYX does not fit four axes
-    assert "give axes with C" in capsys.readouterr().err
-    assert main([*arguments, "--axes", "TCYX"]) == 0
+    expected = denoise(channel_model, data, axes="TCYX")
+
+    def run(names, *extra):
+        source = write_store(tmp_path / f"{names}.zarr", data, (1, 1, 64, 64), names)
+        out = tmp_path / f"{names}-{len(extra)}-out.zarr"
+        code = main(["denoise", str(source), "-m", str(model_file), "-o", str(out), "--chunk-size", "48", "-q", *extra])
+        return code, out
+
+    code, out = run("tcyx")  # the store's OME-NGFF axes say where the channels are
+    assert code == 0
     output = zarr.open_group(str(out), mode="r")
     assert output["0"].chunks == (1, 1, 48, 48)  # one channel per chunk, as OME-Zarr viewers expect
     assert [axis["name"] for axis in output.attrs["multiscales"][0]["axes"]] == list("tcyx")
-    assert np.abs(output["0"][...] - denoise(channel_model, data, axes="TCYX")).max() <= TOLERANCE
+    assert output.attrs["autostructn2v"]["axes"] == "TCYX"
+    assert np.abs(output["0"][...] - expected).max() <= TOLERANCE
+    assert run("tzyx")[0] == 2  # mislabelled: no channel axis for the model's two channels
+    assert "give axes with C" in capsys.readouterr().err
+    code, out = run("tzyx", "--axes", "TCYX")  # --axes overrides the metadata
+    assert code == 0 and np.abs(zarr.open_group(str(out), mode="r")["0"][...] - expected).max() <= TOLERANCE
+
+
+def test_axes_are_read_only_from_a_stores_metadata(tmp_path):
+    data = np.zeros((2, 16, 16), np.float32)
+    assert open_zarr_image(write_store(tmp_path / "described.zarr", data, (1, 16, 16), "cyx")).letters == "CYX"
+    zarr.open_array(str(tmp_path / "bare.zarr"), mode="w", shape=data.shape, dtype=data.dtype, zarr_format=2)
+    assert open_zarr_image(tmp_path / "bare.zarr").letters is None  # no metadata: stack of planes, as before
+    odd = write_store(tmp_path / "odd.zarr", data, (1, 16, 16), "cyx")
+    group = zarr.open_group(str(odd), mode="r+")
+    multiscales = group.attrs["multiscales"]
+    multiscales[0]["axes"][0] = {"name": "angle", "type": "angle"}
+    group.attrs["multiscales"] = multiscales
+    assert open_zarr_image(odd).letters is None  # a name this package has no letter for

@@ -150,6 +150,17 @@ class ZarrImage:
     axes: list[dict]
     scale: list[float]
     name: str
+    described: bool = True  # the axes come from the store's metadata (False: a bare array's default names)
+
+    @property
+    def letters(self) -> str | None:
+        """The axes in this package's letters (e.g. 'TCYX') when the metadata names each of them t, c, z, y
+        or x once; None otherwise."""
+        names = [str(axis.get("name", "")).lower() for axis in self.axes]
+        if not self.described or len(names) != self.array.ndim or len(set(names)) != len(names) \
+                or not set(names) <= set(AXIS_NAMES):
+            return None
+        return "".join(names).upper()
 
 
 def _multiscales(attrs) -> list | None:
@@ -171,7 +182,7 @@ def open_zarr_image(path: str | Path) -> ZarrImage:
     except Exception as err:  # zarr raises several kinds for a folder that is not a store
         raise InputError(f"{path} could not be opened as a zarr store ({err}).") from None
     if isinstance(node, zarr.Array):
-        return ZarrImage(node, _default_axes(node.ndim), [1.0] * node.ndim, path.name)
+        return ZarrImage(node, _default_axes(node.ndim), [1.0] * node.ndim, path.name, described=False)
     multiscales = _multiscales(node.attrs)
     if not multiscales:
         arrays = sorted(name for name, _ in node.arrays())
@@ -284,8 +295,9 @@ def denoise_zarr(model: DenoisingModel, source: str | Path, target: str | Path, 
                  blind_spot: bool = True) -> ZarrRun:
     """Denoise the full-resolution array of the zarr store `source` into a new OME-Zarr store `target`.
 
-    `axes`, `tile_size`, `chunk` and `blind_spot` as for `denoise_lazy`; the store's OME-NGFF axis names
-    are copied to the output but not read as `axes`. The output is chunked as the processing is, one channel per chunk.
+    `axes`, `tile_size`, `chunk` and `blind_spot` as for `denoise_lazy`; without `axes`, the store's OME-NGFF
+    axis names are read as axes (t, c, z, y, x: 'TCZYX') and copied to the output. The output is chunked as the
+    processing is, one channel per chunk.
     `scheduler` is "threads", "processes" (local dask schedulers with `workers` workers) or the address
     of a running dask.distributed scheduler. `on_block(done, total)` is called after each block. An
     existing `target` left by an interrupted run with the same source, model (`model_digest`) and
@@ -298,7 +310,7 @@ def denoise_zarr(model: DenoisingModel, source: str | Path, target: str | Path, 
     tile_size, chunk = chunked_settings(model, tile_size, chunk)
     source, target = Path(source), Path(target)
     image = open_zarr_image(source)
-    found = _check_array_like(image.array, str(source), model_axes(model, image.array, axes))
+    found = _check_array_like(image.array, str(source), model_axes(model, image.array, axes or image.letters))
     check_model_fits(model, found)
     check_tiling(tile_size, overlap, batch_size, model.net.depth)
     multiple, margin = 2**model.net.depth, _margin(model, overlap)
