@@ -14,6 +14,7 @@ from napari_autostructn2v.core.model import ModelFileError, load_model, save_mod
 from napari_autostructn2v.core.sample import make_sample
 from napari_autostructn2v.core.training import fit
 from napari_autostructn2v.widgets import denoise as denoise_module
+from napari_autostructn2v.widgets._common import MIN_TILE
 from napari_autostructn2v.widgets._session import set_model
 from napari_autostructn2v.widgets.denoise import FILE, DenoiseWidget
 from napari_autostructn2v.widgets.train import TrainWidget
@@ -226,3 +227,14 @@ def test_a_multiscale_layer_gives_its_full_resolution_denoised_lazily(qtbot, vie
     output = viewer.layers["pyramid denoised"]
     assert not output.multiscale and isinstance(output.data, da.Array)
     np.testing.assert_allclose(output.data.compute(), denoise(tiny_model, image), atol=1e-5)
+
+
+def test_the_tile_size_holds_only_automatic_or_sides_that_denoising_accepts(widget):
+    tile = widget.tile_size
+    assert tile.value == 0
+    tile.native.stepBy(1)  # one step up from automatic: the smallest side offered
+    assert tile.value == MIN_TILE
+    tile.value = 40  # typed, down from a valid side
+    assert tile.value == 0
+    tile.value = 50  # typed, up from automatic
+    assert tile.value == MIN_TILE

@@ -15,7 +15,7 @@ from napari_autostructn2v.widgets import train as train_module
 from napari_autostructn2v.core.mask import acf_side
 from napari_autostructn2v.widgets._progress_layers import STAGE_COLOURS
 from napari_autostructn2v.widgets._session import model_for, settings_for
-from napari_autostructn2v.widgets._train_controls import MIN_TILE
+from napari_autostructn2v.widgets._common import MIN_TILE
 from napari_autostructn2v.widgets.train import ACF_LAYER, MASK_LAYER, PATCHES_LAYER, PREVIEW_LAYER, TrainWidget
 
 SCALE, TRANSLATE = (2.0, 0.5), (10.0, -5.0)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from magicgui.widgets import SpinBox
 from napari.layers import Image, Labels, Shapes
 from qtpy.QtCore import QTimer
 
@@ -315,3 +316,23 @@ def add_quietly(viewer, layer):
     if isinstance(layer, Shapes):
         _skip_text(viewer, layer)
     return layer
+
+
+# the smallest tile side offered besides 0 (automatic): on the control's grid of 32, and above what denoising
+# accepts at every network depth offered (`check_tiling`: 2 * 32 + 2**4)
+MIN_TILE = 96
+
+
+def keep_tile_valid(tile: SpinBox) -> None:
+    """Let the tile side control (0: automatic) hold only sides that denoising accepts: a value between 0 and
+    MIN_TILE moves on to MIN_TILE when it went up, and to 0 when it went down."""
+    last = tile.value
+
+    def snap(value: int) -> None:
+        nonlocal last
+        if 0 < value < MIN_TILE:
+            tile.value = MIN_TILE if value > last else 0  # calls `snap` again with that value
+        else:
+            last = value
+
+    tile.changed.connect(snap)

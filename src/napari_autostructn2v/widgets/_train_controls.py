@@ -1,14 +1,13 @@
-"""The Train widget's settings controls: the grid of per-stage budgets, the Config field each control edits,
-the tile sides the tile control may hold, and the tooltips of the widget's controls."""
+"""The Train widget's settings controls: the grid of per-stage budgets, the Config field each control edits
+and the tooltips of the widget's controls."""
 
 from __future__ import annotations
 
 from magicgui.widgets import Container, FloatSpinBox, Label, SpinBox
 from qtpy.QtWidgets import QAbstractSpinBox
 
-# the smallest tile side offered besides 0 (automatic): on the control's grid of 32, and above what denoising
-# accepts at every network depth offered (`check_tiling`: 2 * 32 + 2**4)
-MIN_TILE = 96
+from ._common import MIN_TILE
+
 STAGE_NAMES = {1: "stage 1 (N2V)", 2: "stage 2 (structN2V)"}
 # row label, StageConfig field, control factory, tooltip
 STAGE_FIELDS = (
@@ -108,21 +107,6 @@ def _row(label: Label, width: int, *controls) -> Container:
     row = Container(layout="horizontal", labels=False, widgets=[label, *controls])
     row.margins = (0, 0, 0, 0)
     return row
-
-
-def keep_tile_valid(tile: SpinBox) -> None:
-    """Let the tile side control (0: automatic) hold only sides that denoising accepts: a value between 0 and
-    MIN_TILE moves on to MIN_TILE when it went up, and to 0 when it went down."""
-    last = tile.value
-
-    def snap(value: int) -> None:
-        nonlocal last
-        if 0 < value < MIN_TILE:
-            tile.value = MIN_TILE if value > last else 0  # calls `snap` again with that value
-        else:
-            last = value
-
-    tile.changed.connect(snap)
 
 
 def show_settings(settings, stage_controls: dict, controls: dict) -> None:

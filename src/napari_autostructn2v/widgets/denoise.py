@@ -15,8 +15,8 @@ from ..core.chunked import denoise_lazy
 from ..core.images import InputError
 from ..core.inference import denoise_steps
 from ..core.model import ModelFileError, load_model
-from ._common import (Failed, active_input, gui_words, input_layers, layer_data, offer_axes, refresh_image_choice,
-                      show_denoised, user_message)
+from ._common import (MIN_TILE, Failed, active_input, gui_words, input_layers, keep_tile_valid, layer_data, offer_axes,
+                      refresh_image_choice, show_denoised, user_message)
 from ._layout import Activity, narrow_combo, scrolling_dock, set_status, wrapping_label
 from ._session import model_for
 
@@ -76,6 +76,7 @@ class DenoiseWidget(Container):
         narrow_combo(self.image)
         self.axes = ComboBox(label="axes", choices=["YX"])
         self.tile_size = SpinBox(label="tile size (0: auto)", value=0, min=0, max=8192, step=32)
+        keep_tile_valid(self.tile_size)
         self.blind_spot = CheckBox(text="blind-spot inference", value=True)
         self.run_button = PushButton(text="Denoise")
         self.stop_button = PushButton(text="Stop", enabled=False)

@@ -27,15 +27,15 @@ from ..core.config import DEVICES, MASK_SOURCES, NETWORKS, ConfigError
 from ..core.images import InputError
 from ..core.mask import acf_side
 from ..core.training import Done, EpochEnd, MaskEstimated, Preview, StageFinished, Step, train
-from ._common import Failed, active_input, current_index, input_layers, layer_data, offer_axes, show_denoised, warm_up
+from ._common import (Failed, active_input, current_index, input_layers, keep_tile_valid, layer_data, offer_axes,
+                      show_denoised, warm_up)
 from ._layout import Activity, scrolling_dock, section, set_status, wrapping_label
 from ._loss_plot import LossPlot
 from ._mask_review import MaskReview, MaskReviewSteps
 from ._model_actions import ModelActions
 from ._progress_layers import ACF_LAYER, MASK_LAYER, PATCHES_LAYER, PREVIEW_LAYER, ProgressLayers, preview_window
 from ._session import set_model, settings_for
-from ._train_controls import (ADVANCED_FIELDS, STAGE_NAMES, TOOLTIPS, keep_tile_valid, show_settings, stage_grid,
-                              store_setting)
+from ._train_controls import ADVANCED_FIELDS, STAGE_NAMES, TOOLTIPS, show_settings, stage_grid, store_setting
 from ._train_worker import Denoised, DenoiseProgress, Run, StageShown, abandon, cancel, training_worker
 
 __all__ = ["ACF_LAYER", "MASK_LAYER", "PATCHES_LAYER", "PREVIEW_LAYER", "TrainWidget"]
