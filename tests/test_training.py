@@ -1,4 +1,5 @@
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -25,6 +26,22 @@ from napari_autostructn2v import (
 @pytest.fixture(scope="module")
 def noisy():
     return make_sample((96, 96), "horizontal", 0.1, seed=0)[1]
+
+
+
+def test_slow_previews_are_skipped_to_keep_their_share_of_the_training_time(noisy, tiny_config, monkeypatch):
+    from napari_autostructn2v.core import training
+
+    def slow_preview(model, preview, axes):
+        time.sleep(0.3)  # a preview costing far more than a step, as blind-spot previews of a large crop do
+        return np.zeros(noisy.shape, np.float32)
+
+    monkeypatch.setattr(training, "_preview", slow_preview)
+    monkeypatch.setattr(training, "PREVIEW_ALLOWANCE_S", 0.0)
+    events = list(train(noisy, tiny_config, preview_every=1))
+    steps = sum(isinstance(e, Step) for e in events)
+    previews = sum(isinstance(e, Preview) for e in events)
+    assert 1 <= previews <= steps // 4  # the first one is always shown; every step asked for one
 
 
 def test_events_come_in_order_and_the_mask_is_estimated(noisy, tiny_config):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -34,6 +35,9 @@ PREVIEW_SIZE = 512
 PREVIEW_SIZE_3D = 96  # a volume's preview: a crop of this side and PREVIEW_PLANES planes, one tile with
 PREVIEW_PLANES = 16  # a thinner margin than `denoise` uses (a preview need not equal whole-volume inference)
 PREVIEW_TILE_3D, PREVIEW_MARGIN_3D = 128, 16
+# previews may take this share of the training time, plus an allowance (blind-spot previews of a 512² crop
+# cost about 11 training steps each on a CPU: every 20 steps they would add half the training time)
+PREVIEW_SHARE, PREVIEW_ALLOWANCE_S = 0.15, 1.0
 
 
 class TooFewPatchesError(InputError):
@@ -299,6 +303,24 @@ def preview_crop(sample: np.ndarray) -> np.ndarray:
     return crop
 
 
+class _PreviewBudget:
+    """A preview is due every `every` steps while previews have taken at most PREVIEW_SHARE of the time since
+    training began (plus PREVIEW_ALLOWANCE_S); a due step over the budget is skipped."""
+
+    def __init__(self, every: int):
+        self.every, self.began, self.spent = every, time.perf_counter(), 0.0
+
+    def due(self, step: int) -> bool:
+        budget = PREVIEW_SHARE * (time.perf_counter() - self.began) + PREVIEW_ALLOWANCE_S
+        return bool(self.every) and step % self.every == 0 and self.spent <= budget
+
+    def make(self, model: DenoisingModel, preview, axes: str | None) -> np.ndarray:
+        started = time.perf_counter()
+        output = _preview(model, preview, axes)
+        self.spent += time.perf_counter() - started
+        return output
+
+
 def _preview(model: DenoisingModel, preview, axes: str | None) -> np.ndarray:
     """The model's output on the preview: the user's image, or the crop's (middle) plane, one channel squeezed."""
     if axes is None:
@@ -328,7 +350,8 @@ def train(
     without it a 2D image is YX and a larger array a stack of planes. `struct_mask` skips the
     estimation and uses that mask in stage 2 (one for all channels, or a list with one per channel).
     With `preview_every` > 0 a `Preview` of `preview_image` (default: a central crop of the first
-    plane or volume) is yielded every that many steps. Setting `stop` (or closing the generator)
+    plane or volume) is yielded every that many steps, skipping those that would make previews take more than
+    PREVIEW_SHARE of the training time (plus PREVIEW_ALLOWANCE_S). Setting `stop` (or closing the generator)
     ends training at the next step; the model keeps the weights with the best masked validation loss.
     """
     config = copy.deepcopy(config or Config()).validate()
@@ -363,6 +386,7 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
         preview, preview_axes = check_image(preview_image, "preview image"), None
     global_step = 0
     stopped = False
+    previews = _PreviewBudget(preview_every)
 
     for stage_index, stage in ((1, config.stage1), (2, config.stage2)):
         if stopped:
@@ -409,8 +433,8 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
                     losses.append(loss.item())
                     global_step += 1
                     yield Step(stage_index, epoch, epoch * stage.steps_per_epoch + step + 1, total, losses[-1])
-                    if preview_every and global_step % preview_every == 0:
-                        yield Preview(stage_index, global_step, _preview(model, preview, preview_axes))
+                    if previews.due(global_step):
+                        yield Preview(stage_index, global_step, previews.make(model, preview, preview_axes))
                         net.train()
                 if not losses:
                     break
