@@ -6,6 +6,7 @@ from __future__ import annotations
 from magicgui.widgets import Container, FloatSpinBox, Label, SpinBox
 from qtpy.QtWidgets import QAbstractSpinBox
 
+from ..core.training import PREVIEW_SHARE
 from ._common import MIN_TILE
 
 STAGE_NAMES = {1: "stage 1 (N2V)", 2: "stage 2 (structN2V)"}
@@ -60,7 +61,7 @@ TOOLTIPS = {
     "seed": "Seed of the random numbers: the same seed and settings give the same model; -1 picks one at random.",
     "device": "Where the network runs: auto takes a GPU when there is one.",
     "preview_every": "Refresh the 'denoised preview' layer every this many steps. Each refresh costs time, so a "
-                     "refresh is skipped while refreshes have taken over 15 % of the training time.",
+                     f"refresh is skipped while refreshes have taken over {PREVIEW_SHARE:.0%} of the training time.",
     "tile_size": "Tile side for denoising the images at the end: larger is faster and needs more memory. "
                  "0 (automatic) takes the network's default: 512 for the 2D network, 96 for the 3D one; "
                  f"any other side is at least {MIN_TILE}.",
