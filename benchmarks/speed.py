@@ -4,6 +4,7 @@
     python -m benchmarks.speed             # adds 8192 x 8192 ROI selection and denoising, 40 steps side by
                                            # side and a timed default `autostructn2v run` on a 1024² image
     python -m benchmarks.speed --top-level-only   # training step with and without Config.sparse_top_level
+    python -m benchmarks.speed --previews-only    # training with previews, within their time budget and without
 
 The side by side trains this project's N2V stage and CAREamics' N2V (in its own environment, see
 benchmarks/peers) at the same width, depth, patch, batch and steps, one thread each, then times the
@@ -18,6 +19,7 @@ of np.mean over windows), measured in the same run on the same image.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -40,7 +42,9 @@ from napari_autostructn2v.core.masking import mask_batch
 from napari_autostructn2v.core.model import DenoisingModel
 from napari_autostructn2v.core.images import Normalisation
 from napari_autostructn2v.core.sample import clean_image
-from napari_autostructn2v.core.training import StageFinished, StageStarted, Step
+from napari_autostructn2v.core import training as core_training
+from napari_autostructn2v.core.sample import make_sample
+from napari_autostructn2v.core.training import Preview, StageFinished, StageStarted, Step
 from napari_autostructn2v.core.unet import UNet
 
 from .peers.careamics_client import find_python
@@ -188,6 +192,29 @@ def bench_top_level(widths: tuple[int, ...] = (16, 32), steps: int = 6, depth: i
                     times[sparse].append(time.process_time() - start)
         full, sparse = (float(np.median(times[key])) * 1e3 for key in (False, True))
         rows.append({"base_channels": width, "full_ms": full, "sparse_ms": sparse, "speedup": full / sparse})
+    return rows
+
+
+def bench_previews(size: int = 512, every: int = 20) -> list[dict]:
+    """The default pipeline on a `size`² sample, 40 + 160 steps, a preview every `every` steps: within the preview
+    time budget (core.training.PREVIEW_SHARE) and with every due preview shown (the budget switched off, as before
+    it existed), one after the other. Stage 2's one-line mask makes its previews blind-spot ones (8 passes)."""
+    noisy = make_sample((size, size), "horizontal", 0.1, seed=0)[1]
+    defaults = Config(seed=0)
+    config = dataclasses.replace(defaults, stage1=dataclasses.replace(defaults.stage1, epochs=1, steps_per_epoch=40),
+                                 stage2=dataclasses.replace(defaults.stage2, epochs=4, steps_per_epoch=40))
+    steps = 200
+    rows, share = [], core_training.PREVIEW_SHARE
+    for label, budget in (("within the budget (now)", share), ("every due preview (before)", float("inf"))):
+        core_training.PREVIEW_SHARE = budget  # the module constant `train` reads; restored below
+        try:
+            with stopwatch() as wall:
+                cpu = time.process_time()
+                shown = sum(isinstance(event, Preview) for event in train(noisy, config, preview_every=every))
+                cpu = time.process_time() - cpu
+        finally:
+            core_training.PREVIEW_SHARE = share
+        rows.append({"previews": label, "shown": shown, "due": steps // every, "seconds": wall(), "cpu_seconds": cpu})
     return rows
 
 
@@ -408,6 +435,12 @@ def comparison_tables(results: dict) -> dict[str, str]:
     out = {"careamics": side_by_side_table(results["careamics"])}
     if results.get("top_level"):
         out["top_level"] = top_level_table(results["top_level"])
+    if results.get("previews"):
+        out["previews"] = markdown_table(
+            [{**row, "seconds": fmt(row["seconds"], 0), "cpu_seconds": fmt(row["cpu_seconds"], 0)}
+             for row in results["previews"]],
+            [("previews", "previews"), ("shown", "shown"), ("due", "due"), ("seconds", "wall (s)"),
+             ("cpu_seconds", "CPU time (s)")])
     run = results.get("default_run")
     out["default_run"] = "not measured (--run-size 0)." if not run else markdown_table(
         [{"size": f"{run['size']}²", "threads": run["threads"], "s": fmt(run["seconds"], 0),
@@ -456,6 +489,7 @@ TITLES = {
                  "depth 2, patch 64, batch 16, 1 % blind spots",
     "careamics": "Side by side with CAREamics, same network and budget",
     "default_run": "A default `autostructn2v run`",
+    "previews": "Training with a preview every 20 steps (512² sample, 200 steps)",
 }
 
 
@@ -481,6 +515,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="only the side by side with CAREamics and the default run")
     parser.add_argument("--top-level-only", action="store_true",
                         help="only the training step with and without Config.sparse_top_level (a minute)")
+    parser.add_argument("--previews-only", action="store_true",
+                        help="only training with previews, within their time budget and without (about 8 minutes)")
     parser.add_argument("--sparse-top-level", choices=["on", "off"], default=None,
                         help="Config.sparse_top_level for this project's side of the side by side (default: the "
                              "Config default)")
@@ -538,6 +574,8 @@ def main(argv=None) -> dict:
     with stopwatch() as total:
         if args.top_level_only:
             results = {"careamics": {"status": "not run (--top-level-only)"}, "top_level": bench_top_level()}
+        elif args.previews_only:
+            results = {"careamics": {"status": "not run (--previews-only)"}, "previews": bench_previews()}
         elif args.side_by_side_only:
             results = {"careamics": bench_side_by_side(python, log=log, **side_by_side) if python else
                        {"status": "not run (no CAREamics interpreter found)"},

@@ -109,6 +109,25 @@ def test_speed_tables(tmp_path):
     assert speed.write_json("speed_smoke", results, tmp_path).is_file()
 
 
+
+def test_preview_benchmark_switches_the_budget_off_and_restores_it(monkeypatch):
+    from napari_autostructn2v.core import training
+    from napari_autostructn2v.core.training import Preview
+
+    shares = []
+
+    def recording_train(noisy, config, preview_every):
+        shares.append(training.PREVIEW_SHARE)
+        yield Preview(2, preview_every, np.zeros((4, 4), np.float32))
+
+    monkeypatch.setattr(speed, "train", recording_train)
+    original = training.PREVIEW_SHARE
+    rows = speed.bench_previews(size=64)
+    assert shares == [original, float("inf")] and training.PREVIEW_SHARE == original
+    assert [row["shown"] for row in rows] == [1, 1] and rows[0]["due"] == 10
+    table = speed.comparison_tables({"careamics": {"status": "not run"}, "previews": rows})["previews"]
+    assert "within the budget (now)" in table and "every due preview (before)" in table
+
 def test_peak_memory_subprocess():
     row = speed.bench_peak_memory(256)
     assert row["peak_mib"] > row["image_mib"] > 0 and row["seconds"] > 0
