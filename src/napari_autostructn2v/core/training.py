@@ -36,7 +36,7 @@ PREVIEW_SIZE_3D = 96  # a volume's preview: a crop of this side and PREVIEW_PLAN
 PREVIEW_PLANES = 16  # a thinner margin than `denoise` uses (a preview need not equal whole-volume inference)
 PREVIEW_TILE_3D, PREVIEW_MARGIN_3D = 128, 16
 # previews may take this share of the training time, plus an allowance (blind-spot previews of a 512² crop
-# cost about 11 training steps each on a CPU: every 20 steps they would add half the training time)
+# cost about 10 training steps each on a CPU: one every 20 steps would add about 40 % to the training time)
 PREVIEW_SHARE, PREVIEW_ALLOWANCE_S = 0.15, 1.0
 
 
