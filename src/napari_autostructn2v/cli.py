@@ -723,7 +723,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   f"{CHUNKED_TILES['2d']} for zarr stores, where smaller tiles keep the memory of "
                                   f"parallel chunks low; {DEFAULT_TILES['3d']} for a 3D model)")
     denoise_cmd.add_argument("--device", choices=DEVICES)
-    denoise_cmd.add_argument("--axes", help=AXES_HELP + " (default: the training images' axes, when they fit)")
+    denoise_cmd.add_argument("--axes", help=AXES_HELP + " (default: an OME-Zarr store's own axis names, else the "
+                                             "training images' axes, when they fit)")
     zarr_options = denoise_cmd.add_argument_group(
         "zarr inputs", "denoise in.zarr -m model.pt -o out.zarr: the full-resolution level, chunk by chunk with "
         "overlap (equal to denoising it whole), into a new OME-Zarr store; run an interrupted command again to "
