@@ -31,7 +31,8 @@ TOOLTIPS = {
     "axes": "What the image's axes before Y, X are: S independent planes, T time, C channels, Z planes of a "
             "volume (from the layer's axis labels, or the model's training axes).",
     "tile_size": "The image is denoised in tiles of this side: larger is faster and needs more memory. "
-                 "0 (automatic) takes the network's default: 512 for 2D models, 96 for 3D models.",
+                 "0 (automatic) takes the network's default: 512 for 2D models, 96 for 3D models; "
+                 f"any other side is at least {MIN_TILE}.",
     "blind_spot": "Predict each pixel with its blind spot and structN2V mask applied, as in training, so that the "
                   "noise of the mask's pixels cannot leak into the result (8 passes per tile). Off: one faster pass "
                   "on the unmasked image. Models without a one-line mask (N2V, thicker masks) always take one pass.",
