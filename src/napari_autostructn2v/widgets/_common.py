@@ -323,9 +323,10 @@ def add_quietly(viewer, layer):
 MIN_TILE = 96
 
 
-def keep_tile_valid(tile: SpinBox) -> None:
-    """Let the tile side control (0: automatic) hold only sides that denoising accepts: a value between 0 and
+def tile_size_box(maximum: int) -> SpinBox:
+    """The tile side control (0: automatic), holding only sides that denoising accepts: a value between 0 and
     MIN_TILE moves on to MIN_TILE when it went up, and to 0 when it went down."""
+    tile = SpinBox(label="tile size (0: auto)", value=0, min=0, max=maximum, step=32)
     last = tile.value
 
     def snap(value: int) -> None:
@@ -336,3 +337,4 @@ def keep_tile_valid(tile: SpinBox) -> None:
             last = value
 
     tile.changed.connect(snap)
+    return tile

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import napari.viewer
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, ProgressBar, PushButton, RadioButtons, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, ProgressBar, PushButton, RadioButtons
 from napari.layers import Image
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error
@@ -15,8 +15,8 @@ from ..core.chunked import denoise_lazy
 from ..core.images import InputError
 from ..core.inference import denoise_steps
 from ..core.model import ModelFileError, load_model
-from ._common import (MIN_TILE, Failed, active_input, gui_words, input_layers, keep_tile_valid, layer_data, offer_axes,
-                      refresh_image_choice, show_denoised, user_message)
+from ._common import (MIN_TILE, Failed, active_input, gui_words, input_layers, layer_data, offer_axes,
+                      refresh_image_choice, show_denoised, tile_size_box, user_message)
 from ._layout import Activity, narrow_combo, scrolling_dock, set_status, wrapping_label
 from ._session import model_for
 
@@ -76,8 +76,7 @@ class DenoiseWidget(Container):
         self.image = ComboBox(label="image", choices=self._image_layers)
         narrow_combo(self.image)
         self.axes = ComboBox(label="axes", choices=["YX"])
-        self.tile_size = SpinBox(label="tile size (0: auto)", value=0, min=0, max=8192, step=32)
-        keep_tile_valid(self.tile_size)
+        self.tile_size = tile_size_box(8192)
         self.blind_spot = CheckBox(text="blind-spot inference", value=True)
         self.run_button = PushButton(text="Denoise")
         self.stop_button = PushButton(text="Stop", enabled=False)

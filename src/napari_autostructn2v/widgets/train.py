@@ -27,8 +27,8 @@ from ..core.config import DEVICES, MASK_SOURCES, NETWORKS, ConfigError
 from ..core.images import InputError
 from ..core.mask import acf_side
 from ..core.training import Done, EpochEnd, MaskEstimated, Preview, StageFinished, Step, train
-from ._common import (Failed, active_input, current_index, input_layers, keep_tile_valid, layer_data, offer_axes,
-                      show_denoised, warm_up)
+from ._common import (Failed, active_input, current_index, input_layers, layer_data, offer_axes,
+                      show_denoised, tile_size_box, warm_up)
 from ._layout import Activity, scrolling_dock, section, set_status, wrapping_label
 from ._loss_plot import LossPlot
 from ._mask_review import MaskReview, MaskReviewSteps
@@ -92,8 +92,7 @@ class TrainWidget(MaskReviewSteps, ModelActions, Container):
         self.seed = SpinBox(label="seed (-1: random)", min=-1, max=2**31 - 1)
         self.device = ComboBox(label="device", choices=DEVICES)
         self.preview_every = SpinBox(label="preview every (steps)", value=20, min=1, max=100000)
-        self.tile_size = SpinBox(label="tile size (0: auto)", value=0, min=0, max=4096, step=32)
-        keep_tile_valid(self.tile_size)
+        self.tile_size = tile_size_box(4096)
         self.review = CheckBox(text="Review mask before stage 2")
         self.start_button = PushButton(text="Start")
         self.stop_button = PushButton(text="Stop", enabled=False)
