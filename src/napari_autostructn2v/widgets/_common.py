@@ -242,7 +242,7 @@ def show_denoised(viewer, result, source: Image) -> Image:
 
 
 LAYER_KINDS = {"image": Image, "labels": Labels}
-UPDATED_IN_PLACE = ("scale", "translate", "contrast_limits", "opacity")
+UPDATED_IN_PLACE = ("scale", "translate", "contrast_limits", "opacity", "visible")
 
 
 def show_layer(viewer, kind: str, data, name: str, internal: bool = True, **kwargs):

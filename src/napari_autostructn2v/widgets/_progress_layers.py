@@ -4,10 +4,11 @@ Only hands ready data to layers (main thread); the worker computed it. The autoc
 mask appear as small insets at the top-left corner of the source image, where the user looks,
 and stay above images opened later.
 
-Adding a napari layer stalls the viewer for a few hundred milliseconds (layer controls, visuals,
-shader set-up), so the layers are added before training starts, one per turn of the event loop,
-as transparent placeholders of the right shape and place, and training only replaces their data;
-placeholders a run never filled are removed when it ends.
+Adding a napari layer stalls the viewer (layer controls, visuals, shader set-up), so the layers are
+added before training starts, one per turn of the event loop, as hidden placeholders of the right
+shape and place, and training only replaces their data; a placeholder is first drawn when it is filled,
+so that adding it and drawing it are stalls of their own. Placeholders a run never filled are removed
+when it ends.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class ProgressLayers:
         The display layers that are missing are added first as empty, transparent placeholders with
         the shape and placement their data will have (`inset_side`: the side of the autocorrelation
         and mask arrays), so that filling them changes no extent; one per turn of the event loop, so
-        that each addition and its first paint are a stall of their own and the viewer answers in between.
+        that each addition is a stall of its own and the viewer answers in between.
         The mask is a Labels layer, which can be painted, only when it is to be reviewed (`review`):
         adding one costs twice as much as an image layer (napari's brush and polygon overlays).
         """
@@ -90,7 +91,7 @@ class ProgressLayers:
             PREVIEW_LAYER: lambda: self.show_preview(np.zeros(preview_shape, np.float32), placeholder=True),
             ACF_LAYER: lambda: self.show_acf(np.zeros((inset_side,) * 2, np.float32), placeholder=True),
             MASK_LAYER: lambda: self.show_mask(np.zeros((inset_side,) * 2, np.uint8), placeholder=True),
-            PATCHES_LAYER: lambda: self._add_patches_layer(STAGE_COLOURS[1]),
+            PATCHES_LAYER: lambda: self._add_patches_layer(STAGE_COLOURS[1], visible=False),
         }
         self._mask_kind = "labels" if review else "image"
         missing = [] if source is None else [name for name in makers if name not in self._viewer.layers or (
@@ -113,11 +114,11 @@ class ProgressLayers:
                 self._viewer.layers.remove(layer)
         self._placeholders = {}
 
-    def _opacity(self, name: str, placeholder: bool) -> dict:
-        """The opacity of layer `name`: 0 for a placeholder; 1 when data fills a placeholder (now filled)."""
+    def _shown(self, name: str, placeholder: bool) -> dict:
+        """Whether layer `name` is drawn: not as a placeholder; from when data fills a placeholder (now filled)."""
         if placeholder:
-            return {"opacity": 0.0}
-        return {"opacity": 1.0} if self._placeholders.pop(name, None) is not None else {}
+            return {"visible": False}
+        return {"visible": True} if self._placeholders.pop(name, None) is not None else {}
 
     def source(self) -> Image | None:
         """The first training image, while it is still in the viewer."""
@@ -146,7 +147,7 @@ class ProgressLayers:
         created = PREVIEW_LAYER not in self._viewer.layers
         layer = show_image(self._viewer, image, PREVIEW_LAYER, like=source, offset=self.preview_offset,
                            contrast_limits=source.contrast_limits, colormap=source.colormap.name,
-                           **self._opacity(PREVIEW_LAYER, placeholder))
+                           **self._shown(PREVIEW_LAYER, placeholder))
         if created:
             self.keep_on_top()
         return layer
@@ -171,17 +172,18 @@ class ProgressLayers:
                 layer.current_edge_color = colour
         else:
             layer = self._add_patches_layer(colour)
-        self._placeholders.pop(PATCHES_LAYER, None)
+        if self._placeholders.pop(PATCHES_LAYER, None) is not None:
+            layer.visible = True
         layer.metadata["colour"] = colour
         place_like(layer, source)
         draw_outline(layer, outline, max(1.0, self._stage.patch_size / 32))
         refresh_thumbnail(layer)
         self.keep_on_top()
 
-    def _add_patches_layer(self, colour: str) -> Shapes:
+    def _add_patches_layer(self, colour: str, visible: bool = True) -> Shapes:
         source = self.source()
         layer = mark_internal(Shapes(ndim=2, name=PATCHES_LAYER, edge_color=colour, face_color="transparent",
-                                     scale=source.scale[-2:], translate=source.translate[-2:]))
+                                     scale=source.scale[-2:], translate=source.translate[-2:], visible=visible))
         layer.metadata["colour"] = colour
         add_quietly(self._viewer, layer)
         return layer
@@ -194,15 +196,13 @@ class ProgressLayers:
     def show_acf(self, acf: np.ndarray, placeholder: bool = False) -> Image:
         """Show the noise autocorrelation in the first inset."""
         return show_layer(self._viewer, "image", acf, ACF_LAYER, colormap="magma", contrast_limits=(0.0, 1.0),
-                          **self._inset(acf.shape[0], column=0), **self._opacity(ACF_LAYER, placeholder))
+                          **self._inset(acf.shape[0], column=0), **self._shown(ACF_LAYER, placeholder))
 
     def show_mask(self, canvas: np.ndarray, placeholder: bool = False) -> Image | Labels:
         """Show a mask canvas (1 = masked): a Labels layer to paint on during a review, else an image."""
-        if not placeholder:
-            self._placeholders.pop(MASK_LAYER, None)
         look = MASK_LOOK[self._mask_kind]
         return show_layer(self._viewer, self._mask_kind, canvas, MASK_LAYER, **look,
-                          **self._inset(canvas.shape[0], column=1))
+                          **self._inset(canvas.shape[0], column=1), **self._shown(MASK_LAYER, placeholder))
 
     def mask_canvas(self) -> np.ndarray | None:
         if MASK_LAYER in self._viewer.layers and MASK_LAYER not in self._placeholders:

@@ -18,6 +18,7 @@ from ..core.model import ModelFileError, load_model
 from ._common import (MIN_TILE, Failed, active_input, gui_words, input_layers, layer_data, offer_axes,
                       refresh_image_choice, show_denoised, tile_size_box, user_message)
 from ._layout import Activity, narrow_combo, scrolling_dock, set_status, wrapping_label
+from ._quiet_gc import quiet_gc_while
 from ._session import model_for
 
 SESSION, FILE = "session", "file"
@@ -161,6 +162,7 @@ class DenoiseWidget(Container):
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(self._on_result)
         self.worker.finished.connect(self._on_finished)
+        quiet_gc_while(self.worker, self.native)
         self.progress.value, self.progress.max = 0, 1
         self._activity.show(layer.name, 0, f"Denoising {layer.name}")
         self._set_running(True)

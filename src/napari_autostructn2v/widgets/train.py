@@ -34,6 +34,7 @@ from ._loss_plot import LossPlot
 from ._mask_review import MaskReview, MaskReviewSteps
 from ._model_actions import ModelActions
 from ._progress_layers import ACF_LAYER, MASK_LAYER, PATCHES_LAYER, PREVIEW_LAYER, ProgressLayers, preview_window
+from ._quiet_gc import quiet_gc_while
 from ._session import set_model, settings_for
 from ._train_controls import ADVANCED_FIELDS, STAGE_NAMES, TOOLTIPS, show_settings, stage_grid, store_setting
 from ._train_worker import Denoised, DenoiseProgress, Run, StageShown, abandon, cancel, training_worker
@@ -229,6 +230,7 @@ class TrainWidget(MaskReviewSteps, ModelActions, Container):
             events, images, run, self.tile_size.value or None, patch_sizes)
         run.worker.yielded.connect(self._on_event)
         run.worker.finished.connect(self._on_finished)
+        quiet_gc_while(run.worker, self.native)
         self._runs.append(run)
         self._phase, self._stopping = "training", False
         for bar in self.progress.values():
