@@ -77,7 +77,7 @@ class ProgressLayers:
               axes: str | None, inset_side: int, review: bool, then: list) -> None:
         """Begin a run on `sources` (of these axes), then call the steps in `then` (the last starts the training).
 
-        The display layers that are missing are added first as empty, transparent placeholders with
+        The display layers that are missing are added first as empty, hidden placeholders with
         the shape and placement their data will have (`inset_side`: the side of the autocorrelation
         and mask arrays), so that filling them changes no extent; one per turn of the event loop, so
         that each addition is a stall of its own and the viewer answers in between.
