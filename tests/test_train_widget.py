@@ -206,8 +206,17 @@ def test_rgb_too_small_and_roi_errors_are_notifications(qtbot, viewer, widget, e
 
     viewer.add_image(np.random.default_rng(0).random((20, 20)), name="tiny")
     widget.images.value = [viewer.layers["tiny"]]
-    widget.start()
-    assert "smaller than the patch size" in errors[-1] and not widget.running
+    run_to_end(qtbot, widget)  # the images are checked in the worker
+    assert "smaller than the patch size" in errors[-1] and widget.model is None
+    assert widget.status.value == errors[-1]
+
+    nans = viewer.layers["noisy"].data.copy()
+    nans[5, 7] = np.nan
+    viewer.add_image(nans, name="nans")
+    widget.images.value = [viewer.layers["nans"]]
+    run_to_end(qtbot, widget)
+    assert "1 NaN" in errors[-1] and widget.model is None
+    assert not {PREVIEW_LAYER, ACF_LAYER, MASK_LAYER, PATCHES_LAYER} & {layer.name for layer in viewer.layers}
 
     widget.images.value = [viewer.layers["noisy"]]
     settings_for(viewer).stage1.roi_threshold = 0.0  # no background window is darker than that

@@ -60,14 +60,15 @@ def stage_shown(event: StageStarted, patch_size: int) -> StageShown:
     return StageShown(event.stage, event.epochs, event.steps_per_epoch, outlines, patch_size)
 
 
-def training_worker(events, images, run: Run, tile_size: int | None, patch_sizes: dict[int, int]):
-    """Worker body: relay training events, wait for the mask review if asked, then denoise the images.
+def training_worker(start_training, images, run: Run, tile_size: int | None, patch_sizes: dict[int, int]):
+    """Worker body: start training (`start_training()` checks the images and returns the core's events), relay
+    its events, wait for the mask review if asked, then denoise the images.
 
     A second press of Stop (`run.skip_denoising`) skips the denoising that follows training.
     """
     try:
         model = None
-        for event in events:
+        for event in start_training():
             if isinstance(event, StageStarted):
                 event = stage_shown(event, patch_sizes[event.stage])
             yield event

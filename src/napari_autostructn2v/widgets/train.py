@@ -10,6 +10,7 @@ Config field each control edits.
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 from functools import partial
@@ -23,7 +24,7 @@ from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QEvent, QObject
 
-from ..core.config import DEVICES, MASK_SOURCES, NETWORKS, ConfigError
+from ..core.config import DEVICES, MASK_SOURCES, NETWORKS
 from ..core.images import InputError
 from ..core.mask import acf_side
 from ..core.training import Done, EpochEnd, MaskEstimated, Preview, StageFinished, Step, train
@@ -205,26 +206,25 @@ class TrainWidget(MaskReviewSteps, ModelActions, Container):
         if not layers:
             show_error("Choose at least one image layer to train on.")
             return
-        axes = self.axes.value
+        axes, settings = self.axes.value, copy.deepcopy(self.settings)  # the settings of this moment
         try:
             images = [np.asarray(layer_data(layer)) for layer in layers]
-            stop = threading.Event()
-            height, width = (images[0].shape[axes.index(letter)] for letter in "YX")
-            (top, left), preview_shape = preview_window(height, width, volume=self.settings.network != "2d")
-            preview = None  # channels or a volume: training previews this crop of the first image itself
-            if set(axes) <= set("SYX") and self.settings.network == "2d":  # a plane: this crop of the one in view
-                plane = images[0][current_index(self._viewer, layers[0])]
-                preview = plane[top : top + preview_shape[0], left : left + preview_shape[1]]
-            events = train(
-                images, self.settings, stop=stop, preview_every=self.preview_every.value, preview_image=preview,
-                num_threads=max(1, (os.cpu_count() or 2) - 1), axes=axes,
-            )
-        except (InputError, ConfigError) as error:
+        except InputError as error:
             self._fail(str(error))
             return
+        height, width = (images[0].shape[axes.index(letter)] for letter in "YX")
+        (top, left), preview_shape = preview_window(height, width, volume=settings.network != "2d")
+        preview = None  # channels or a volume: training previews this crop of the first image itself
+        if set(axes) <= set("SYX") and settings.network == "2d":  # a plane: this crop of the one in view
+            plane = images[0][current_index(self._viewer, layers[0])]
+            preview = plane[top : top + preview_shape[0], left : left + preview_shape[1]]
+        stop = threading.Event()
+        # the worker calls this first: checking the images (a scan of every pixel for NaNs) is not for the main thread
+        events = partial(train, images, settings, stop=stop, preview_every=self.preview_every.value,
+                         preview_image=preview, num_threads=max(1, (os.cpu_count() or 2) - 1), axes=axes)
         self._mask_event = None
         self.mask_review.clear()
-        patch_sizes = {1: self.settings.stage1.patch_size, 2: self.settings.stage2.patch_size}
+        patch_sizes = {1: settings.stage1.patch_size, 2: settings.stage2.patch_size}
         run = Run(None, stop, threading.Event() if self.review.value else None)
         run.worker = thread_worker(training_worker, start_thread=False)(
             events, images, run, self.tile_size.value or None, patch_sizes)
@@ -241,7 +241,7 @@ class TrainWidget(MaskReviewSteps, ModelActions, Container):
         self._show(f"Preparing the training on {', '.join(layer.name for layer in layers)}.")
         # the display layers first, each in its own turn of the event loop, so that none is added during training;
         # a worker quit meanwhile ends as soon as it starts
-        self.layers.start(layers, (top, left), preview_shape, axes, acf_side(self.settings.mask.max_radius),
+        self.layers.start(layers, (top, left), preview_shape, axes, acf_side(settings.mask.max_radius),
                           review=self.review.value, then=[run.worker.start])
 
     def stop(self) -> None:
