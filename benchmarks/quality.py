@@ -73,6 +73,7 @@ ABLATIONS = {
     "ours, mask 3 %": lambda c: both_stages(c, mask_percent=3.0),
     "ours, patch 32": lambda c: both_stages(c, patch_size=32),
     "ours, patch 96": lambda c: both_stages(c, patch_size=96),
+    "ours, float32": lambda c: dataclasses.replace(c, mixed_precision=False),
 }
 
 

@@ -15,6 +15,7 @@ from napari_autostructn2v import ModelFileError, denoise, export_bioimageio, loa
 from napari_autostructn2v.cli import main
 from napari_autostructn2v.core.bioimageio import CONFIG_KEY
 from napari_autostructn2v.core.errors import InputError
+from napari_autostructn2v.core.model import in_float32
 from napari_autostructn2v.core.sample import make_sample, make_volume
 
 TOLERANCE = 1e-4
@@ -89,7 +90,7 @@ def test_channel_and_3d_packages_are_valid_and_describe_their_axes_and_normalisa
     np.testing.assert_array_equal(test_input[0], example)
     assert test_output.shape == test_input.shape and test_input.dtype == test_output.dtype == np.float32
     axes = "CZYX" if model.net.dims == 3 else "CYX"
-    np.testing.assert_array_equal(test_output[0], denoise(model, test_input[0], axes=axes, blind_spot=False))
+    np.testing.assert_array_equal(test_output[0], denoise(in_float32(model), test_input[0], axes=axes, blind_spot=False))
     assert f"{model.channels} channel(s)" in readme and ("3D" in readme) == (model.net.dims == 3)
 
 
@@ -118,7 +119,7 @@ def test_bioimageio_core_prediction_equals_denoise(exports, name, image, tile_si
     pipeline = create_prediction_pipeline(load_model_description(path), weight_format=weight_format)
     (output,) = predict(model=pipeline, inputs=data[None]).members.values()
     axes = "CZYX" if model.net.dims == 3 else "CYX"
-    expected = denoise(model, data, tile_size=tile_size, axes=axes, blind_spot=False)  # the network alone
+    expected = denoise(in_float32(model), data, tile_size=tile_size, axes=axes, blind_spot=False)  # the network alone
     assert all(expected[c].std() > 0.1 * model.normalisation.channel(c).std  # not a flat output
                for c in range(model.channels))
     assert np.abs(output.data.values[0] - expected).max() <= TOLERANCE

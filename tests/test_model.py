@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from napari_autostructn2v import ModelFileError, denoise, fit, load_model, make_sample, save_model
+from napari_autostructn2v import Config, DenoisingModel, ModelFileError, StageConfig, denoise, fit, load_model, make_sample, save_model
+from napari_autostructn2v.core.images import Normalisation
+from napari_autostructn2v.core.training import Step, train
 
 
 @pytest.fixture(scope="module")
@@ -173,9 +175,48 @@ def test_device_policies_on_the_cpu():
     assert memory_format(cpu) is torch.channels_last  # inference
     assert memory_format(cpu, training=True) is torch.contiguous_format  # training: results as before
     assert memory_format(torch.device("cuda"), training=True) is torch.channels_last
-    with autocast(cpu):  # mixed precision only on CUDA: the CPU computes in float32
-        out = torch.nn.Conv2d(1, 2, 3)(torch.ones(1, 1, 5, 5))
-    assert out.dtype == torch.float32
+
+
+@pytest.mark.parametrize("amx", [False, True], ids=["cpu without AMX", "cpu with AMX"])
+def test_bfloat16_only_where_the_cpu_computes_it_natively_and_the_config_allows_it(monkeypatch, amx):
+    from napari_autostructn2v.core.model import autocast, native_bfloat16
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    cpu = torch.device("cpu")
+    assert native_bfloat16(cpu) is amx and not native_bfloat16(torch.device("mps"))
+    conv = torch.nn.Conv2d(1, 2, 3)
+    for allowed in (True, False):
+        with autocast(cpu, allowed):
+            out = conv(torch.ones(1, 1, 5, 5))
+        assert out.dtype == (torch.bfloat16 if amx and allowed else torch.float32)
+
+
+def _untrained(mixed_precision: bool) -> DenoisingModel:
+    torch.manual_seed(0)
+    model = DenoisingModel.create(Config(base_channels=8, mixed_precision=mixed_precision), Normalisation(100.0, 20.0))
+    model.net.eval()
+    return model
+
+
+def test_denoise_and_training_follow_the_configs_precision(monkeypatch):
+    """With native bfloat16 (AMX, or forced here) the model's config decides: bfloat16 rounds, float32 does not."""
+    from napari_autostructn2v.core import model as model_module
+
+    image = np.random.default_rng(0).normal(100, 20, (64, 64)).astype(np.float32)
+    monkeypatch.setattr(model_module, "native_bfloat16", lambda device: False)
+    reference = denoise(_untrained(True), image)
+    monkeypatch.setattr(model_module, "native_bfloat16", lambda device: True)
+    np.testing.assert_array_equal(denoise(_untrained(False), image), reference)
+    mixed = denoise(_untrained(True), image)
+    assert 0 < np.abs(mixed - reference).max() < 0.01 * 20.0  # bfloat16's 8 bits: well within 1 % of the data's std
+
+    losses = {}
+    for precision in (True, False):
+        config = Config(stage1=StageConfig(use_roi=False, epochs=1, steps_per_epoch=2, batch_size=2, patch_size=32),
+                        stage2=StageConfig(use_roi=False, epochs=0), base_channels=8, seed=0,
+                        mixed_precision=precision)
+        losses[precision] = [event.loss for event in train(image, config) if isinstance(event, Step)]
+    assert losses[True] != losses[False] and np.allclose(losses[True], losses[False], rtol=0.05)
 
 
 def test_idle_threads_leave_the_busy_cores_alone(monkeypatch):

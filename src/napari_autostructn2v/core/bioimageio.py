@@ -30,7 +30,7 @@ from .errors import InputError, ModelFileError
 from .files import atomic_write
 from .axes import canonical_image
 from .inference import check_model_fits, denoise, model_axes
-from .model import FORMAT, DenoisingModel, _first_line, check_model, model_from_payload, model_payload
+from .model import FORMAT, DenoisingModel, _first_line, check_model, in_float32, model_from_payload, model_payload
 from .unet import MirrorPaddedUNet
 
 CONFIG_KEY = "napari_autostructn2v"
@@ -98,8 +98,9 @@ def export_bioimageio(
     if path.suffix.lower() != ".zip":
         raise InputError(f"A bioimage.io package name must end in .zip; got {path.name}.")
     test_input = _test_image(model, image, axes)
-    # the package holds the network alone, which other tools run in one pass: no blind-spot inference
-    test_output = denoise(model, test_input, overlap=MARGIN, axes=_tensor_axes(model), blind_spot=False)
+    # the package holds the network alone, which other tools run in one pass and in float32: no blind-spot
+    # inference, no bfloat16
+    test_output = denoise(in_float32(model), test_input, overlap=MARGIN, axes=_tensor_axes(model), blind_spot=False)
     for array, what in ((test_input, "example image"), (test_output, "denoised example")):
         if np.abs(array).max() < TEST_VALUE_FLOOR:
             raise InputError(f"The {what} is (almost) all zero: bioimage.io needs values of at least "

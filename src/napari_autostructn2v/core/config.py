@@ -58,6 +58,7 @@ CONFIG_RULES = {
     "patch_depth": Rule("int", 4, 1024),
     "separate_channels": _BOOL,
     "sparse_top_level": _BOOL,
+    "mixed_precision": _BOOL,
 }
 
 
@@ -150,6 +151,8 @@ class Config:
     (the loss needs no other outputs): steps about 1.2x faster, but that block's batch norms then take their
     statistics from those windows, so training computes something slightly different (off by default until
     quality runs longer than docs/speed.md's show it costs nothing). The network and its use are the same.
+    `mixed_precision` trains and denoises in bfloat16 (losses and weights in float32) where the device computes it
+    natively, CUDA GPUs and CPUs with AMX (see `core.model.native_bfloat16`); False keeps float32 everywhere.
     """
 
     stage1: StageConfig = field(default_factory=_stage1_defaults)
@@ -166,6 +169,7 @@ class Config:
     patch_depth: int = 16
     separate_channels: bool = False
     sparse_top_level: bool = False
+    mixed_precision: bool = True
 
     @property
     def dims(self) -> int:

@@ -159,7 +159,7 @@ def _denoise_tiles(model: DenoisingModel, array: np.ndarray, found: Layout, tile
             for index, region in chunk
         ])
         batch = torch.from_numpy(model.normalisation.forward(tiles, channel_axis=1)).to(device, memory_format=layout)
-        with torch.inference_mode(), autocast(device):
+        with torch.inference_mode(), autocast(device, model.config.mixed_precision):
             if plan is None:
                 predicted = net(batch)
             else:

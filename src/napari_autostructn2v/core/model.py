@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import os
@@ -83,10 +84,27 @@ def memory_format(device: torch.device, dims: int = 2, training: bool = False) -
     return torch.contiguous_format
 
 
-def autocast(device: torch.device):
-    """Mixed precision (bfloat16) on CUDA GPUs that support it; full precision everywhere else."""
-    enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 convolutions natively: CUDA GPUs that support it, and CPUs with AMX
+    (Intel Xeon since Sapphire Rapids), where oneDNN runs them 1.6-3x faster than float32. Elsewhere
+    (AVX2 or AVX-512 without AMX, MPS) bfloat16 would be emulated, slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+    return False
+
+
+def autocast(device: torch.device, mixed_precision: bool = True):
+    """Mixed precision (bfloat16) where `device` computes it natively (`native_bfloat16`) and `mixed_precision`
+    allows it; full precision everywhere else."""
+    enabled = mixed_precision and native_bfloat16(device)
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def in_float32(model: DenoisingModel) -> DenoisingModel:
+    """`model` (sharing its network) set to compute in float32 on every device, as other tools run its network."""
+    return dataclasses.replace(model, config=dataclasses.replace(model.config, mixed_precision=False))
 
 
 def idle_threads() -> int:

@@ -224,21 +224,22 @@ def _seeded_generator(seed: int, device: torch.device) -> torch.Generator:
 
 
 def _masked_loss(net, patches: torch.Tensor, generator: torch.Generator, stage: StageConfig,
-                 struct_mask: np.ndarray | None, at_spots: bool = False) -> torch.Tensor:
-    """Mean squared error at the blind spots; `at_spots`: the top level computed around them only (UNet.forward_at)."""
+                 struct_mask: np.ndarray | None, config: Config) -> torch.Tensor:
+    """Mean squared error at the blind spots, in float32 whatever precision the network ran in; with
+    `config.sparse_top_level` the top level is computed around the blind spots only (UNet.forward_at)."""
     inputs, blind = mask_batch(patches, stage.mask_percent, generator, struct_mask, median=stage.n2v2)
-    with autocast(patches.device):
-        predicted = net.forward_at(inputs, blind) if at_spots else net(inputs)[blind]
+    with autocast(patches.device, config.mixed_precision):
+        predicted = net.forward_at(inputs, blind) if config.sparse_top_level else net(inputs)[blind]
     return torch.mean((predicted.float() - patches[blind]) ** 2)
 
 
-def _validation_loss(net, patches: torch.Tensor, seed: int, stage: StageConfig, struct_mask, batch: int,
-                     at_spots: bool = False) -> float:
+def _validation_loss(net, patches: torch.Tensor, seed: int, stage: StageConfig, struct_mask, config: Config) -> float:
     """Masked loss on held-out patches with the same blind spots every time, so epochs compare."""
     generator = _seeded_generator(seed, patches.device)
+    batch = stage.batch_size
     net.eval()
     with torch.no_grad():
-        losses = [float(_masked_loss(net, patches[i : i + batch], generator, stage, struct_mask, at_spots))
+        losses = [float(_masked_loss(net, patches[i : i + batch], generator, stage, struct_mask, config))
                   * len(patches[i : i + batch])
                   for i in range(0, len(patches), batch)]
     net.train()
@@ -425,7 +426,7 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
                         stopped = True
                         break
                     batch = torch.from_numpy(sampler.sample(stage.batch_size, config.augment)).to(device)
-                    loss = _masked_loss(net, batch, generator, stage, mask, config.sparse_top_level)
+                    loss = _masked_loss(net, batch, generator, stage, mask, config)
                     optimiser.zero_grad(set_to_none=True)
                     loss.backward()
                     optimiser.step()
@@ -438,8 +439,7 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
                         net.train()
                 if not losses:
                     break
-                val_loss = _validation_loss(net, val_patches, seed + 7, stage, mask, stage.batch_size,
-                                            config.sparse_top_level)
+                val_loss = _validation_loss(net, val_patches, seed + 7, stage, mask, config)
                 model.history.append({"stage": stage_index, "epoch": epoch, "train_loss": float(np.mean(losses)),
                                       "val_loss": val_loss})
                 if val_loss < best_loss:
@@ -448,8 +448,7 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
                 if stopped:
                     break
         finally:
-            best_loss = _keep_best(net, val_patches, seed, stage, mask, best_loss, best_state,
-                                   config.sparse_top_level)
+            best_loss = _keep_best(net, val_patches, seed, stage, mask, best_loss, best_state, config)
             net.eval()
         yield StageFinished(stage_index, best_loss, stopped)
     model.net.to(memory_format=torch.contiguous_format).eval()
@@ -457,9 +456,9 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
 
 
 def _keep_best(net, val_patches, seed: int, stage: StageConfig, mask, best_loss: float, best_state,
-               at_spots: bool = False) -> float:
+               config: Config) -> float:
     """Load the best weights seen, unless the current ones (after an interrupted epoch) are better."""
-    current = _validation_loss(net, val_patches, seed + 7, stage, mask, stage.batch_size, at_spots)
+    current = _validation_loss(net, val_patches, seed + 7, stage, mask, config)
     if best_state is not None and best_loss < current:
         net.load_state_dict(best_state)
         return float(best_loss)
