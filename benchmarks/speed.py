@@ -39,7 +39,7 @@ from skimage.transform import rescale
 from napari_autostructn2v import Config, StageConfig, denoise, preset_mask, select_roi_patches, train
 from napari_autostructn2v.core import roi as core_roi
 from napari_autostructn2v.core.masking import mask_batch
-from napari_autostructn2v.core.model import DenoisingModel
+from napari_autostructn2v.core.model import DenoisingModel, native_bfloat16
 from napari_autostructn2v.core.images import Normalisation
 from napari_autostructn2v.core.sample import clean_image
 from napari_autostructn2v.core import training as core_training
@@ -243,7 +243,7 @@ PEAK_SCRIPT = textwrap.dedent("""
     torch.set_num_threads({threads})
     from napari_autostructn2v import Config, denoise
     from napari_autostructn2v.core.images import Normalisation
-    from napari_autostructn2v.core.model import DenoisingModel
+    from napari_autostructn2v.core.model import DenoisingModel, native_bfloat16
     size = {size}
     model = DenoisingModel.create(Config(), Normalisation(0.5, 0.2))
     model.net.to("{device}").eval()
@@ -285,13 +285,14 @@ def bench_peak_memory(size: int, device: str = "cpu", threads: int = 1) -> dict:
 
 def ours_side_by_side(train_image: np.ndarray, predict_image: np.ndarray, *, width: int, depth: int, patch: int,
                       batch: int, steps: int, steps_per_epoch: int, seed: int = 0,
-                      sparse_top_level: bool = Config.sparse_top_level) -> dict:
+                      sparse_top_level: bool = Config.sparse_top_level,
+                      mixed_precision: bool = Config.mixed_precision) -> dict:
     """N2V training (stage 1 alone, random patches, validation each epoch) for `steps` steps, from the
     call to the end of the stage, then the default `denoise` of `predict_image`: wall and CPU seconds."""
     stage = StageConfig(use_roi=False, epochs=steps // steps_per_epoch, steps_per_epoch=steps_per_epoch,
                         patch_size=patch, batch_size=batch)
     config = Config(stage1=stage, stage2=StageConfig(use_roi=False, epochs=0), base_channels=width, depth=depth,
-                    device="cpu", seed=seed, sparse_top_level=sparse_top_level)
+                    device="cpu", seed=seed, sparse_top_level=sparse_top_level, mixed_precision=mixed_precision)
     wall, cpu = time.perf_counter(), time.process_time()
     events = train(train_image, config, num_threads=1)
     for event in events:
@@ -308,11 +309,32 @@ def ours_side_by_side(train_image: np.ndarray, predict_image: np.ndarray, *, wid
             "predict_seconds": time.perf_counter() - wall, "predict_cpu_seconds": time.process_time() - cpu}
 
 
+CAREAMICS_PRECISIONS = ("32-true", "bf16-mixed")  # Lightning's names; 32-true is CAREamics' default
+
+
+def side_by_side_tools(careamics_precisions: tuple[str, ...]) -> dict[str, dict]:
+    """The variants measured side by side: this project as configured by default (bfloat16 where the CPU has
+    AMX), in float32 too when that differs, and CAREamics at each of `careamics_precisions`."""
+    native = native_bfloat16(torch.device("cpu"))
+    tools = {f"this project ({'bfloat16' if native else 'float32'}, its default)":
+             {"side": "ours", "mixed_precision": True, "precision": "bfloat16" if native else "float32"}}
+    if native:
+        tools["this project (float32)"] = {"side": "ours", "mixed_precision": False, "precision": "float32"}
+    for precision in careamics_precisions:
+        default = ", its default" if precision == "32-true" else ""
+        tools[f"CAREamics ({'float32' if precision == '32-true' else 'bfloat16'}{default})"] = {
+            "side": "careamics", "lightning_precision": precision,
+            "precision": "float32" if precision == "32-true" else "bfloat16"}
+    return tools
+
+
 def bench_side_by_side(python, *, width: int = 32, depth: int = 2, patch: int = 64, batch: int = 16, steps: int = 40,
                        steps_per_epoch: int = 20, train_size: int = 256, predict_size: int = 1024, repeats: int = 3,
-                       work_dir=None, log=None, sparse_top_level: bool = Config.sparse_top_level) -> dict:
-    """Ours and CAREamics at the same network and budget, one thread each, repeats alternating (ours first
-    in even repeats, CAREamics first in odd ones) so that the machine's load hits both alike; medians."""
+                       work_dir=None, log=None, sparse_top_level: bool = Config.sparse_top_level,
+                       careamics_precisions: tuple[str, ...] = ("32-true",)) -> dict:
+    """This project and CAREamics at the same network and budget, one thread each, in every precision variant
+    (`side_by_side_tools`); each repeat runs the variants in another order (rotated), so that the machine's
+    load hits all alike; medians."""
     from .peers.careamics_client import CareamicsError, run_jobs, runner_settings
 
     train_image, predict_image = speed_image(train_size, seed=1), speed_image(predict_size, seed=2)
@@ -322,32 +344,33 @@ def bench_side_by_side(python, *, width: int = 32, depth: int = 2, patch: int = 
     np.save(predict_path, predict_image)
     settings = {**runner_settings(steps=steps, patch_size=patch, batch_size=batch, depth=depth, base_channels=width,
                                   steps_per_epoch=steps_per_epoch, threads=1), "predict_input": str(predict_path)}
-    runs: dict[str, list[dict]] = {"ours": [], "careamics": []}
+    tools = side_by_side_tools(careamics_precisions)
+    runs: dict[str, list[dict]] = {name: [] for name in tools}
     notes: list[str] = []
 
-    def run_ours() -> None:
-        runs["ours"].append(ours_side_by_side(train_image, predict_image, width=width, depth=depth, patch=patch,
-                                              batch=batch, steps=steps, steps_per_epoch=steps_per_epoch,
-                                              sparse_top_level=sparse_top_level))
-
-    def run_careamics(index: int) -> None:
-        (job,), _ = run_jobs(python, [(train_image, settings)], work_dir / f"repeat{index}")
+    def measure(name: str, index: int) -> dict:
+        tool = tools[name]
+        if tool["side"] == "ours":
+            return ours_side_by_side(train_image, predict_image, width=width, depth=depth, patch=patch, batch=batch,
+                                     steps=steps, steps_per_epoch=steps_per_epoch, sparse_top_level=sparse_top_level,
+                                     mixed_precision=tool["mixed_precision"])
+        job_settings = {**settings, "precision": tool["lightning_precision"]}
+        (job,), _ = run_jobs(python, [(train_image, job_settings)], work_dir / f"repeat{index}_{len(runs[name])}")
         notes.extend(note for note in job.notes if note not in notes)
         result = job.result
-        runs["careamics"].append({"train_seconds": result["train_seconds"],
-                                  "train_cpu_seconds": result["train_cpu_seconds"],
-                                  "predict_seconds": result["predict_input_seconds"],
-                                  "predict_cpu_seconds": result["predict_input_cpu_seconds"]})
+        return {"train_seconds": result["train_seconds"], "train_cpu_seconds": result["train_cpu_seconds"],
+                "predict_seconds": result["predict_input_seconds"],
+                "predict_cpu_seconds": result["predict_input_cpu_seconds"]}
 
+    names = list(tools)
     for index in range(repeats):
-        order = (run_ours, lambda: run_careamics(index)) if index % 2 == 0 else (lambda: run_careamics(index), run_ours)
-        for part in order:
+        for name in names[index % len(names):] + names[: index % len(names)]:
             try:
-                part()
+                runs[name].append(measure(name, index))
             except CareamicsError as err:
                 return {"status": f"CAREamics failed: {str(err).splitlines()[0]}", "runs": runs}
         if log:
-            log(f"side by side, repeat {index + 1}/{repeats}: ours {runs['ours'][-1]}, CAREamics {runs['careamics'][-1]}")
+            log(f"side by side, repeat {index + 1}/{repeats}: " + "; ".join(f"{n} {runs[n][-1]}" for n in names))
     megapixels = predict_size**2 / 1e6
     rows = {}
     for name, measured in runs.items():
@@ -356,14 +379,21 @@ def bench_side_by_side(python, *, width: int = 32, depth: int = 2, patch: int = 
                       "steps_per_cpu_s": steps / median["train_cpu_seconds"],
                       "mpix_per_s": megapixels / median["predict_seconds"],
                       "mpix_per_cpu_s": megapixels / median["predict_cpu_seconds"]}
-    ratios = {key: rows["ours"][key] / rows["careamics"][key]
-              for key in ("steps_per_s", "steps_per_cpu_s", "mpix_per_s", "mpix_per_cpu_s")}
+    ratios = {}
+    ours = [name for name in names if tools[name]["side"] == "ours"]
+    theirs = [name for name in names if tools[name]["side"] == "careamics"]
+    pairs = [("each at its default", ours[0], theirs[0])] + [
+        (f"both in {tools[a]['precision']}", a, b) for a in ours for b in theirs
+        if tools[a]["precision"] == tools[b]["precision"] and (a, b) != (ours[0], theirs[0])]
+    for label, a, b in pairs:
+        ratios[label] = {key: rows[a][key] / rows[b][key]
+                         for key in ("steps_per_s", "steps_per_cpu_s", "mpix_per_s", "mpix_per_cpu_s")}
     return {"status": "measured", "settings": {"width": width, "depth": depth, "patch": patch, "batch": batch,
                                                "steps": steps, "steps_per_epoch": steps_per_epoch,
                                                "train_size": train_size, "predict_size": predict_size,
                                                "repeats": repeats, "threads": 1,
                                                "sparse_top_level": sparse_top_level},
-            "runs": runs, "ours": rows["ours"], "careamics": rows["careamics"], "ratio": ratios, "notes": notes}
+            "tools": tools, "runs": runs, "rows": rows, "ratio": ratios, "notes": notes}
 
 
 def bench_default_run(size: int = 1024, threads: int | None = None) -> dict:
@@ -461,18 +491,18 @@ def top_level_table(rows: list[dict]) -> str:
 def side_by_side_table(side: dict) -> str:
     if side.get("status") != "measured":
         return f"CAREamics: {side.get('status')}."
-    rows = [{"tool": name, "steps": fmt(side[key]["steps_per_s"], 3), "steps_cpu": fmt(side[key]["steps_per_cpu_s"], 3),
-             "mps": fmt(side[key]["mpix_per_s"], 3), "mps_cpu": fmt(side[key]["mpix_per_cpu_s"], 3)}
-            for name, key in (("this project", "ours"), ("CAREamics", "careamics"))]
-    ratio = side["ratio"]
-    rows.append({"tool": "ratio (this project / CAREamics)", "steps": fmt(ratio["steps_per_s"], 2),
-                 "steps_cpu": fmt(ratio["steps_per_cpu_s"], 2), "mps": fmt(ratio["mpix_per_s"], 2),
-                 "mps_cpu": fmt(ratio["mpix_per_cpu_s"], 2)})
+    columns = (("steps", "steps_per_s", 3), ("steps_cpu", "steps_per_cpu_s", 3), ("mps", "mpix_per_s", 3),
+               ("mps_cpu", "mpix_per_cpu_s", 3))
+    rows = [{"tool": name, **{column: fmt(values[key], digits) for column, key, digits in columns}}
+            for name, values in side["rows"].items()]
+    rows += [{"tool": f"ratio (this project / CAREamics), {label}",
+              **{column: fmt(values[key], 2) for column, key, _ in columns}}
+             for label, values in side["ratio"].items()]
     config = side["settings"]
     caption = (f"UNet depth {config['depth']}, {config['width']} base channels, patch {config['patch']}, batch "
                f"{config['batch']}, {config['steps']} steps (epochs of {config['steps_per_epoch']}) on a "
                f"{config['train_size']}² image, then prediction of a {config['predict_size']}² image; 1 thread each, "
-               f"medians of {config['repeats']} alternating repeats.")
+               f"medians of {config['repeats']} repeats in rotated order.")
     notes = f"\n\nCAREamics did not run as asked: {'; '.join(side['notes'])}." if side["notes"] else ""
     return caption + "\n\n" + markdown_table(rows, [
         ("tool", "tool"), ("steps", "training steps/s (wall)"), ("steps_cpu", "training steps per CPU second"),
@@ -520,6 +550,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--sparse-top-level", choices=["on", "off"], default=None,
                         help="Config.sparse_top_level for this project's side of the side by side (default: the "
                              "Config default)")
+    parser.add_argument("--careamics-precision", nargs="+", choices=CAREAMICS_PRECISIONS, default=["32-true"],
+                        help="Lightning precisions CAREamics is measured in side by side (default: 32-true, its "
+                             "default; add bf16-mixed to compare both in bfloat16)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--name", default="speed")
     return parser.parse_args(argv)
@@ -567,7 +600,7 @@ def main(argv=None) -> dict:
     if python is not None and not Path(python).exists():
         python = None
     side_by_side = {"width": args.width, "steps": args.side_steps or (20 if quick else 40),
-                    "repeats": args.side_repeats}
+                    "repeats": args.side_repeats, "careamics_precisions": tuple(args.careamics_precision)}
     if args.sparse_top_level:
         side_by_side["sparse_top_level"] = args.sparse_top_level == "on"
     run_size = args.run_size if args.run_size is not None else (0 if quick else 1024)

@@ -133,32 +133,53 @@ def test_peak_memory_subprocess():
     assert row["peak_mib"] > row["image_mib"] > 0 and row["seconds"] > 0
 
 
-def test_side_by_side_alternates_and_reports_medians(monkeypatch, tmp_path):
+def _fake_side_by_side(monkeypatch, native: bool) -> list[str]:
+    """Ours and CAREamics replaced by stand-ins that log their turns and report set times."""
     from benchmarks.peers import careamics_client
 
     order = []
 
-    def fake_ours(*args, **kwargs):
-        order.append("ours")
+    def fake_ours(*args, mixed_precision, **kwargs):
+        order.append("ours bf16" if mixed_precision and native else "ours fp32")
         return {"train_seconds": 2.0, "train_cpu_seconds": 1.0, "predict_seconds": 1.0, "predict_cpu_seconds": 0.5}
 
     def fake_jobs(python, jobs, work_dir, timeout=None):
-        order.append("careamics")
         (image, settings), = jobs
+        order.append(f"careamics {settings['precision']}")
         assert settings["num_channels_init"] == 8 and settings["steps"] == 4 and settings["threads"] == 1
         result = {"train_seconds": 4.0 + len(order), "train_cpu_seconds": 3.0, "predict_input_seconds": 2.0,
                   "predict_input_cpu_seconds": 2.0}
         return [careamics_client.JobResult(image, result)], 0.0
 
+    monkeypatch.setattr(speed, "native_bfloat16", lambda device: native)
     monkeypatch.setattr(speed, "ours_side_by_side", fake_ours)
     monkeypatch.setattr(careamics_client, "run_jobs", fake_jobs)
+    return order
+
+
+def test_side_by_side_alternates_and_reports_medians(monkeypatch, tmp_path):
+    order = _fake_side_by_side(monkeypatch, native=False)
     side = speed.bench_side_by_side("python", width=8, steps=4, steps_per_epoch=2, train_size=64, predict_size=64,
                                     repeats=3, work_dir=tmp_path)
-    assert order == ["ours", "careamics", "careamics", "ours", "ours", "careamics"]
-    assert side["careamics"]["train_seconds"] == 7.0  # median of 6, 7 and 10
-    assert side["ratio"]["steps_per_s"] == 3.5 and side["ratio"]["steps_per_cpu_s"] == 3.0
-    assert side["ratio"]["mpix_per_s"] == 2.0 and side["ratio"]["mpix_per_cpu_s"] == 4.0
-    assert "| this project |" in speed.side_by_side_table(side)
+    assert order == ["ours fp32", "careamics 32-true", "careamics 32-true", "ours fp32", "ours fp32",
+                     "careamics 32-true"]
+    assert side["rows"]["CAREamics (float32, its default)"]["train_seconds"] == 7.0  # median of 6, 7 and 10
+    ratio = side["ratio"]["each at its default"]
+    assert ratio["steps_per_s"] == 3.5 and ratio["steps_per_cpu_s"] == 3.0
+    assert ratio["mpix_per_s"] == 2.0 and ratio["mpix_per_cpu_s"] == 4.0
+    assert list(side["ratio"]) == ["each at its default"]  # both in float32: the same pair
+    assert "| this project (float32, its default) |" in speed.side_by_side_table(side)
+
+
+def test_side_by_side_compares_each_precision_where_the_cpu_has_bfloat16(monkeypatch, tmp_path):
+    order = _fake_side_by_side(monkeypatch, native=True)
+    side = speed.bench_side_by_side("python", width=8, steps=4, steps_per_epoch=2, train_size=64, predict_size=64,
+                                    repeats=2, work_dir=tmp_path, careamics_precisions=("32-true", "bf16-mixed"))
+    assert order == ["ours bf16", "ours fp32", "careamics 32-true", "careamics bf16-mixed",  # then rotated by one
+                     "ours fp32", "careamics 32-true", "careamics bf16-mixed", "ours bf16"]
+    assert list(side["ratio"]) == ["each at its default", "both in bfloat16", "both in float32"]
+    table = speed.side_by_side_table(side)
+    assert "| this project (bfloat16, its default) |" in table and "| CAREamics (bfloat16) |" in table
 
 
 def test_ours_side_by_side_trains_the_budget_and_denoises():

@@ -75,7 +75,7 @@ class JobResult:
 
 
 def check_result(result: dict, settings: dict) -> list[str]:
-    """What did not come out as asked: steps (trainer and CSV log), batch, patch, width, depth."""
+    """What did not come out as asked: steps (trainer and CSV log), batch, patch, width, depth, precision."""
     notes = []
     if result.get("trainer_steps") != settings["steps"]:
         notes.append(f"trainer ran {result.get('trainer_steps')} steps, not {settings['steps']}")
@@ -88,6 +88,8 @@ def check_result(result: dict, settings: dict) -> list[str]:
     for key, value in wanted.items():
         if key in used and used[key] != value:
             notes.append(f"{key} {used[key]} instead of {value}")
+    if "precision" in settings and result.get("precision") not in (None, settings["precision"]):
+        notes.append(f"Lightning precision {result.get('precision')}, not {settings['precision']}")
     wanted_batches = settings.get("steps_per_epoch")
     if wanted_batches and result.get("batches_per_epoch") not in (None, wanted_batches):
         notes.append(f"{result.get('batches_per_epoch')} batches per epoch, not {wanted_batches}")
