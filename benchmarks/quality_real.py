@@ -52,6 +52,7 @@ DEFAULT_FAMILIES = ["white", "poisson", "box5_h", "gauss2_h", "box5_v", "diagona
 OURS_METHODS = ["noisy", "N2V", "structN2V true mask", "ours", "ours, direct inference"]
 CAREAMICS_METHODS = ["CAREamics N2V", "CAREamics structN2V 5", "CAREamics structN2V best"]
 ALL_METHODS = OURS_METHODS + CAREAMICS_METHODS
+ON_REQUEST = ["ours, float32"]  # ours trained and denoised in float32 (Config.mixed_precision off): --methods only
 BRIGHT_FRACTION = 0.05
 NOT_RUN = "CAREamics: not run (no --careamics-python)"
 
@@ -156,7 +157,7 @@ def run_case(image: str, noise: real_set.Noise, seed: int, methods: list[str], b
             log(f"{image:>7} {noise.family:>9} s={noise.sigma:g} seed={seed} {row['method']:<26} PSNR {row['psnr']:6.2f}"
                 f" fit {row['psnr_fit']:6.2f} bias {row['bias']:+.3f} {row['seconds']:6.1f} s{extra}")
 
-    for method in [m for m in OURS_METHODS if m in methods]:
+    for method in [m for m in OURS_METHODS + ON_REQUEST if m in methods]:
         mask = None
         with stopwatch() as elapsed:
             if method == "noisy":
@@ -164,6 +165,10 @@ def run_case(image: str, noise: real_set.Noise, seed: int, methods: list[str], b
             elif method == "N2V" or (method == "structN2V true mask" and oracle.sum() == 1 and "N2V" not in methods):
                 output, _, _ = run_training(noisy, one_stage_config(budget, seed, struct=False), CENTRE_ONLY)
                 mask = CENTRE_ONLY
+            elif method == "ours, float32":
+                model, mask, _ = train_model(noisy, dataclasses.replace(ours_config(budget, seed), mixed_precision=False),
+                                             None)
+                output = denoise(model, noisy)
             elif method == "structN2V true mask":
                 if oracle.sum() == 1:  # centre-only truth: one-stage structN2V is N2V, the same run
                     rows[method] = {**rows["N2V"], "method": method, "reused": "N2V"}
@@ -433,7 +438,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps-per-epoch", type=int, default=20, help="default 20")
     parser.add_argument("--batch", "--batch-size", dest="batch", type=int, default=16, help="default 16")
     parser.add_argument("--patch", "--patch-size", dest="patch", type=int, default=64, help="default 64")
-    parser.add_argument("--methods", nargs="+", default=None, help=f"default all: {ALL_METHODS}")
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help=f"default all: {ALL_METHODS}; on request: {ON_REQUEST}")
     parser.add_argument("--careamics-python", default=None,
                         help="CAREamics interpreter (default: benchmarks/.venv-careamics/bin/python if present, "
                              "else $CAREAMICS_PYTHON; created by benchmarks/peers/setup_careamics.sh)")
@@ -454,9 +460,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     if set(args.images) - images:
         parser.error(f"unknown images {sorted(set(args.images) - images)}; choose from {sorted(images)}")
     methods = args.methods or ALL_METHODS
-    if set(methods) - set(ALL_METHODS):
-        parser.error(f"unknown methods {sorted(set(methods) - set(ALL_METHODS))}; choose from {ALL_METHODS}")
-    args.methods = [m for m in ALL_METHODS if m in methods]
+    known = ALL_METHODS + ON_REQUEST
+    if set(methods) - set(known):
+        parser.error(f"unknown methods {sorted(set(methods) - set(known))}; choose from {known}")
+    args.methods = [m for m in known if m in methods]
     return args
 
 
