@@ -135,6 +135,10 @@ def test_check_result_names_what_did_not_match():
     with_epochs = {**settings, "steps_per_epoch": 20}
     assert careamics_client.check_result(good, with_epochs) == ["1 batches per epoch, not 20"]
     assert careamics_client.check_result({**good, "batches_per_epoch": 20}, with_epochs) == []
+    in_bf16 = {**settings, "precision": "bf16-mixed"}
+    assert careamics_client.check_result({**good, "precision": "32-true"}, in_bf16) == [
+        "Lightning precision 32-true, not bf16-mixed"]
+    assert careamics_client.check_result({**good, "precision": "bf16-mixed"}, in_bf16) == []
 
 
 def test_epoch_copies_give_epochs_of_the_suite_length():
@@ -210,6 +214,24 @@ def test_case_with_stand_in_careamics(monkeypatch, tmp_path):
     out = quality_real.tables(list(box.values()) + list(diagonal.values()))
     assert "n/a (no preset)" in out["psnr:sparse"]
     assert "horizontal 5" in out["careamics"] and "4 (log 4)" in out["careamics"]
+
+
+def test_ours_in_float32_is_run_on_request_only(no_careamics, monkeypatch):
+    """'ours, float32' trains with Config.mixed_precision off; the default methods leave it out."""
+    configs = []
+
+    def recorded(noisy, config, struct_mask):
+        configs.append(config)
+        return quality.train_model(noisy, config, struct_mask)
+
+    monkeypatch.setattr(quality_real, "train_model", recorded)
+    budget = quality.Budget(steps=4, steps_per_epoch=2, batch_size=2, patch_size=32)
+    rows = quality_real.run_case("sparse", real_set.Noise("box5_h", 0.1), 0, ["noisy", "ours", "ours, float32"],
+                                 budget, None)
+    assert [r["method"] for r in rows] == ["noisy", "ours", "ours, float32"] and "psnr" in rows[-1]
+    assert [c.mixed_precision for c in configs] == [True, False]
+    assert "ours, float32" not in quality_real.ALL_METHODS
+    assert quality_real.parse_args(["--methods", "ours", "ours, float32"]).methods == ["ours", "ours, float32"]
 
 
 # ----------------------------------------------------------------------------- the suite end to end
