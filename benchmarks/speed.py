@@ -243,7 +243,7 @@ PEAK_SCRIPT = textwrap.dedent("""
     torch.set_num_threads({threads})
     from napari_autostructn2v import Config, denoise
     from napari_autostructn2v.core.images import Normalisation
-    from napari_autostructn2v.core.model import DenoisingModel, native_bfloat16
+    from napari_autostructn2v.core.model import DenoisingModel
     size = {size}
     model = DenoisingModel.create(Config(), Normalisation(0.5, 0.2))
     model.net.to("{device}").eval()
@@ -382,9 +382,10 @@ def bench_side_by_side(python, *, width: int = 32, depth: int = 2, patch: int = 
     ratios = {}
     ours = [name for name in names if tools[name]["side"] == "ours"]
     theirs = [name for name in names if tools[name]["side"] == "careamics"]
-    pairs = [("each at its default", ours[0], theirs[0])] + [
+    default_pair = next(((ours[0], b) for b in theirs if tools[b]["lightning_precision"] == "32-true"), None)
+    pairs = ([("each at its default", *default_pair)] if default_pair else []) + [
         (f"both in {tools[a]['precision']}", a, b) for a in ours for b in theirs
-        if tools[a]["precision"] == tools[b]["precision"] and (a, b) != (ours[0], theirs[0])]
+        if tools[a]["precision"] == tools[b]["precision"] and (a, b) != default_pair]
     for label, a, b in pairs:
         ratios[label] = {key: rows[a][key] / rows[b][key]
                          for key in ("steps_per_s", "steps_per_cpu_s", "mpix_per_s", "mpix_per_cpu_s")}

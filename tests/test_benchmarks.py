@@ -180,6 +180,10 @@ def test_side_by_side_compares_each_precision_where_the_cpu_has_bfloat16(monkeyp
     assert list(side["ratio"]) == ["each at its default", "both in bfloat16", "both in float32"]
     table = speed.side_by_side_table(side)
     assert "| this project (bfloat16, its default) |" in table and "| CAREamics (bfloat16) |" in table
+    only_bf16 = speed.bench_side_by_side("python", width=8, steps=4, steps_per_epoch=2, train_size=64,
+                                         predict_size=64, repeats=1, work_dir=tmp_path,
+                                         careamics_precisions=("bf16-mixed",))
+    assert list(only_bf16["ratio"]) == ["both in bfloat16"]  # CAREamics' default was not measured
 
 
 def test_ours_side_by_side_trains_the_budget_and_denoises():
