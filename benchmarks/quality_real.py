@@ -166,8 +166,8 @@ def run_case(image: str, noise: real_set.Noise, seed: int, methods: list[str], b
                 output, _, _ = run_training(noisy, one_stage_config(budget, seed, struct=False), CENTRE_ONLY)
                 mask = CENTRE_ONLY
             elif method == "ours, float32":
-                model, mask, _ = train_model(noisy, dataclasses.replace(ours_config(budget, seed), mixed_precision=False),
-                                             None)
+                in_float32 = dataclasses.replace(ours_config(budget, seed), mixed_precision=False)
+                model, mask, _ = train_model(noisy, in_float32, None)
                 output = denoise(model, noisy)
             elif method == "structN2V true mask":
                 if oracle.sum() == 1:  # centre-only truth: one-stage structN2V is N2V, the same run

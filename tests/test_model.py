@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_autostructn2v import Config, DenoisingModel, ModelFileError, StageConfig, denoise, fit, load_model, make_sample, save_model
+from napari_autostructn2v import (Config, DenoisingModel, ModelFileError, StageConfig, denoise, fit, load_model,
+                                  make_sample, save_model)
 from napari_autostructn2v.core.images import Normalisation
 from napari_autostructn2v.core.training import Step, train
 

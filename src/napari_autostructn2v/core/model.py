@@ -86,7 +86,7 @@ def memory_format(device: torch.device, dims: int = 2, training: bool = False) -
 
 def native_bfloat16(device: torch.device) -> bool:
     """Whether `device` computes bfloat16 convolutions natively: CUDA GPUs that support it, and CPUs with AMX
-    (Intel Xeon since Sapphire Rapids), where oneDNN runs them 1.6-3x faster than float32. Elsewhere
+    (Intel Xeon since Sapphire Rapids), where oneDNN ran them 1.6-4x faster than float32 (docs/speed.md). Elsewhere
     (AVX2 or AVX-512 without AMX, MPS) bfloat16 would be emulated, slower than float32."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
