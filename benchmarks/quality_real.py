@@ -44,8 +44,8 @@ from napari_autostructn2v.core.model import resolve_device
 from . import real_set
 from ._common import fmt, fmt_pm, limit_threads, markdown_table, mean_std, stopwatch, write_json
 from .peers import careamics_client
-from .quality import (CENTRE_ONLY, Budget, describe_mask, mask_metrics, one_stage_config, ours_config, run_training,
-                      train_model)
+from .quality import (ABLATIONS, CENTRE_ONLY, Budget, describe_mask, mask_metrics, one_stage_config, ours_config,
+                      run_training, train_model)
 
 DEFAULT_IMAGES = ["sparse", "dense", "cell", "hubble", "moon", "coins"]
 DEFAULT_FAMILIES = ["white", "poisson", "box5_h", "gauss2_h", "box5_v", "diagonal", "pmt2", "banding"]
@@ -166,8 +166,7 @@ def run_case(image: str, noise: real_set.Noise, seed: int, methods: list[str], b
                 output, _, _ = run_training(noisy, one_stage_config(budget, seed, struct=False), CENTRE_ONLY)
                 mask = CENTRE_ONLY
             elif method == "ours, float32":
-                in_float32 = dataclasses.replace(ours_config(budget, seed), mixed_precision=False)
-                model, mask, _ = train_model(noisy, in_float32, None)
+                model, mask, _ = train_model(noisy, ABLATIONS[method](ours_config(budget, seed)), None)
                 output = denoise(model, noisy)
             elif method == "structN2V true mask":
                 if oracle.sum() == 1:  # centre-only truth: one-stage structN2V is N2V, the same run

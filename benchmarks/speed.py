@@ -321,10 +321,9 @@ def side_by_side_tools(careamics_precisions: tuple[str, ...]) -> dict[str, dict]
     if native:
         tools["this project (float32)"] = {"side": "ours", "mixed_precision": False, "precision": "float32"}
     for precision in careamics_precisions:
-        default = ", its default" if precision == "32-true" else ""
-        tools[f"CAREamics ({'float32' if precision == '32-true' else 'bfloat16'}{default})"] = {
-            "side": "careamics", "lightning_precision": precision,
-            "precision": "float32" if precision == "32-true" else "bfloat16"}
+        kind, default = ("float32", ", its default") if precision == "32-true" else ("bfloat16", "")
+        tools[f"CAREamics ({kind}{default})"] = {"side": "careamics", "lightning_precision": precision,
+                                                 "precision": kind}
     return tools
 
 
