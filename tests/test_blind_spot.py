@@ -22,7 +22,9 @@ BOX = np.ones((3, 5), bool)
     ([ANTIDIAGONAL], 2, LinePlan(((1, 1),))),
     ([None, VERTICAL], 2, LinePlan(((0, 1), (0, 1)))),  # a channel without a line takes the first one's
     ([HORIZONTAL, VERTICAL], 2, LinePlan(((1, 0), (0, 1)))),  # each channel along its own mask
-    ([HORIZONTAL], 3, LinePlan(((0, 1, 0),))),  # a 2D mask of a 3D network: rows of each plane
+    ([HORIZONTAL], 3, LinePlan(((3, 1, 0),))),  # a 2D mask of a 3D network: rows of each plane, shifted along Z
+    ([VERTICAL], 3, LinePlan(((3, 0, 1),))),
+    ([np.stack([HORIZONTAL] * 3)], 3, LinePlan(((0, 1, 0),))),  # a mask across planes: the same rows in each
     ([BOX], 2, None),  # thicker than one line: one pass on the unmasked image
     ([HORIZONTAL, BOX], 2, None),  # one thick mask: one pass for all channels
     ([None], 2, None),
@@ -114,3 +116,19 @@ def test_a_3d_network_predicts_a_voxel_without_its_planes_mask_pixels():
 
     assert voxel(changed) == pytest.approx(voxel(volume), abs=1e-4)
     assert abs(voxel(changed, blind_spot=False) - voxel(volume, blind_spot=False)) > 1e-3
+
+
+def test_a_3d_network_sees_a_voxels_neighbours_along_z_when_its_plane_is_masked():
+    torch.manual_seed(0)
+    model = DenoisingModel.create(Config(base_channels=4, depth=1, network="3d", mixed_precision=False),
+                                  Normalisation(100.0, 20.0))
+    model.struct_mask = HORIZONTAL
+    model.net.eval()
+    volume = np.random.default_rng(7).normal(100, 20, (12, 32, 32)).astype(np.float32)
+    changed = volume.copy()
+    changed[[5, 7], 16, 16] += 300.0  # the voxel's neighbours in the planes above and below: its signal, other noise
+
+    def voxel(data):
+        return denoise(model, data, tile_size=64, overlap=8, axes="ZYX")[6, 16, 16]
+
+    assert abs(voxel(changed) - voxel(volume)) > 1e-3

@@ -11,9 +11,12 @@ those lines is a blind spot and takes the value of a neighbour outside its mask 
 lines (the median of them for N2V2), as a blind spot does in training; its mask lies on its line, so
 none of the mask's noise reaches the network. The output is kept on the masked lines; 8 passes cover
 the image. Every third line was 0.05-2.9 dB worse: it replaces a third of the input, far more than the
-training masks do (docs/benchmarks.md). Each choice comes from a hash of the pixel's position in the
-whole image (`origin` gives a tile's), so the output does not depend on the tiling, on chunks or on the
-other planes of a stack. Masks thicker than one line predict in one pass (see `line_plan`).
+training masks do (docs/benchmarks.md). In 3D the masked lines shift from plane to plane (`Z_SHIFT`):
+the same rows in every plane hid each voxel's neighbours along Z too, the context a 3D network is for
+and training's sparse blind spots leave in place (docs/shapes.md). Each choice comes from a hash of the
+pixel's position in the whole image (`origin` gives a tile's), so the output does not depend on the
+tiling, on chunks or on the other planes of a stack. Masks thicker than one line predict in one pass
+(see `line_plan`).
 """
 
 from __future__ import annotations
@@ -25,8 +28,14 @@ import torch
 
 from .masking import _neighbour, as_spatial_mask, neighbour_offsets
 
-# line families by their normals (Y, X / Z, Y, X): rows, columns, diagonals, anti-diagonals
-NORMALS = {2: ((1, 0), (0, 1), (1, -1), (1, 1)), 3: ((0, 1, 0), (0, 0, 1), (0, 1, -1), (0, 1, 1))}
+# line families by their normals (Y, X / Z, Y, X): rows, columns, diagonals, anti-diagonals. In 3D the masked
+# lines shift by Z_SHIFT lines from one plane to the next, so that a voxel's neighbours in the 7 planes above
+# and below are never masked with it: they carry its signal with independent noise, what a 3D network reads.
+# A mask that reaches into other planes (noise correlated along Z) takes the same lines in every plane.
+Z_SHIFT = 3  # odd, so that planes 1 to 7 apart mask different lines
+_FLAT_3D = ((0, 1, 0), (0, 0, 1), (0, 1, -1), (0, 1, 1))
+NORMALS = {2: ((1, 0), (0, 1), (1, -1), (1, 1)),
+           3: tuple((Z_SHIFT, *normal[1:]) for normal in _FLAT_3D) + _FLAT_3D}
 SPACING = 8  # every eighth line: about the share of the input training's masks replace (1 % x 13 pixels)
 _PRIMES = (73856093, 19349663, 83492791)  # spatial hashing (Teschner et al. 2003)
 _MIX = 2654435761  # Knuth's multiplicative constant
