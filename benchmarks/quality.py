@@ -74,6 +74,7 @@ ABLATIONS = {
     "ours, patch 32": lambda c: both_stages(c, patch_size=32),
     "ours, patch 96": lambda c: both_stages(c, patch_size=96),
     "ours, float32": lambda c: dataclasses.replace(c, mixed_precision=False),
+    "ours, mean not kept": lambda c: dataclasses.replace(c, keep_mean=False),
 }
 
 

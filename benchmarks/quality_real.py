@@ -52,7 +52,8 @@ DEFAULT_FAMILIES = ["white", "poisson", "box5_h", "gauss2_h", "box5_v", "diagona
 OURS_METHODS = ["noisy", "N2V", "structN2V true mask", "ours", "ours, direct inference"]
 CAREAMICS_METHODS = ["CAREamics N2V", "CAREamics structN2V 5", "CAREamics structN2V best"]
 ALL_METHODS = OURS_METHODS + CAREAMICS_METHODS
-ON_REQUEST = ["ours, float32"]  # ours trained and denoised in float32 (Config.mixed_precision off): --methods only
+# quality's ablations of ours, by name (float32: Config.mixed_precision off; Config.keep_mean off): --methods only
+ON_REQUEST = ["ours, float32", "ours, mean not kept"]
 BRIGHT_FRACTION = 0.05
 NOT_RUN = "CAREamics: not run (no --careamics-python)"
 
@@ -165,7 +166,7 @@ def run_case(image: str, noise: real_set.Noise, seed: int, methods: list[str], b
             elif method == "N2V" or (method == "structN2V true mask" and oracle.sum() == 1 and "N2V" not in methods):
                 output, _, _ = run_training(noisy, one_stage_config(budget, seed, struct=False), CENTRE_ONLY)
                 mask = CENTRE_ONLY
-            elif method == "ours, float32":
+            elif method in ON_REQUEST:
                 model, mask, _ = train_model(noisy, ABLATIONS[method](ours_config(budget, seed)), None)
                 output = denoise(model, noisy)
             elif method == "structN2V true mask":

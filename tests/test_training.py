@@ -222,3 +222,38 @@ def test_zero_epochs_in_both_stages_is_refused_at_the_call(noisy, tiny_config):
     tiny_config.stage1.epochs = tiny_config.stage2.epochs = 0
     with pytest.raises(ConfigError, match="both 0: nothing would be trained"):
         train(noisy, tiny_config)  # at the call, before the first event
+
+
+@pytest.mark.parametrize("network, axes", [("2d", "CYX"), ("3d", "CZYX")])
+def test_the_output_keeps_the_inputs_mean_in_each_channel(network, axes):
+    from napari_autostructn2v import Config, DenoisingModel
+    from napari_autostructn2v.core.images import Normalisation
+    from napari_autostructn2v.core.training import _keep_input_mean
+
+    torch.manual_seed(0)
+    config = Config(base_channels=4, depth=1, network=network, mixed_precision=False)
+    model = DenoisingModel.create(config, Normalisation((10.0, 50.0), (2.0, 8.0)))
+    model.net.eval()
+    with torch.no_grad():
+        model.net.head.bias += torch.tensor([0.7, -0.4])  # one channel's output too bright, the other's too dark
+    shape = (2, 40, 40) if network == "2d" else (2, 8, 24, 24)
+    sample = np.random.default_rng(0).normal(0, 1, shape).astype(np.float32) * np.array([2.0, 8.0]).reshape(
+        (2,) + (1,) * (len(shape) - 1)) + np.array([11.0, 45.0]).reshape((2,) + (1,) * (len(shape) - 1))
+    _keep_input_mean(model, [sample])
+    output = denoise(model, sample, axes=axes, blind_spot=False)
+    spatial = tuple(range(1, len(shape)))
+    np.testing.assert_allclose(output.mean(axis=spatial), sample.mean(axis=spatial), atol=1e-3)
+
+
+def test_training_shifts_only_the_last_bias_to_keep_the_mean_unless_told_not_to(noisy, tiny_config):
+    tiny_config.keep_mean = False
+    kept = fit(noisy, tiny_config)
+    tiny_config.keep_mean = True
+    shifted = fit(noisy, tiny_config)
+    before, after = kept.net.state_dict(), shifted.net.state_dict()
+    changed = [name for name in before if not torch.equal(before[name], after[name])]
+    assert changed == ["head.bias"]
+    offset = float(after["head.bias"] - before["head.bias"]) * shifted.normalisation.std
+    drift = float(np.mean(denoise(kept, noisy)) - np.mean(noisy))
+    assert abs(float(np.mean(denoise(shifted, noisy)) - np.mean(noisy))) < abs(drift)
+    assert offset == pytest.approx(-drift, abs=0.3 * abs(drift) + 1e-3)

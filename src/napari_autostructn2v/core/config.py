@@ -59,6 +59,7 @@ CONFIG_RULES = {
     "separate_channels": _BOOL,
     "sparse_top_level": _BOOL,
     "mixed_precision": _BOOL,
+    "keep_mean": _BOOL,
 }
 
 
@@ -153,6 +154,9 @@ class Config:
     quality runs longer than docs/speed.md's show it costs nothing). The network and its use are the same.
     `mixed_precision` trains and denoises in bfloat16 (losses and weights in float32) where the device computes it
     natively, CUDA GPUs and CPUs with AMX (see `core.model.native_bfloat16`); False keeps float32 everywhere.
+    `keep_mean`: after training, the output is shifted (the last layer's bias) so that a central crop of the first
+    image, denoised, keeps its mean in each channel: noise of zero mean leaves an image's mean as it is, but batch
+    norm's running statistics can shift the output, most for the 3D network (its patches are thinner than its reach).
     """
 
     stage1: StageConfig = field(default_factory=_stage1_defaults)
@@ -170,6 +174,7 @@ class Config:
     separate_channels: bool = False
     sparse_top_level: bool = False
     mixed_precision: bool = True
+    keep_mean: bool = True
 
     @property
     def dims(self) -> int:

@@ -38,6 +38,8 @@ PREVIEW_TILE_3D, PREVIEW_MARGIN_3D = 128, 16
 # previews may take this share of the training time, plus an allowance (blind-spot previews of a 512² crop
 # cost about 10 training steps each on a CPU: one every 20 steps would add about 40 % to the training time)
 PREVIEW_SHARE, PREVIEW_ALLOWANCE_S = 0.15, 1.0
+# keep_mean: the output keeps the mean of central crops of up to MEAN_SAMPLES samples, evenly spread
+MEAN_SIDE, MEAN_SIDE_3D, MEAN_PLANES, MEAN_SAMPLES = 256, 128, 16, 8
 
 
 class TooFewPatchesError(InputError):
@@ -294,13 +296,17 @@ def _mapped_sample(plane: MappedPlane, name: str, patch: int, config: Config, ax
 
 def preview_crop(sample: np.ndarray) -> np.ndarray:
     """A central crop of a (C, Y, X) plane, or of a (C, Z, Y, X) volume (smaller in the plane)."""
-    size = PREVIEW_SIZE if sample.ndim == 3 else PREVIEW_SIZE_3D
+    return central_crop(sample, PREVIEW_SIZE if sample.ndim == 3 else PREVIEW_SIZE_3D, PREVIEW_PLANES)
+
+
+def central_crop(sample: np.ndarray, side: int, planes: int) -> np.ndarray:
+    """The central `side` x `side` pixels of a (C, Y, X) plane, and `planes` planes of a (C, Z, Y, X) volume."""
     height, width = sample.shape[-2:]
-    top, left = max(0, (height - size) // 2), max(0, (width - size) // 2)
-    crop = sample[..., top : top + size, left : left + size]
+    top, left = max(0, (height - side) // 2), max(0, (width - side) // 2)
+    crop = sample[..., top : top + side, left : left + side]
     if sample.ndim == 4:
-        first = max(0, (sample.shape[1] - PREVIEW_PLANES) // 2)
-        crop = crop[:, first : first + PREVIEW_PLANES]
+        first = max(0, (sample.shape[1] - planes) // 2)
+        crop = crop[:, first : first + planes]
     return crop
 
 
@@ -388,6 +394,7 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
     global_step = 0
     stopped = False
     previews = _PreviewBudget(preview_every)
+    val_patches = None
 
     for stage_index, stage in ((1, config.stage1), (2, config.stage2)):
         if stopped:
@@ -451,6 +458,8 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
             best_loss = _keep_best(net, val_patches, seed, stage, mask, best_loss, best_state, config)
             net.eval()
         yield StageFinished(stage_index, best_loss, stopped)
+    if config.keep_mean and val_patches is not None:  # None: stopped before any stage sampled patches
+        _keep_input_mean(model, slices[:: -(-len(slices) // MEAN_SAMPLES)])
     model.net.to(memory_format=torch.contiguous_format).eval()
     yield Done(model, stopped)
 
@@ -463,6 +472,27 @@ def _keep_best(net, val_patches, seed: int, stage: StageConfig, mask, best_loss:
         net.load_state_dict(best_state)
         return float(best_loss)
     return current
+
+
+def _keep_input_mean(model: DenoisingModel, samples: list) -> None:
+    """Shift the output (the last layer's bias) so that central crops of the samples, denoised as `denoise`
+    does it, keep their mean in each channel. An unbiased denoiser keeps the mean of an image under zero-mean
+    noise; batch norm's running statistics, and a 3D network trained on patches thinner than its reach in Z,
+    can darken or brighten the whole output instead (measured on patches, the shift would be theirs, not the
+    whole image's)."""
+    volume = samples[0].ndim == 4
+    difference = np.zeros(samples[0].shape[0])
+    count = 0
+    for sample in samples:
+        crop = np.asarray(central_crop(sample, MEAN_SIDE_3D if volume else MEAN_SIDE, MEAN_PLANES), np.float32)
+        output = denoise(model, crop, axes="CZYX" if volume else "CYX", blind_spot=False)
+        spatial = tuple(range(1, crop.ndim))
+        difference += crop.sum(axis=spatial, dtype=np.float64) - output.sum(axis=spatial, dtype=np.float64)
+        count += crop[0].size
+    shift = difference / count / np.asarray(model.normalisation.std, np.float64)  # in the network's units
+    with torch.no_grad():
+        model.net.head.bias += torch.as_tensor(shift, dtype=model.net.head.bias.dtype,
+                                               device=model.net.head.bias.device)
 
 
 def _estimate_masks(model: DenoisingModel, slices: list[np.ndarray], config: Config) -> list[MaskEstimate]:
