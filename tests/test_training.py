@@ -233,6 +233,7 @@ def test_the_output_keeps_the_inputs_mean_in_each_channel(network, axes):
     torch.manual_seed(0)
     config = Config(base_channels=4, depth=1, network=network, mixed_precision=False)
     model = DenoisingModel.create(config, Normalisation((10.0, 50.0), (2.0, 8.0)))
+    model.struct_mask = preset_mask("horizontal", 5)  # denoised with blind spots, as by default
     model.net.eval()
     with torch.no_grad():
         model.net.head.bias += torch.tensor([0.7, -0.4])  # one channel's output too bright, the other's too dark
@@ -240,7 +241,7 @@ def test_the_output_keeps_the_inputs_mean_in_each_channel(network, axes):
     sample = np.random.default_rng(0).normal(0, 1, shape).astype(np.float32) * np.array([2.0, 8.0]).reshape(
         (2,) + (1,) * (len(shape) - 1)) + np.array([11.0, 45.0]).reshape((2,) + (1,) * (len(shape) - 1))
     _keep_input_mean(model, [sample])
-    output = denoise(model, sample, axes=axes, blind_spot=False)
+    output = denoise(model, sample, axes=axes)
     spatial = tuple(range(1, len(shape)))
     np.testing.assert_allclose(output.mean(axis=spatial), sample.mean(axis=spatial), atol=1e-3)
 
@@ -255,5 +256,6 @@ def test_training_shifts_only_the_last_bias_to_keep_the_mean_unless_told_not_to(
     assert changed == ["head.bias"]
     offset = float(after["head.bias"] - before["head.bias"]) * shifted.normalisation.std
     drift = float(np.mean(denoise(kept, noisy)) - np.mean(noisy))
-    assert abs(float(np.mean(denoise(shifted, noisy)) - np.mean(noisy))) < abs(drift)
+    # kept as denoise computes it by default, with blind spots: in one pass the mean is 0.001 off here
+    assert abs(float(np.mean(denoise(shifted, noisy)) - np.mean(noisy))) < 2e-4
     assert offset == pytest.approx(-drift, abs=0.3 * abs(drift) + 1e-3)

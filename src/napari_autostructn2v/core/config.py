@@ -154,9 +154,9 @@ class Config:
     quality runs longer than docs/speed.md's show it costs nothing). The network and its use are the same.
     `mixed_precision` trains and denoises in bfloat16 (losses and weights in float32) where the device computes it
     natively, CUDA GPUs and CPUs with AMX (see `core.model.native_bfloat16`); False keeps float32 everywhere.
-    `keep_mean`: after training, the output is shifted (the last layer's bias) so that a central crop of the first
-    image, denoised, keeps its mean in each channel: noise of zero mean leaves an image's mean as it is, but batch
-    norm's running statistics can shift the output, most for the 3D network (its patches are thinner than its reach).
+    `keep_mean`: after training, the output is shifted (the last layer's bias) so that central crops of the images,
+    denoised, keep their mean in each channel: noise of zero mean leaves an image's mean as it is, but batch norm's
+    running statistics can shift the output, most for the 3D network (its patches are thinner than its reach).
     """
 
     stage1: StageConfig = field(default_factory=_stage1_defaults)
