@@ -248,14 +248,14 @@ def test_the_output_keeps_the_inputs_mean_in_each_channel(network, axes):
 
 def test_training_shifts_only_the_last_bias_to_keep_the_mean_unless_told_not_to(noisy, tiny_config):
     tiny_config.keep_mean = False
-    kept = fit(noisy, tiny_config)
+    plain = fit(noisy, tiny_config)
     tiny_config.keep_mean = True
     shifted = fit(noisy, tiny_config)
-    before, after = kept.net.state_dict(), shifted.net.state_dict()
+    before, after = plain.net.state_dict(), shifted.net.state_dict()
     changed = [name for name in before if not torch.equal(before[name], after[name])]
     assert changed == ["head.bias"]
     offset = float(after["head.bias"] - before["head.bias"]) * shifted.normalisation.std
-    drift = float(np.mean(denoise(kept, noisy)) - np.mean(noisy))
+    drift = float(np.mean(denoise(plain, noisy)) - np.mean(noisy))
     # kept as denoise computes it by default, with blind spots: in one pass the mean is 0.001 off here
     assert abs(float(np.mean(denoise(shifted, noisy)) - np.mean(noisy))) < 2e-4
     assert offset == pytest.approx(-drift, abs=0.3 * abs(drift) + 1e-3)
