@@ -294,6 +294,11 @@ def _mapped_sample(plane: MappedPlane, name: str, patch: int, config: Config, ax
     return ChannelPlane(plane)
 
 
+def sample_axes(sample: np.ndarray) -> str:
+    """The axes of a training sample: a (C, Z, Y, X) volume for the 3D network, else a (C, Y, X) plane."""
+    return "CZYX" if sample.ndim == 4 else "CYX"
+
+
 def preview_crop(sample: np.ndarray) -> np.ndarray:
     """A central crop of a (C, Y, X) plane, or of a (C, Z, Y, X) volume (smaller in the plane)."""
     return central_crop(sample, PREVIEW_SIZE if sample.ndim == 3 else PREVIEW_SIZE_3D, PREVIEW_PLANES)
@@ -388,7 +393,7 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
     model.axes = axes
     model.net.to(device, memory_format=layout)
     if preview_image is None:
-        preview, preview_axes = preview_crop(slices[0]), "CZYX" if slices[0].ndim == 4 else "CYX"
+        preview, preview_axes = preview_crop(slices[0]), sample_axes(slices[0])
     else:
         preview, preview_axes = check_image(preview_image, "preview image"), None
     global_step = 0
@@ -481,12 +486,12 @@ def _keep_input_mean(model: DenoisingModel, samples: list) -> None:
     in Z, can darken or brighten the whole output instead. Measured another way the shift would be wrong: on
     training patches it is theirs, not the whole image's; in one pass, a structN2V network reads its mask's
     noise and comes out brighter (0.013 on the sparse frame) than with its blind spots."""
-    volume = samples[0].ndim == 4
+    axes = sample_axes(samples[0])
     difference = np.zeros(samples[0].shape[0])
     count = 0
     for sample in samples:
-        crop = np.asarray(central_crop(sample, MEAN_SIDE_3D if volume else MEAN_SIDE, MEAN_PLANES), np.float32)
-        output = denoise(model, crop, axes="CZYX" if volume else "CYX")
+        crop = np.asarray(central_crop(sample, MEAN_SIDE_3D if "Z" in axes else MEAN_SIDE, MEAN_PLANES), np.float32)
+        output = denoise(model, crop, axes=axes)
         spatial = tuple(range(1, crop.ndim))
         difference += crop.sum(axis=spatial, dtype=np.float64) - output.sum(axis=spatial, dtype=np.float64)
         count += crop[0].size
@@ -500,8 +505,7 @@ def _estimate_masks(model: DenoisingModel, slices: list[np.ndarray], config: Con
     """One estimate per channel, from that channel's planes (volumes for the 3D network: Z correlation too)."""
     volumes = slices[0].ndim == 4
     if config.mask.source == "stage1_residual":
-        axes = "CZYX" if volumes else "CYX"
-        data = [_residual(model, np.asarray(sample), axes) for sample in slices]
+        data = [_residual(model, np.asarray(sample), sample_axes(sample)) for sample in slices]
     else:
         data = slices
     return [estimate_struct_mask([sample[channel] for sample in data], is_noise=config.mask.source != "image",
