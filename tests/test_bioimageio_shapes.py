@@ -78,8 +78,10 @@ def test_channel_and_3d_packages_are_valid_and_describe_their_axes_and_normalisa
     np.testing.assert_allclose(np.ravel(post.kwargs.offset), means)
     np.testing.assert_allclose(np.ravel(post.kwargs.gain), stds)
     kwargs = dict(description.weights.pytorch_state_dict.architecture.kwargs)
+    # the 3D network has no batch norms by default; the package says so, and only then
     assert kwargs == {"base_channels": 8, "depth": 2, "n2v2": model.net.n2v2, "margin": 32,
-                      "channels": model.channels, "dims": model.net.dims, "separate": model.config.separate_channels}
+                      "channels": model.channels, "dims": model.net.dims, "separate": model.config.separate_channels,
+                      **({} if model.net.dims == 2 else {"batch_norm": False})}
     stored = description.config.model_extra[CONFIG_KEY]
     assert stored["axes"] == model.axes and len(stored["channel_masks"]) == model.channels
     with zipfile.ZipFile(path) as archive:

@@ -128,6 +128,27 @@ def test_3d_tiles_equal_whole_volume_inference():
     np.testing.assert_allclose(tiled, whole, rtol=1e-4, atol=1e-3)
 
 
+def test_the_3d_network_has_no_batch_norms_unless_asked_and_older_files_keep_theirs(tmp_path):
+    def norms(model):
+        return sum(isinstance(module, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)) for module in model.net.modules())
+
+    assert norms(DenoisingModel.create(make_tiny_config(), Normalisation(0.0, 1.0))) == 10
+    plain = DenoisingModel.create(make_tiny_config(network="3d", patch_depth=8), Normalisation(0.0, 1.0))
+    assert norms(plain) == 0 and not plain.net.batch_norm
+    asked = DenoisingModel.create(make_tiny_config(network="3d", patch_depth=8, batch_norm=True), Normalisation(0.0, 1.0))
+    assert norms(asked) == 10
+    assert norms(load_model(save_model(plain, tmp_path / "plain.pt"))) == 0
+    # a 3D model saved before the choice existed: its configuration has no batch_norm, its weights have norms
+    path = save_model(asked, tmp_path / "older.pt")
+    payload = torch.load(path, weights_only=True)
+    del payload["config"]["batch_norm"]
+    torch.save(payload, path)
+    older = load_model(path)
+    assert norms(older) == 10
+    volume = np.random.default_rng(0).normal(0, 1, (8, 24, 24)).astype(np.float32)
+    np.testing.assert_array_equal(denoise(older, volume, axes="ZYX"), denoise(asked, volume, axes="ZYX"))
+
+
 def test_version_1_model_files_still_load(tmp_path):
     model = DenoisingModel.create(make_tiny_config(), Normalisation(1.0, 2.0))
     model.struct_mask = HORIZONTAL

@@ -31,6 +31,8 @@ def _randomise_batch_norms(net: UNet) -> None:
     ({"channels": 2}, (2, 2, 16, 16)),
     ({"channels": 2, "separate": True}, (2, 2, 16, 16)),
     ({"dims": 3}, (2, 1, 8, 16, 16)),
+    ({"dims": 3, "batch_norm": False}, (2, 1, 8, 16, 16)),
+    ({"batch_norm": False, "n2v2": True}, (2, 1, 24, 40)),
     ({"depth": 1}, (2, 1, 16, 20)),
     ({"depth": 3}, (2, 1, 32, 32)),
 ])

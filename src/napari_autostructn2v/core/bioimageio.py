@@ -145,18 +145,26 @@ def _default_example(model: DenoisingModel) -> tuple[np.ndarray, str]:
     return np.stack(channels), "CYX"
 
 
-def _architecture_kwargs(base_channels, depth, n2v2, channels, dims, separate) -> dict:
-    """MirrorPaddedUNet's arguments; those of channels and 3D only where they differ from one channel in 2D
-    (so that packages of such models stay as they were before channels and 3D existed)."""
+def _architecture_kwargs(base_channels, depth, n2v2, channels, dims, separate, batch_norm=True) -> dict:
+    """MirrorPaddedUNet's arguments; those of channels, 3D and batch norm only where they differ from one channel
+    in 2D with batch norms (so that packages of such models stay as they were before these choices existed)."""
     kwargs = {"base_channels": base_channels, "depth": depth, "n2v2": n2v2, "margin": MARGIN}
     if channels != 1 or dims != 2:
         kwargs.update(channels=channels, dims=dims, separate=separate)
+    if not batch_norm:
+        kwargs.update(batch_norm=False)
     return kwargs
+
+
+def _stored_batch_norm(config: dict) -> bool:
+    """Whether a stored configuration's network has batch norms (always, for packages written before the choice)."""
+    choice = config.get("batch_norm", True)
+    return config.get("network", "2d") == "2d" if choice is None else bool(choice)
 
 
 def _model_kwargs(model: DenoisingModel) -> dict:
     return _architecture_kwargs(model.config.base_channels, model.net.depth, model.net.n2v2, model.channels,
-                                model.net.dims, model.config.separate_channels)
+                                model.net.dims, model.config.separate_channels, model.net.batch_norm)
 
 
 def _padded_net(model: DenoisingModel) -> MirrorPaddedUNet:
@@ -441,7 +449,8 @@ def _check_consistency(path: Path, description, payload: dict) -> None:
     nested = isinstance(normalisation, list) and bool(normalisation) and isinstance(normalisation[0], list)
     channels = len(normalisation) if nested else 1
     expected = _architecture_kwargs(config.get("base_channels"), config.get("depth"), payload.get("n2v2"), channels,
-                                    3 if config.get("network") == "3d" else 2, config.get("separate_channels"))
+                                    3 if config.get("network") == "3d" else 2, config.get("separate_channels"),
+                                    _stored_batch_norm(config))
     expected["margin"] = payload.get("margin")
     if architecture.callable != MirrorPaddedUNet.__name__ or dict(architecture.kwargs) != expected:
         raise ModelFileError(f"{path}: its architecture ({architecture.callable} with {dict(architecture.kwargs)}) "

@@ -56,6 +56,7 @@ CONFIG_RULES = {
     "device": Rule("str", choices=DEVICES),
     "network": Rule("str", choices=NETWORKS),
     "patch_depth": Rule("int", 4, 1024),
+    "batch_norm": Rule("bool", optional=True, none_means="batch norm in the 2D network, none in the 3D one"),
     "separate_channels": _BOOL,
     "sparse_top_level": _BOOL,
     "mixed_precision": _BOOL,
@@ -145,7 +146,9 @@ class Config:
     estimated from the raw image, steps spent in stage 2 pay most (see the README's benchmarks).
 
     network "3d" trains a 3D UNet on patches of `patch_depth` planes x patch_size x patch_size
-    (images need a Z axis); "2d" treats every plane on its own.
+    (images need a Z axis); "2d" treats every plane on its own. `batch_norm` None (the default) gives the 2D
+    network batch normalisation and the 3D network none: the 3D network's small batches (2 patches) estimate
+    batch statistics poorly, and its output moved by up to 0.7 dB with them (docs/shapes.md).
     Channels (axes with C) are channels of one network by default; `separate_channels` gives each
     channel a network of its own (as wide as a one-channel network; all are stored in one model).
     `sparse_top_level` computes the full-resolution decoder block only around the blind spots while training
@@ -171,10 +174,16 @@ class Config:
     device: str = "auto"
     network: str = "2d"
     patch_depth: int = 16
+    batch_norm: bool | None = None
     separate_channels: bool = False
     sparse_top_level: bool = False
     mixed_precision: bool = True
     keep_mean: bool = True
+
+    @property
+    def uses_batch_norm(self) -> bool:
+        """Whether the network has batch norms: `batch_norm`, or by default for the 2D network only."""
+        return self.network == "2d" if self.batch_norm is None else self.batch_norm
 
     @property
     def dims(self) -> int:

@@ -43,7 +43,7 @@ class DenoisingModel:
     @classmethod
     def create(cls, config: Config, normalisation: Normalisation, n2v2: bool = False) -> DenoisingModel:
         net = UNet(config.base_channels, config.depth, n2v2=n2v2, channels=normalisation.channels,
-                   dims=config.dims, separate=config.separate_channels)
+                   dims=config.dims, separate=config.separate_channels, batch_norm=config.uses_batch_norm)
         return cls(net, config, normalisation)
 
     @property
@@ -230,8 +230,8 @@ def _model_from_payload(payload: dict) -> DenoisingModel:
         raise ModelFileError(f"it lacks the field(s) {missing}.")
     if not isinstance(payload["config"], dict):
         raise ModelFileError("its configuration is not a mapping.")
-    try:
-        config = Config.from_dict(payload["config"])
+    try:  # files written before batch_norm existed hold networks with batch norms
+        config = Config.from_dict({"batch_norm": True, **payload["config"]})
     except ConfigError as err:
         raise ModelFileError(f"its configuration is invalid ({err})") from None
     if not isinstance(payload["n2v2"], bool):
@@ -259,7 +259,7 @@ def _model_from_payload(payload: dict) -> DenoisingModel:
         raise ModelFileError("its training history is not a list of records.")
     model = DenoisingModel(
         UNet(config.base_channels, config.depth, n2v2=payload["n2v2"], channels=normalisation.channels, dims=dims,
-             separate=config.separate_channels),
+             separate=config.separate_channels, batch_norm=config.uses_batch_norm),
         config,
         normalisation,
         mask,

@@ -1,6 +1,6 @@
 """A small 2D or 3D UNet for blind-spot denoising, with one input and output channel per image channel.
 
-Batch normalisation (running statistics at inference) keeps the output of a pixel independent
+Batch normalisation (running statistics at inference), or none, keeps the output of a pixel independent
 of the tile it is computed in, which tiled inference relies on.
 """
 
@@ -24,13 +24,18 @@ MAX_POOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
 AVG_POOL = {2: nn.AvgPool2d, 3: nn.AvgPool3d}
 
 
-def _block(in_channels: int, out_channels: int, dims: int = 2, groups: int = 1) -> nn.Sequential:
+def _block(in_channels: int, out_channels: int, dims: int = 2, groups: int = 1,
+           batch_norm: bool = True) -> nn.Sequential:
+    """Two convolutions, each followed by batch norm (an identity without `batch_norm`) and a leaky ReLU."""
+    def norm() -> nn.Module:
+        return BATCH_NORM[dims](out_channels) if batch_norm else nn.Identity()
+
     return nn.Sequential(
         CONV[dims](in_channels, out_channels, 3, padding=1, groups=groups),
-        BATCH_NORM[dims](out_channels),
+        norm(),
         nn.LeakyReLU(LEAKY_SLOPE, inplace=True),
         CONV[dims](out_channels, out_channels, 3, padding=1, groups=groups),
-        BATCH_NORM[dims](out_channels),
+        norm(),
         nn.LeakyReLU(LEAKY_SLOPE, inplace=True),
     )
 
@@ -42,27 +47,30 @@ class UNet(nn.Module):
     `dims` 2 takes (B, channels, Y, X) batches, 3 takes (B, channels, Z, Y, X) and pools in all three axes.
     With `separate` channels, every layer is split into one group per channel (grouped convolutions):
     a separate network per channel, each as wide as the network of a single channel, in one module.
+    Without `batch_norm` the blocks have no normalisation (identities in its place, so weights keep their names).
     """
 
     def __init__(self, base_channels: int = 16, depth: int = 2, n2v2: bool = False, channels: int = 1,
-                 dims: int = 2, separate: bool = False):
+                 dims: int = 2, separate: bool = False, batch_norm: bool = True):
         super().__init__()
         self.depth = depth
         self.n2v2 = n2v2
         self.channels = channels
         self.dims = dims
+        self.batch_norm = batch_norm
         self.groups = groups = channels if separate else 1
         widths = [base_channels * groups * 2**level for level in range(depth + 1)]
         self.encoders = nn.ModuleList(
-            [_block(channels, widths[0], dims, groups)]
-            + [_block(widths[i], widths[i + 1], dims, groups) for i in range(depth)]
+            [_block(channels, widths[0], dims, groups, batch_norm)]
+            + [_block(widths[i], widths[i + 1], dims, groups, batch_norm) for i in range(depth)]
         )
         self.pool = _BlurMaxPool(dims) if n2v2 else MAX_POOL[dims](2)
         self.upsamples = nn.ModuleList(
             UPSAMPLE[dims](widths[i + 1], widths[i], 2, stride=2, groups=groups) for i in reversed(range(depth))
         )
         self.decoders = nn.ModuleList(
-            _block(widths[i] * (1 if (n2v2 and i == 0) else 2), widths[i], dims, groups) for i in reversed(range(depth))
+            _block(widths[i] * (1 if (n2v2 and i == 0) else 2), widths[i], dims, groups, batch_norm)
+            for i in reversed(range(depth))
         )
         self.head = CONV[dims](widths[0], channels, 1, groups=groups)
 
@@ -144,13 +152,17 @@ def _window_offsets(radius: int, dims: int, device: torch.device) -> torch.Tenso
 
 
 def _normalise_where(hidden: torch.Tensor, norm: nn.Module, inside: torch.Tensor, training: bool) -> torch.Tensor:
-    """Batch norm (statistics of the pixels `inside` when training) and leaky ReLU of (N, C, *window) features;
-    pixels outside the image become 0, the zero padding the next convolution would have seen."""
+    """Batch norm (statistics of the pixels `inside` when training; none if `norm` is an identity) and leaky ReLU
+    of (N, C, *window) features; pixels outside the image become 0, the zero padding the next convolution would
+    have seen."""
     channels_last = hidden.movedim(1, -1)
-    if training and norm.num_batches_tracked is not None:
-        norm.num_batches_tracked.add_(1)
-    normalised = functional.batch_norm(channels_last[inside], norm.running_mean, norm.running_var, norm.weight,
-                                       norm.bias, training, norm.momentum, norm.eps)
+    if isinstance(norm, nn.Identity):
+        normalised = channels_last[inside]
+    else:
+        if training and norm.num_batches_tracked is not None:
+            norm.num_batches_tracked.add_(1)
+        normalised = functional.batch_norm(channels_last[inside], norm.running_mean, norm.running_var, norm.weight,
+                                           norm.bias, training, norm.momentum, norm.eps)
     activated = functional.leaky_relu(normalised, LEAKY_SLOPE)
     result = torch.zeros_like(channels_last).index_put(inside.nonzero(as_tuple=True), activated)
     return result.movedim(-1, 1)
@@ -177,13 +189,14 @@ class MirrorPaddedUNet(nn.Module):
     With `margin` equal to the overlap of tiled `denoise` (32 by default), it computes what `denoise`
     does on a whole image. This module needs torch only: bioimage.io packages carry this file as the
     architecture of their weights, for runtimes that do not have napari-autostructn2v installed.
-    `channels`, `dims` and `separate` are those of `UNet`.
+    `channels`, `dims`, `separate` and `batch_norm` are those of `UNet`.
     """
 
     def __init__(self, base_channels: int = 16, depth: int = 2, n2v2: bool = False, margin: int = 32,
-                 channels: int = 1, dims: int = 2, separate: bool = False):
+                 channels: int = 1, dims: int = 2, separate: bool = False, batch_norm: bool = True):
         super().__init__()
-        self.unet = UNet(base_channels, depth, n2v2=n2v2, channels=channels, dims=dims, separate=separate)
+        self.unet = UNet(base_channels, depth, n2v2=n2v2, channels=channels, dims=dims, separate=separate,
+                         batch_norm=batch_norm)
         self.margin = margin
         self.multiple = 2**depth
         self.dims = dims
