@@ -29,6 +29,7 @@ from . import unet as unet_module
 from .errors import InputError, ModelFileError
 from .files import atomic_write
 from .axes import canonical_image
+from .config import has_batch_norm
 from .inference import check_model_fits, denoise, model_axes
 from .model import FORMAT, DenoisingModel, _first_line, check_model, in_float32, model_from_payload, model_payload
 from .unet import MirrorPaddedUNet
@@ -154,12 +155,6 @@ def _architecture_kwargs(base_channels, depth, n2v2, channels, dims, separate, b
     if not batch_norm:
         kwargs.update(batch_norm=False)
     return kwargs
-
-
-def _stored_batch_norm(config: dict) -> bool:
-    """Whether a stored configuration's network has batch norms (always, for packages written before the choice)."""
-    choice = config.get("batch_norm", True)
-    return config.get("network", "2d") == "2d" if choice is None else bool(choice)
 
 
 def _model_kwargs(model: DenoisingModel) -> dict:
@@ -450,7 +445,7 @@ def _check_consistency(path: Path, description, payload: dict) -> None:
     channels = len(normalisation) if nested else 1
     expected = _architecture_kwargs(config.get("base_channels"), config.get("depth"), payload.get("n2v2"), channels,
                                     3 if config.get("network") == "3d" else 2, config.get("separate_channels"),
-                                    _stored_batch_norm(config))
+                                    has_batch_norm(config.get("network", "2d"), config.get("batch_norm", True)))
     expected["margin"] = payload.get("margin")
     if architecture.callable != MirrorPaddedUNet.__name__ or dict(architecture.kwargs) != expected:
         raise ModelFileError(f"{path}: its architecture ({architecture.callable} with {dict(architecture.kwargs)}) "

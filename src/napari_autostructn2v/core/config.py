@@ -64,6 +64,11 @@ CONFIG_RULES = {
 }
 
 
+def has_batch_norm(network: str, batch_norm: bool | None) -> bool:
+    """Whether a network has batch norms: `batch_norm`, or by default (None) the 2D network only."""
+    return network == "2d" if batch_norm is None else bool(batch_norm)
+
+
 def _validate_fields(obj, rules: dict, prefix: str) -> None:
     """Check every field of `obj` against its rule and store the plain Python value."""
     for name, rule in rules.items():
@@ -182,8 +187,7 @@ class Config:
 
     @property
     def uses_batch_norm(self) -> bool:
-        """Whether the network has batch norms: `batch_norm`, or by default for the 2D network only."""
-        return self.network == "2d" if self.batch_norm is None else self.batch_norm
+        return has_batch_norm(self.network, self.batch_norm)
 
     @property
     def dims(self) -> int:
