@@ -31,7 +31,8 @@ from .files import atomic_write
 from .axes import canonical_image
 from .config import has_batch_norm
 from .inference import check_model_fits, denoise, model_axes
-from .model import FORMAT, DenoisingModel, _first_line, check_model, in_float32, model_from_payload, model_payload
+from .model import (FORMAT, OLDER_CONFIG, DenoisingModel, _first_line, check_model, in_float32, model_from_payload,
+                    model_payload)
 from .unet import MirrorPaddedUNet
 
 CONFIG_KEY = "napari_autostructn2v"
@@ -439,13 +440,13 @@ def _check_consistency(path: Path, description, payload: dict) -> None:
     """What runtimes use (architecture, pre-processing) must agree with the configuration import uses."""
     edited = "the package was edited after export. Export it again from the .pt model."
     architecture = description.weights.pytorch_state_dict.architecture
-    config = payload.get("config") if isinstance(payload.get("config"), dict) else {}
+    config = {**OLDER_CONFIG, **payload["config"]} if isinstance(payload.get("config"), dict) else {}
     normalisation = payload.get("normalisation")
     nested = isinstance(normalisation, list) and bool(normalisation) and isinstance(normalisation[0], list)
     channels = len(normalisation) if nested else 1
     expected = _architecture_kwargs(config.get("base_channels"), config.get("depth"), payload.get("n2v2"), channels,
                                     3 if config.get("network") == "3d" else 2, config.get("separate_channels"),
-                                    has_batch_norm(config.get("network", "2d"), config.get("batch_norm", True)))
+                                    has_batch_norm(config.get("network", "2d"), config.get("batch_norm")))
     expected["margin"] = payload.get("margin")
     if architecture.callable != MirrorPaddedUNet.__name__ or dict(architecture.kwargs) != expected:
         raise ModelFileError(f"{path}: its architecture ({architecture.callable} with {dict(architecture.kwargs)}) "

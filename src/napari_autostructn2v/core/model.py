@@ -23,6 +23,8 @@ from .unet import UNet
 
 FORMAT = "napari-autostructn2v model"
 FORMAT_VERSION = 2  # 2 adds channels, per-channel masks and normalisation, axes; files of version 1 still load
+# configuration values of files written before these fields existed (their networks had batch norms)
+OLDER_CONFIG = {"batch_norm": True}
 
 
 @dataclass
@@ -230,8 +232,8 @@ def _model_from_payload(payload: dict) -> DenoisingModel:
         raise ModelFileError(f"it lacks the field(s) {missing}.")
     if not isinstance(payload["config"], dict):
         raise ModelFileError("its configuration is not a mapping.")
-    try:  # files written before batch_norm existed hold networks with batch norms
-        config = Config.from_dict({"batch_norm": True, **payload["config"]})
+    try:
+        config = Config.from_dict({**OLDER_CONFIG, **payload["config"]})
     except ConfigError as err:
         raise ModelFileError(f"its configuration is invalid ({err})") from None
     if not isinstance(payload["n2v2"], bool):
