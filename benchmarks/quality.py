@@ -75,6 +75,7 @@ ABLATIONS = {
     "ours, patch 96": lambda c: both_stages(c, patch_size=96),
     "ours, float32": lambda c: dataclasses.replace(c, mixed_precision=False),
     "ours, mean not kept": lambda c: dataclasses.replace(c, keep_mean=False),
+    "ours, no batch norm": lambda c: dataclasses.replace(c, batch_norm=False),
 }
 
 

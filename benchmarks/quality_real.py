@@ -45,15 +45,17 @@ from . import real_set
 from ._common import fmt, fmt_pm, limit_threads, markdown_table, mean_std, stopwatch, write_json
 from .peers import careamics_client
 from .quality import (ABLATIONS, CENTRE_ONLY, Budget, describe_mask, mask_metrics, one_stage_config, ours_config,
-                      run_training, train_model)
+                      run_training, train_model, train_supervised)
 
 DEFAULT_IMAGES = ["sparse", "dense", "cell", "hubble", "moon", "coins"]
 DEFAULT_FAMILIES = ["white", "poisson", "box5_h", "gauss2_h", "box5_v", "diagonal", "pmt2", "banding"]
 OURS_METHODS = ["noisy", "N2V", "structN2V true mask", "ours", "ours, direct inference"]
 CAREAMICS_METHODS = ["CAREamics N2V", "CAREamics structN2V 5", "CAREamics structN2V best"]
 ALL_METHODS = OURS_METHODS + CAREAMICS_METHODS
-# quality's ablations of ours, by name (float32: Config.mixed_precision off; Config.keep_mean off): --methods only
-ON_REQUEST = ["ours, float32", "ours, mean not kept"]
+# quality's ablations of ours, by name (float32: Config.mixed_precision off; Config.keep_mean off; Config.batch_norm
+# off), and the same UNet trained on clean targets (an upper reference no self-supervised method reaches): --methods only
+ABLATIONS_ON_REQUEST = ["ours, float32", "ours, mean not kept", "ours, no batch norm"]
+ON_REQUEST = ABLATIONS_ON_REQUEST + ["supervised"]
 BRIGHT_FRACTION = 0.05
 NOT_RUN = "CAREamics: not run (no --careamics-python)"
 
@@ -166,7 +168,9 @@ def run_case(image: str, noise: real_set.Noise, seed: int, methods: list[str], b
             elif method == "N2V" or (method == "structN2V true mask" and oracle.sum() == 1 and "N2V" not in methods):
                 output, _, _ = run_training(noisy, one_stage_config(budget, seed, struct=False), CENTRE_ONLY)
                 mask = CENTRE_ONLY
-            elif method in ON_REQUEST:
+            elif method == "supervised":
+                output = denoise(train_supervised(noisy, reference, budget, seed), noisy)
+            elif method in ABLATIONS_ON_REQUEST:
                 model, mask, _ = train_model(noisy, ABLATIONS[method](ours_config(budget, seed)), None)
                 output = denoise(model, noisy)
             elif method == "structN2V true mask":
@@ -434,6 +438,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                              f"{' '.join(real_set.FAMILIES)}")
     parser.add_argument("--sigmas", nargs="+", type=float, default=[0.1], help="noise levels (default 0.1)")
     parser.add_argument("--seeds", type=int, default=1, help="number of seeds (default 1)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds are first-seed, first-seed + 1, ... (default 0; --merge joins runs of other seeds)")
     parser.add_argument("--steps", type=int, default=200, help="optimiser steps per method, both stages (default 200)")
     parser.add_argument("--steps-per-epoch", type=int, default=20, help="default 20")
     parser.add_argument("--batch", "--batch-size", dest="batch", type=int, default=16, help="default 16")
@@ -526,13 +532,13 @@ def main(argv=None) -> dict:
         for image in args.images:
             for family in args.families:
                 for sigma in args.sigmas:
-                    for seed in range(args.seeds):
+                    for seed in range(args.first_seed, args.first_seed + args.seeds):
                         rows += run_case(image, real_set.Noise(family, sigma), seed, args.methods, budget, python,
                                          args.threads, log)
                         write_json(args.name, {**base, "partial": True, "rows": rows}, args.out)
     out = tables(rows)
     header = (f"Real-image set: images {' '.join(args.images)}; noise {' '.join(args.families)}; sigma "
-              f"{' '.join(f'{s:g}' for s in args.sigmas)}; {args.seeds} seed(s); budget {budget.steps} steps x batch "
+              f"{' '.join(f'{s:g}' for s in args.sigmas)}; {args.seeds} seed(s) from {args.first_seed}; budget {budget.steps} steps x batch "
               f"{budget.batch_size} x patch {budget.patch_size} per method; {args.threads} torch thread(s); "
               f"total wall time {total():.0f} s\n{status}")
     print(header + "\n\n" + render(out))

@@ -234,6 +234,40 @@ def test_ours_in_float32_is_run_on_request_only(no_careamics, monkeypatch):
     assert quality_real.parse_args(["--methods", "ours", "ours, float32"]).methods == ["ours", "ours, float32"]
 
 
+def test_no_batch_norm_and_supervised_run_on_request(no_careamics, monkeypatch):
+    """'ours, no batch norm' trains with Config.batch_norm off; 'supervised' trains on the clean reference."""
+    configs, supervised = [], []
+
+    def recorded(noisy, config, struct_mask):
+        configs.append(config)
+        return quality.train_model(noisy, config, struct_mask)
+
+    def recorded_supervised(noisy, clean, budget, seed):
+        supervised.append(clean)
+        return quality.train_supervised(noisy, clean, budget, seed)
+
+    monkeypatch.setattr(quality_real, "train_model", recorded)
+    monkeypatch.setattr(quality_real, "train_supervised", recorded_supervised)
+    budget = quality.Budget(steps=4, steps_per_epoch=2, batch_size=2, patch_size=32)
+    methods = ["noisy", "ours, no batch norm", "supervised"]
+    rows = quality_real.run_case("sparse", real_set.Noise("box5_h", 0.1), 0, methods, budget, None)
+    assert [r["method"] for r in rows] == methods and all("psnr" in r for r in rows)
+    assert len(configs) == 1 and configs[0].batch_norm is False and not configs[0].uses_batch_norm
+    reference, noisy = real_set.make_case("sparse", real_set.Noise("box5_h", 0.1), 0)
+    assert len(supervised) == 1 and np.array_equal(supervised[0], reference)
+    assert not set(methods[1:]) & set(quality_real.ALL_METHODS)
+
+
+def test_first_seed_moves_the_seeds(no_careamics, monkeypatch, tmp_path):
+    seeds = []
+    monkeypatch.setattr(quality_real, "run_case", lambda image, noise, seed, *args, **kwargs: seeds.append(seed) or [])
+    monkeypatch.setattr(quality_real, "tables", lambda rows: {})
+    monkeypatch.setattr(quality_real, "render", lambda out: "")
+    quality_real.main(["--images", "sparse", "--families", "white", "--seeds", "2", "--first-seed", "3",
+                       "--out", str(tmp_path), "--name", "seeds"])
+    assert seeds == [3, 4]
+
+
 # ----------------------------------------------------------------------------- the suite end to end
 
 def test_suite_smoke_without_careamics(no_careamics, tmp_path, capsys, monkeypatch):
