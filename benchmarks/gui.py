@@ -13,7 +13,8 @@ Run headless from the repository root:
 2. Main-thread stalls: a 10 ms QTimer ticks while the Train widget trains and denoises (a 2048x2048
    image, a 20 x 2048 x 2048 stack; tiny budgets) and while the Denoise widget denoises them. A stall is
    a gap between ticks beyond the 10 ms; its p99 and maximum are reported, with what the widget said
-   when the longest one ended and where the main thread was meanwhile.
+   when the longest one ended and where the main thread was meanwhile. Before them, the same probe
+   measures napari alone adding a 2048² image layer and refilling it: the floor no plugin goes below here.
 3. Layout: the ROI, Train (advanced settings open) and Denoise docks in a 1280x1024 window: the
    canvas width, and whether every dock's controls fit its width and are reachable by scrolling
    (`--screenshot PATH` saves a picture of it).
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 
 import napari
 import numpy as np
+from napari.layers import Image
 from imageio.v3 import imwrite
 from qtpy.QtCore import QEventLoop, Qt, QTimer
 from qtpy.QtWidgets import QApplication
@@ -41,6 +43,7 @@ from qtpy.QtWidgets import QApplication
 from napari_autostructn2v.core.roi import count_windows, select_roi_patches
 from napari_autostructn2v import widgets
 from napari_autostructn2v.core.sample import clean_image, structured_noise
+from napari_autostructn2v.widgets._common import add_quietly
 from napari_autostructn2v.widgets.denoise import DenoiseWidget
 from napari_autostructn2v.widgets.roi import RoiWidget
 from napari_autostructn2v.widgets.train import TrainWidget
@@ -265,6 +268,46 @@ def run_probed(start, worker_of, describe) -> dict:
     return {**probe.summary(), "press_ms": 1000 * pressed, "seconds": time.perf_counter() - began}
 
 
+def settle(seconds: float) -> None:
+    """Run the event loop for `seconds` (paints and timers go on meanwhile)."""
+    deadline = time.perf_counter() + seconds
+    process_until(lambda: time.perf_counter() > deadline)
+
+
+def napari_floor(viewer, data: np.ndarray) -> list[dict]:
+    """The stalls napari itself makes here, with no plugin code running: a result-like image layer
+    added (as napari adds it, and without activating it, as the widgets do) and then given new data (as a
+    preview is refilled), each probed until the canvas has settled. A plugin's longest stall cannot be
+    shorter than these on the same machine."""
+    rows, added = [], []
+    size = "x".join(map(str, data.shape))
+
+    def add_plain() -> None:
+        added.append(viewer.add_image(data, name="napari alone, added"))
+
+    def add_without_activation() -> None:
+        added.append(add_quietly(viewer, Image(data, name="napari alone, added quietly")))
+
+    def new_data() -> None:
+        added[-1].data = data[::-1].copy()
+
+    for label, action in ((f"add a {size} image layer", add_plain),
+                          ("add it without activation (as the widgets do)", add_without_activation),
+                          ("new data in that layer (as a preview refill)", new_data)):
+        probe = StallProbe()
+        probe.start()
+        began = time.perf_counter()
+        action()
+        pressed = time.perf_counter() - began
+        settle(1.5)
+        probe.stop()
+        rows.append({"scenario": f"napari alone: {label}", **probe.summary(), "press_ms": 1000 * pressed,
+                     "seconds": time.perf_counter() - began})
+    for layer in added:
+        viewer.layers.remove(layer)
+    return rows
+
+
 def stalls(stack_depth: int) -> list[dict]:
     """Main-thread stalls while training (then denoising) and while the Denoise widget denoises."""
     single = sample(2048)
@@ -277,6 +320,9 @@ def stalls(stack_depth: int) -> list[dict]:
         viewer = napari.Viewer(title="benchmarks.gui")
         viewer.window.resize(*WINDOW)
         layer = viewer.add_image(data, name="image")
+        if data is single:
+            settle(2.0)
+            rows += napari_floor(viewer, single)
         trainer = TrainWidget(viewer)
         viewer.window.add_dock_widget(trainer, name="Train")
         for stage in (1, 2):
