@@ -80,7 +80,7 @@ def summarise(runs: list[dict], inputs: list[dict]) -> list[dict]:
     """One row per network (and the noisy input): mean ± std over seeds, and the gain of 3D per seed."""
     rows = [{"method": "noisy input", "psnr": fmt_pm(*mean_std([r["psnr"] for r in inputs])),
              "ssim": fmt_pm(*mean_std([r["ssim"] for r in inputs]), 3)}]
-    for network in NETWORKS:
+    for network in sorted({r["network"] for r in runs}):
         mine = [r for r in runs if r["network"] == network]
         rows.append({
             "method": f"{network} network",
@@ -93,6 +93,8 @@ def summarise(runs: list[dict], inputs: list[dict]) -> list[dict]:
         })
     by_seed = {(r["network"], r["seed"]): r for r in runs}
     seeds = sorted({r["seed"] for r in runs})
+    if not all(("2d", s) in by_seed and ("3d", s) in by_seed for s in seeds):
+        return rows  # one network only: no difference to report
     gains_psnr = [by_seed["3d", s]["psnr"] - by_seed["2d", s]["psnr"] for s in seeds]
     gains_ssim = [by_seed["3d", s]["ssim"] - by_seed["2d", s]["ssim"] for s in seeds]
     rows.append({"method": "3d - 2d (per seed)", "psnr": fmt_pm(*mean_std(gains_psnr)),
@@ -104,6 +106,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.volume", description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", type=int, nargs=3, default=(32, 256, 256), metavar=("Z", "Y", "X"))
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (volumes and trainings), default 3")
+    parser.add_argument("--networks", nargs="+", choices=NETWORKS, default=list(NETWORKS),
+                        help="the networks to run (default both)")
     parser.add_argument("--steps", type=int, default=60, help="optimiser steps per run, both stages (default 60)")
     parser.add_argument("--patch-size", type=int, default=64)
     parser.add_argument("--patch-depth", type=int, default=8)
@@ -125,7 +129,7 @@ def main(argv=None) -> int:
         inputs.append({"psnr": peak_signal_noise_ratio(clean, noisy, data_range=1.0),
                        "ssim": float(np.mean([structural_similarity(c, n, data_range=1.0)
                                               for c, n in zip(clean, noisy)]))})
-        for network in NETWORKS:
+        for network in args.networks:
             runs.append(run_once(network, noisy, clean, args, seed))
             print(f"seed {seed} {network}: PSNR {runs[-1]['psnr']:.2f} dB, SSIM {runs[-1]['ssim']:.3f}, "
                   f"{runs[-1]['train_s']:.0f} s training", file=sys.stderr, flush=True)
