@@ -78,10 +78,10 @@ def test_channel_and_3d_packages_are_valid_and_describe_their_axes_and_normalisa
     np.testing.assert_allclose(np.ravel(post.kwargs.offset), means)
     np.testing.assert_allclose(np.ravel(post.kwargs.gain), stds)
     kwargs = dict(description.weights.pytorch_state_dict.architecture.kwargs)
-    # the 3D network has no batch norms by default; the package says so, and only then
+    # networks have no batch norms by default; the package says so (a 2D network with norms names none)
     assert kwargs == {"base_channels": 8, "depth": 2, "n2v2": model.net.n2v2, "margin": 32,
                       "channels": model.channels, "dims": model.net.dims, "separate": model.config.separate_channels,
-                      **({} if model.net.dims == 2 else {"batch_norm": False})}
+                      "batch_norm": False}
     stored = description.config.model_extra[CONFIG_KEY]
     assert stored["axes"] == model.axes and len(stored["channel_masks"]) == model.channels
     with zipfile.ZipFile(path) as archive:
@@ -165,13 +165,17 @@ def test_the_example_image_is_read_with_its_axes(tmp_path):
 
 
 def test_one_channel_2d_packages_keep_their_former_description(tmp_path):
-    model = make_model(channels=1, masks=LINE, axes="YX")
-    path = export_bioimageio(model, tmp_path / "plain.zip")
     from bioimageio.spec import load_model_description
 
+    former = {"base_channels": 8, "depth": 2, "n2v2": False, "margin": 32}
+    plain = export_bioimageio(make_model(channels=1, masks=LINE, axes="YX"), tmp_path / "no_norms.zip")
+    assert dict(load_model_description(plain).weights.pytorch_state_dict.architecture.kwargs) == {
+        **former, "batch_norm": False}
+    # a model with batch norms (every 2D model before they were off by default) is described as before
+    model = make_model(channels=1, masks=LINE, axes="YX", batch_norm=True)
+    path = export_bioimageio(model, tmp_path / "plain.zip")
     description = load_model_description(path)
-    assert dict(description.weights.pytorch_state_dict.architecture.kwargs) == {
-        "base_channels": 8, "depth": 2, "n2v2": False, "margin": 32}
+    assert dict(description.weights.pytorch_state_dict.architecture.kwargs) == former
     assert set(description.config.model_extra[CONFIG_KEY]) == {
         "format", "version", "config", "n2v2", "margin", "normalisation", "struct_mask"}
     assert [str(axis.id) for axis in description.inputs[0].axes] == ["batch", "channel", "y", "x"]

@@ -128,11 +128,16 @@ def test_3d_tiles_equal_whole_volume_inference():
     np.testing.assert_allclose(tiled, whole, rtol=1e-4, atol=1e-3)
 
 
-def test_the_3d_network_has_no_batch_norms_unless_asked_and_older_files_keep_theirs(tmp_path):
+def test_networks_have_no_batch_norms_unless_asked_and_older_files_keep_theirs(tmp_path):
     def norms(model):
         return sum(isinstance(module, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)) for module in model.net.modules())
 
-    assert norms(DenoisingModel.create(make_tiny_config(), Normalisation(0.0, 1.0))) == 10
+    assert norms(DenoisingModel.create(make_tiny_config(), Normalisation(0.0, 1.0))) == 0
+    assert norms(DenoisingModel.create(make_tiny_config(batch_norm=True), Normalisation(0.0, 1.0))) == 10
+    # None, the default of files saved before: norms in the 2D network only
+    assert norms(DenoisingModel.create(make_tiny_config(batch_norm=None), Normalisation(0.0, 1.0))) == 10
+    assert norms(DenoisingModel.create(make_tiny_config(network="3d", patch_depth=8, batch_norm=None),
+                                       Normalisation(0.0, 1.0))) == 0
     plain = DenoisingModel.create(make_tiny_config(network="3d", patch_depth=8), Normalisation(0.0, 1.0))
     assert norms(plain) == 0 and not plain.net.batch_norm
     asked = DenoisingModel.create(make_tiny_config(network="3d", patch_depth=8, batch_norm=True), Normalisation(0.0, 1.0))

@@ -56,7 +56,9 @@ CONFIG_RULES = {
     "device": Rule("str", choices=DEVICES),
     "network": Rule("str", choices=NETWORKS),
     "patch_depth": Rule("int", 4, 1024),
-    "batch_norm": Rule("bool", optional=True, none_means="batch norm in the 2D network, none in the 3D one"),
+    "batch_norm": Rule("bool", optional=True,
+                       none_means="batch norm in the 2D network, none in the 3D one (what files saved "
+                                  "while it was the default hold)"),
     "separate_channels": _BOOL,
     "sparse_top_level": _BOOL,
     "mixed_precision": _BOOL,
@@ -65,7 +67,8 @@ CONFIG_RULES = {
 
 
 def has_batch_norm(network: str, batch_norm: bool | None) -> bool:
-    """Whether a network has batch norms: `batch_norm`, or by default (None) the 2D network only."""
+    """Whether a network has batch norms: `batch_norm`, or, where it is None (files saved while that was the
+    default), the 2D network only."""
     return network == "2d" if batch_norm is None else bool(batch_norm)
 
 
@@ -151,15 +154,16 @@ class Config:
     estimated from the raw image, steps spent in stage 2 pay most (see the README's benchmarks).
 
     network "3d" trains a 3D UNet on patches of `patch_depth` planes x patch_size x patch_size
-    (images need a Z axis); "2d" treats every plane on its own. `batch_norm` None (the default) gives the 2D
-    network batch normalisation and the 3D network none: the 3D network's small batches (2 patches) estimate
-    batch statistics poorly, and its output moved by up to 0.7 dB with them (docs/shapes.md).
+    (images need a Z axis); "2d" treats every plane on its own. `batch_norm` False (the default): no normalisation
+    layers. Batch statistics of a few mostly-background patches are noisy, and outputs moved with them by up to
+    0.7 dB (3D) and 2-4 dB (2D, row banding); see docs/benchmarks.md. True puts batch norm after every convolution;
+    None (what files saved before this default hold) gives it to the 2D network only.
     Channels (axes with C) are channels of one network by default; `separate_channels` gives each
     channel a network of its own (as wide as a one-channel network; all are stored in one model).
     `sparse_top_level` computes the full-resolution decoder block only around the blind spots while training
-    (the loss needs no other outputs): steps about 1.2x faster, but that block's batch norms then take their
-    statistics from those windows, so training computes something slightly different (off by default until
-    quality runs longer than docs/speed.md's show it costs nothing). The network and its use are the same.
+    (the loss needs no other outputs): steps about 1.2x faster. Without batch norms it computes the same; with
+    them, that block's norms take their statistics from those windows, so training computes something slightly
+    different (off by default; measured with batch norms only, docs/speed.md). The network and its use are the same.
     `mixed_precision` trains and denoises in bfloat16 (losses and weights in float32) where the device computes it
     natively, CUDA GPUs and CPUs with AMX (see `core.model.native_bfloat16`); False keeps float32 everywhere.
     `keep_mean`: after training, the output is shifted (the last layer's bias) so that central crops of the images,
@@ -179,7 +183,7 @@ class Config:
     device: str = "auto"
     network: str = "2d"
     patch_depth: int = 16
-    batch_norm: bool | None = None
+    batch_norm: bool | None = False
     separate_channels: bool = False
     sparse_top_level: bool = False
     mixed_precision: bool = True
