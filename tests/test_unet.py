@@ -1,13 +1,14 @@
 """UNet.forward_at: the outputs at the blind spots, with the top level computed around them only."""
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
 import torch
 from torch.nn import functional
 
-from napari_autostructn2v import make_sample, train
+from napari_autostructn2v import Config, make_sample, train
 from napari_autostructn2v.core.masking import mask_batch
 from napari_autostructn2v.core.unet import UNet
 from napari_autostructn2v.core.training import EpochEnd, Step
@@ -112,3 +113,19 @@ def test_training_uses_forward_at_only_when_asked_and_learns_either_way(sparse, 
     validation = [e.val_loss for e in events if isinstance(e, EpochEnd)]
     assert len(calls) > len(steps) if sparse else calls == []  # the steps, then the validation batches
     assert validation[-1] < 0.7 * np.mean(steps[:3])  # it learns either way
+
+
+def test_the_top_level_is_sparse_by_default_exactly_when_the_network_has_no_batch_norms(tiny_config):
+    assert Config().uses_sparse_top_level and not Config(batch_norm=True).uses_sparse_top_level
+    assert not Config(sparse_top_level=False).uses_sparse_top_level
+    assert Config(batch_norm=True, sparse_top_level=True).uses_sparse_top_level
+    # without norms it is exact: training computes the same losses either way
+    tiny_config.stage1.epochs, tiny_config.stage1.steps_per_epoch, tiny_config.stage2.epochs = 1, 4, 0
+    _, noisy = make_sample((96, 96), "white", 0.1, seed=1)
+    losses = {}
+    for sparse in (None, False):
+        events = train(noisy, dataclasses.replace(tiny_config, sparse_top_level=sparse))
+        losses[sparse] = [e.loss if isinstance(e, Step) else e.val_loss for e in events
+                          if isinstance(e, (Step, EpochEnd))]
+    assert len(losses[None]) == 5
+    np.testing.assert_allclose(losses[None], losses[False], rtol=1e-4)

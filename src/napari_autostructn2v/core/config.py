@@ -60,7 +60,7 @@ CONFIG_RULES = {
                        none_means="batch norm in the 2D network, none in the 3D one (what files saved "
                                   "while it was the default hold)"),
     "separate_channels": _BOOL,
-    "sparse_top_level": _BOOL,
+    "sparse_top_level": Rule("bool", optional=True, none_means="on when the network has no batch norm"),
     "mixed_precision": _BOOL,
     "keep_mean": _BOOL,
 }
@@ -161,9 +161,10 @@ class Config:
     Channels (axes with C) are channels of one network by default; `separate_channels` gives each
     channel a network of its own (as wide as a one-channel network; all are stored in one model).
     `sparse_top_level` computes the full-resolution decoder block only around the blind spots while training
-    (the loss needs no other outputs): steps about 1.2x faster. Without batch norms it computes the same; with
-    them, that block's norms take their statistics from those windows, so training computes something slightly
-    different (off by default; measured with batch norms only, docs/speed.md). The network and its use are the same.
+    (the loss needs no other outputs): steps 1.1-1.2x faster. Without batch norms it computes the same as the
+    whole network, so None (the default) turns it on then; with them, that block's norms take their statistics
+    from those windows, so training computes something slightly different, and None leaves it off. The network
+    and its use are the same.
     `mixed_precision` trains and denoises in bfloat16 (losses and weights in float32) where the device computes it
     natively, CUDA GPUs and CPUs with AMX (see `core.model.native_bfloat16`); False keeps float32 everywhere.
     `keep_mean`: after training, the output is shifted (the last layer's bias) so that central crops of the images,
@@ -185,13 +186,18 @@ class Config:
     patch_depth: int = 16
     batch_norm: bool | None = False
     separate_channels: bool = False
-    sparse_top_level: bool = False
+    sparse_top_level: bool | None = None
     mixed_precision: bool = True
     keep_mean: bool = True
 
     @property
     def uses_batch_norm(self) -> bool:
         return has_batch_norm(self.network, self.batch_norm)
+
+    @property
+    def uses_sparse_top_level(self) -> bool:
+        """`sparse_top_level`, or by default (None) whether the network has no batch norms (then it is exact)."""
+        return not self.uses_batch_norm if self.sparse_top_level is None else self.sparse_top_level
 
     @property
     def dims(self) -> int:

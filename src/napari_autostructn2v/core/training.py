@@ -228,10 +228,10 @@ def _seeded_generator(seed: int, device: torch.device) -> torch.Generator:
 def _masked_loss(net, patches: torch.Tensor, generator: torch.Generator, stage: StageConfig,
                  struct_mask: np.ndarray | None, config: Config) -> torch.Tensor:
     """Mean squared error at the blind spots, in float32 whatever precision the network ran in; with
-    `config.sparse_top_level` the top level is computed around the blind spots only (UNet.forward_at)."""
+    `config.uses_sparse_top_level` the top level is computed around the blind spots only (UNet.forward_at)."""
     inputs, blind = mask_batch(patches, stage.mask_percent, generator, struct_mask, median=stage.n2v2)
     with autocast(patches.device, config.mixed_precision):
-        predicted = net.forward_at(inputs, blind) if config.sparse_top_level else net(inputs)[blind]
+        predicted = net.forward_at(inputs, blind) if config.uses_sparse_top_level else net(inputs)[blind]
     return torch.mean((predicted.float() - patches[blind]) ** 2)
 
 
