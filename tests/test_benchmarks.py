@@ -104,7 +104,9 @@ def test_speed_tables(tmp_path):
     assert results["inference"][0]["mpix_per_s"] > 0
     out = speed.tables(results)
     assert {"roi", "masking", "training", "inference", "memory", "careamics", "top_level"} <= set(out)
-    assert results["top_level"][0]["full_ms"] > 0 and results["top_level"][0]["sparse_ms"] > 0
+    assert [r["batch_norm"] for r in results["top_level"]] == [False, True]  # the default network first
+    assert all(r["full_ms"] > 0 and r["sparse_ms"] > 0 for r in results["top_level"])
+    assert "| 4 | no |" in out["top_level"] and "| 4 | yes |" in out["top_level"]
     assert out["roi"].startswith("| image |")
     assert speed.write_json("speed_smoke", results, tmp_path).is_file()
 
