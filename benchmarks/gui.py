@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 
 import napari
 import numpy as np
-from napari.layers import Image
 from imageio.v3 import imwrite
+from napari.layers import Image
 from qtpy.QtCore import QEventLoop, Qt, QTimer
 from qtpy.QtWidgets import QApplication
 

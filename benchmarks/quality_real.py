@@ -53,7 +53,7 @@ OURS_METHODS = ["noisy", "N2V", "structN2V true mask", "ours", "ours, direct inf
 CAREAMICS_METHODS = ["CAREamics N2V", "CAREamics structN2V 5", "CAREamics structN2V best"]
 ALL_METHODS = OURS_METHODS + CAREAMICS_METHODS
 # quality's ablations of ours, by name (float32: Config.mixed_precision off; Config.keep_mean off; Config.batch_norm
-# off), and the same UNet trained on clean targets (an upper reference no self-supervised method reaches): --methods only
+# off), and the same UNet trained on clean targets (an upper reference for self-supervised methods): --methods only
 ABLATIONS_ON_REQUEST = ["ours, float32", "ours, mean not kept", "ours, no batch norm"]
 ON_REQUEST = ABLATIONS_ON_REQUEST + ["supervised"]
 BRIGHT_FRACTION = 0.05
@@ -538,8 +538,9 @@ def main(argv=None) -> dict:
                         write_json(args.name, {**base, "partial": True, "rows": rows}, args.out)
     out = tables(rows)
     header = (f"Real-image set: images {' '.join(args.images)}; noise {' '.join(args.families)}; sigma "
-              f"{' '.join(f'{s:g}' for s in args.sigmas)}; {args.seeds} seed(s) from {args.first_seed}; budget {budget.steps} steps x batch "
-              f"{budget.batch_size} x patch {budget.patch_size} per method; {args.threads} torch thread(s); "
+              f"{' '.join(f'{s:g}' for s in args.sigmas)}; {args.seeds} seed(s) from {args.first_seed}; "
+              f"budget {budget.steps} steps x batch {budget.batch_size} x patch {budget.patch_size} per method; "
+              f"{args.threads} torch thread(s); "
               f"total wall time {total():.0f} s\n{status}")
     print(header + "\n\n" + render(out))
     payload = {**base, "wall_seconds": total(), "rows": rows, "tables": out, "targets": targets(aggregate(rows))}
