@@ -57,8 +57,7 @@ CONFIG_RULES = {
     "network": Rule("str", choices=NETWORKS),
     "patch_depth": Rule("int", 4, 1024),
     "batch_norm": Rule("bool", optional=True,
-                       none_means="batch norm in the 2D network, none in the 3D one (what files saved "
-                                  "while it was the default hold)"),
+                       none_means="batch norm in the 2D network only, as in files saved before false was the default"),
     "separate_channels": _BOOL,
     "sparse_top_level": Rule("bool", optional=True, none_means="on when the network has no batch norm"),
     "mixed_precision": _BOOL,
