@@ -259,15 +259,8 @@ def _model_from_payload(payload: dict) -> DenoisingModel:
     history = payload.get("history", [])
     if not isinstance(history, list) or not all(isinstance(entry, dict) for entry in history):
         raise ModelFileError("its training history is not a list of records.")
-    model = DenoisingModel(
-        UNet(config.base_channels, config.depth, n2v2=payload["n2v2"], channels=normalisation.channels, dims=dims,
-             separate=config.separate_channels, batch_norm=config.uses_batch_norm),
-        config,
-        normalisation,
-        mask,
-        list(history),
-        axes,
-    )
+    model = DenoisingModel.create(config, normalisation, n2v2=payload["n2v2"])
+    model.struct_mask, model.history, model.axes = mask, list(history), axes
     model.net.load_state_dict(state)
     return model
 
