@@ -400,6 +400,8 @@ def cmd_mask(args) -> None:
         for record, e in zip(records, estimates):
             if e.z_correlation is not None:
                 record["z_correlation"] = round(e.z_correlation, 4)
+            if e.whitening is not None:
+                record["whitening"] = {"axis": e.whitening.axis, "rho": e.whitening.rho}
         print(json.dumps({"channels": records} if isinstance(estimate, list) else records[0]))
         return
     for index, e in enumerate(estimates):
@@ -686,7 +688,8 @@ def build_parser() -> argparse.ArgumentParser:
     mask = command("mask", "estimate the structured mask from an image alone", cmd_mask)
     mask.add_argument("image")
     mask.add_argument("--json", action="store_true",
-                      help='print {"mask": [[0, 1, ...], ...]}, or {"channels": [{"mask": ...}, ...]} with a C axis')
+                      help='print {"mask": [[0, 1, ...], ...], "reason": ...} ("whitening": {"axis", "rho"} when the '
+                           'noise is decorrelated), or {"channels": [{"mask": ...}, ...]} with a C axis')
     mask.add_argument("--axes", help=AXES_HELP + "; with C, one mask per channel; with Z, the correlation along Z too")
 
     def training_options(sub) -> None:

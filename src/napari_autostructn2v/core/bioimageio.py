@@ -96,6 +96,12 @@ def export_bioimageio(
     """
     _require_spec()
     check_model(model)
+    if model.whitening is not None:
+        raise InputError(
+            "This model decorrelates its input along the noise's filter (whitening, chosen for first-order "
+            "filtered noise) and colours its output back; a bioimage.io package runs the network alone, so other "
+            "tools would get wrong output. Retrain with mask.whiten=False to export it, or share the .pt file."
+        )
     path = Path(path)
     if path.suffix.lower() != ".zip":
         raise InputError(f"A bioimage.io package name must end in .zip; got {path.name}.")
@@ -391,6 +397,7 @@ def _payload(model: DenoisingModel) -> dict:
     payload = model_payload(model)
     payload["config"] = json.loads(json.dumps(payload["config"]))
     payload["margin"] = MARGIN
+    del payload["whitening"]  # whitened models are not exported
     if model.channels == 1 and model.net.dims == 2:
         del payload["channel_masks"], payload["axes"]
     return payload

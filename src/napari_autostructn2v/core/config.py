@@ -45,6 +45,7 @@ MASK_RULES = {
     "max_pixels": Rule("int", 1, 101),
     "remove_isotropic": _BOOL,
     "extend_correlation": Rule("float", 0, 1, low_open=True, high_open=True),
+    "whiten": _BOOL,
 }
 CONFIG_RULES = {
     "base_channels": Rule("int", 4, 256),
@@ -125,6 +126,10 @@ class MaskConfig:
     extend_correlation: a line found with `min_correlation` is followed further along its own
     direction while the correlation exceeds this lower level (slowly decaying correlations);
     never used to start a line, so white noise keeps the centre alone.
+    whiten: when the mask is a straight horizontal or vertical line whose correlation decays as
+    rho**lag (first-order filtered noise, as a PMT's analog filter makes it along the scan), both
+    stages train plain N2V on the image decorrelated along that line instead of masking it, and
+    the prediction is coloured back (core.whitening); source "image" only.
     """
 
     source: str = "image"
@@ -134,6 +139,7 @@ class MaskConfig:
     max_pixels: int = 25
     remove_isotropic: bool = True
     extend_correlation: float = 0.05
+    whiten: bool = True
 
     def validate(self) -> None:
         """Raise ConfigError naming the first field of the wrong type or out of range (`mask.field`)."""

@@ -12,6 +12,9 @@ A model with a one-line structN2V mask predicts by default with its blind spots 
 core.blind_spot): each pixel from an input whose own value and mask's pixels are replaced as in
 training, so the correlated noise of the mask's pixels, which the network learnt to read as signal,
 cannot leak into the output. A tile then costs 8 passes of the network.
+
+A model that whitens its input (core.whitening) has the whole normalised image whitened before tiling
+and the stitched prediction coloured back, so the tiles meet as they would without whitening.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from .checks import check_int
 from .images import InputError
 from .model import DenoisingModel, autocast, check_model, memory_format
 from .tiling import network_default
+from .whitening import colour_channels, whiten_channels
 
 MAX_TILE = 16384
 MAX_BATCH = 4096
@@ -144,6 +148,9 @@ def _denoise_tiles(model: DenoisingModel, array: np.ndarray, found: Layout, tile
         items = np.swapaxes(array, 1, 2).reshape(samples * planes, channels, *array.shape[-2:])
     else:
         items = array
+    whitening = model.whitening
+    if whitening is not None:  # whitened whole, as in training; tiles then need no normalisation of their own
+        items = whiten_channels(model.normalisation.forward(items, channel_axis=1), whitening, channel_axis=1)
     shape = items.shape[2:]
     tile = tuple(_tile_length(size, tile_size, overlap, multiple) for size in shape)
     regions = list(_tiles(shape, tile, overlap))
@@ -158,7 +165,9 @@ def _denoise_tiles(model: DenoisingModel, array: np.ndarray, found: Layout, tile
                                                  for (begin, _), side, size in zip(region, tile, shape)))]
             for index, region in chunk
         ])
-        batch = torch.from_numpy(model.normalisation.forward(tiles, channel_axis=1)).to(device, memory_format=layout)
+        if whitening is None:
+            tiles = model.normalisation.forward(tiles, channel_axis=1)
+        batch = torch.from_numpy(tiles).to(device, memory_format=layout)
         with torch.inference_mode(), autocast(device, model.config.mixed_precision):
             if plan is None:
                 predicted = net(batch)
@@ -166,12 +175,16 @@ def _denoise_tiles(model: DenoisingModel, array: np.ndarray, found: Layout, tile
                 corners = torch.tensor([[begin - overlap + shift for (begin, _), shift in zip(region, first)]
                                         for _, region in chunk], device=device)
                 predicted = blind_spot_forward(net, batch, masks, plan, corners, model.net.n2v2)
-            predicted = model.normalisation.inverse(predicted.float().cpu().numpy(), channel_axis=1)
+            predicted = predicted.float().cpu().numpy()
+            if whitening is None:
+                predicted = model.normalisation.inverse(predicted, channel_axis=1)
         for (index, region), result in zip(chunk, predicted):
             target = tuple(slice(begin, begin + length) for begin, length in region)
             kept = tuple(slice(overlap, overlap + length) for _, length in region)
             output[index][(slice(None), *target)] = result[(slice(None), *kept)]
         yield min(start + batch_size, len(jobs)), len(jobs)
+    if whitening is not None:
+        output = model.normalisation.inverse(colour_channels(output, whitening, channel_axis=1), channel_axis=1)
     if model.net.dims == 2:
         output = np.swapaxes(output.reshape(samples, planes, channels, *shape), 1, 2)
     return found.restore(output)

@@ -10,6 +10,7 @@ from scipy import ndimage
 from .axes import canonical_image
 from .config import MaskConfig
 from .images import InputError, MappedPlane
+from .whitening import Whitening, detect_whitening
 
 PRESETS = ("horizontal", "vertical", "cross", "diagonal", "antidiagonal", "centre")
 
@@ -21,7 +22,8 @@ class MaskEstimate:
     For volumes (axes with Z), `z_acf` is the correlation between neighbouring planes at each
     in-plane lag, `z_correlation` its value straight along Z, and `mask_3d` a (3, M, M) mask
     that also covers the correlated neighbours in the planes above and below (None when the noise
-    is not correlated along Z).
+    is not correlated along Z). `whitening` is set (and `mask` is the centre alone) when the noise
+    is first-order filtered along X or Y and `MaskConfig.whiten` asks to decorrelate it (core.whitening).
     """
 
     mask: np.ndarray
@@ -31,6 +33,7 @@ class MaskEstimate:
     z_acf: np.ndarray | None = None
     z_correlation: float | None = None
     mask_3d: np.ndarray | None = None
+    whitening: Whitening | None = None
 
     def as_text(self) -> str:
         """The mask as rows of '#' (masked) and '.'."""
@@ -178,7 +181,19 @@ def _estimate_channel(volumes: list, is_noise: bool, config: MaskConfig, detrend
     estimate = MaskEstimate(mask, acf, float(threshold[centre]), _describe(mask, acf))
     if z_pairs[centre] > 0:
         _add_z_correlation(estimate, z_numerator, z_pairs, floor, variance, total, config)
+    if config.whiten and not is_noise and estimate.mask_3d is None:
+        _decorrelate(estimate)
     return estimate
+
+
+def _decorrelate(estimate: MaskEstimate) -> None:
+    """Replace a line of first-order filtered noise by the filter that whitens it (see core.whitening)."""
+    whitening = detect_whitening(estimate.acf, estimate.mask)
+    if whitening is None:
+        return
+    pixels = int(estimate.mask.sum())
+    estimate.whitening, estimate.mask = whitening, _centre_only()
+    estimate.reason = f"{whitening.describe()} instead of masking a line of {pixels} pixels: plain N2V (centre only)"
 
 
 def _add_z_correlation(estimate: MaskEstimate, numerator: np.ndarray, pairs: np.ndarray, floor: np.ndarray,

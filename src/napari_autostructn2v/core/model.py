@@ -20,9 +20,12 @@ from .files import atomic_write
 from .images import Normalisation
 from .mask import check_mask
 from .unet import UNet
+from .whitening import Whitening, whitening_from_values
 
 FORMAT = "napari-autostructn2v model"
-FORMAT_VERSION = 2  # 2 adds channels, per-channel masks and normalisation, axes; files of version 1 still load
+# 2 adds channels, per-channel masks and normalisation, axes; 3 adds whitening, written only by whitened models
+# (a reader of version 2 would ignore the filter and return garbage: it refuses the file instead); all still load
+FORMAT_VERSION = 3
 # configuration values of files written before these fields existed (their networks had batch norms)
 OLDER_CONFIG = {"batch_norm": True}
 
@@ -33,6 +36,8 @@ class DenoisingModel:
 
     With several channels, `normalisation` holds one mean and std per channel and `struct_mask` is a
     list with one mask per channel. `axes` are those of the training images (None: not recorded).
+    `whitening` holds, per channel, the filter that decorrelates its noise before the network and whose
+    inverse colours the prediction (core.whitening; None: no channel is whitened).
     """
 
     net: UNet
@@ -41,6 +46,7 @@ class DenoisingModel:
     struct_mask: np.ndarray | list[np.ndarray | None] | None = None
     history: list[dict] = field(default_factory=list)
     axes: str | None = None
+    whitening: list[Whitening | None] | None = None
 
     @classmethod
     def create(cls, config: Config, normalisation: Normalisation, n2v2: bool = False) -> DenoisingModel:
@@ -142,13 +148,14 @@ def model_payload(model: DenoisingModel) -> dict:
     """Everything a model file holds besides the weights and the history, as plain values."""
     return {
         "format": FORMAT,
-        "version": FORMAT_VERSION,
+        "version": FORMAT_VERSION if model.whitening is not None else 2,
         "config": model.config.to_dict(),
         "n2v2": model.net.n2v2,
         "normalisation": _normalisation_values(model.normalisation),
         "struct_mask": None if isinstance(model.struct_mask, list) else _mask_values(model.struct_mask),
         "channel_masks": [_mask_values(mask) for mask in model.channel_masks()],
         "axes": model.axes,
+        "whitening": None if model.whitening is None else [None if w is None else w.to_values() for w in model.whitening],
     }
 
 
@@ -256,11 +263,12 @@ def _model_from_payload(payload: dict) -> DenoisingModel:
     axes = payload.get("axes")
     if axes is not None and not (isinstance(axes, str) and axes and set(axes) <= set("STCZYX")):
         raise ModelFileError(f"its axes must be letters from STCZYX, got {axes!r}.")
+    whitening = _whitening_from(payload.get("whitening"), normalisation.channels)
     history = payload.get("history", [])
     if not isinstance(history, list) or not all(isinstance(entry, dict) for entry in history):
         raise ModelFileError("its training history is not a list of records.")
     model = DenoisingModel.create(config, normalisation, n2v2=payload["n2v2"])
-    model.struct_mask, model.history, model.axes = mask, list(history), axes
+    model.struct_mask, model.history, model.axes, model.whitening = mask, list(history), axes, whitening
     model.net.load_state_dict(state)
     return model
 
@@ -276,6 +284,18 @@ def _normalisation_from(values) -> Normalisation:
     if len(pairs) == 1:
         return Normalisation(float(pairs[0][0]), float(pairs[0][1]))
     return Normalisation(tuple(float(p[0]) for p in pairs), tuple(float(p[1]) for p in pairs))
+
+
+def _whitening_from(values, channels: int) -> list[Whitening | None] | None:
+    """One [axis, rho] filter (or None) per channel, checked; None when the file has none."""
+    if values is None:
+        return None
+    if not isinstance(values, list) or len(values) != channels:
+        raise ModelFileError(f"its whitening must list one filter (or null) per channel ({channels}), got {values!r:.80}.")
+    try:
+        return [None if entry is None else whitening_from_values(entry) for entry in values]
+    except ValueError as err:
+        raise ModelFileError(f"its whitening is invalid ({err}).") from None
 
 
 def _mask_from(values, dims: int) -> np.ndarray | None:

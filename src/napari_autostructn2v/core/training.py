@@ -4,6 +4,8 @@ Stage 1 trains Noise2Void (by default on background patches), then the structure
 estimated, then stage 2 trains structN2V with it (by default starting from stage 1's weights).
 The consumer drives the generator: it can show each event, stop early with a stop flag or by
 closing the generator, and replace the estimated mask (set `MaskEstimated.mask`) before stage 2.
+With `mask.whiten` and source "image" (the defaults) the estimate is made before stage 1: noise filtered
+along a line, as a PMT filters it, is then decorrelated for both stages instead (core.whitening).
 
 Images may carry channels (each normalised on its own, with its own mask, as channels of one
 network) and, for the 3D network, a Z axis; see core.axes for the `axes` letters.
@@ -28,6 +30,7 @@ from .mask import MaskEstimate, check_mask, estimate_struct_mask
 from .masking import channel_masks, mask_batch
 from .model import DenoisingModel, autocast, memory_format, resolve_device
 from .roi import count_windows, select_roi_patches
+from .whitening import whiten_channels
 
 MIN_PATCH_POSITIONS = 4
 VALIDATION_PATCHES_MAX = 64
@@ -130,12 +133,15 @@ class PatchSampler:
     span `patch_depth` planes around a selected plane. Patches are cut from the original arrays
     and normalised on the fly, so memory does not grow with the number of patches. Only 180 degree
     rotations in the plane augment the data: flips and 90 degree rotations would change the
-    direction of the noise correlation.
+    direction of the noise correlation. With `whitening` (one filter or None per channel, see
+    core.whitening) each patch is whitened as part of the whole image: read with the pixel before it.
     """
 
     def __init__(self, slices: list[np.ndarray], stage: StageConfig, normalisation: Normalisation,
-                 rng: np.random.Generator, stage_name: str, patch_depth: int | None = None):
+                 rng: np.random.Generator, stage_name: str, patch_depth: int | None = None,
+                 whitening: list | None = None):
         self.slices = slices
+        self.whitening = whitening
         self.volumes = slices[0].ndim == 4
         self.depth = patch_depth if self.volumes else None
         self.patch = stage.patch_size
@@ -212,11 +218,20 @@ class PatchSampler:
         for i in range(count):
             index, z, y, x = self._corner()
             source = self.slices[index] if z is None else self.slices[index][:, z : z + self.depth]
-            patch = self.normalisation.forward(source[..., y : y + self.patch, x : x + self.patch], channel_axis=0)
+            patch = self._read(source, y, x)
             if augment and self.rng.random() < 0.5:
                 patch = patch[..., ::-1, ::-1]
             patches[i] = patch
         return patches
+
+    def _read(self, source, y: int, x: int) -> np.ndarray:
+        """The normalised (and whitened) patch at (y, x); whitening reads one more row and column before it,
+        so that the patch's first pixels are whitened as in the whole image (and as `denoise` does it)."""
+        if self.whitening is None:
+            return self.normalisation.forward(source[..., y : y + self.patch, x : x + self.patch], channel_axis=0)
+        top, left = max(y - 1, 0), max(x - 1, 0)
+        region = self.normalisation.forward(source[..., top : y + self.patch, left : x + self.patch], channel_axis=0)
+        return whiten_channels(region, self.whitening, channel_axis=0)[..., y - top :, x - left :]
 
 
 def _seeded_generator(seed: int, device: torch.device) -> torch.Generator:
@@ -400,6 +415,12 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
     stopped = False
     previews = _PreviewBudget(preview_every)
     val_patches = None
+    estimates = None
+    if struct_mask is None and config.mask.whiten and config.mask.source == "image":
+        # measured on the raw image, the estimate needs no stage 1: made first, a whitening filter serves both stages
+        estimates = _estimate_masks(model, slices, config)
+        if any(estimate.whitening is not None for estimate in estimates):
+            model.whitening = [estimate.whitening for estimate in estimates]
 
     for stage_index, stage in ((1, config.stage1), (2, config.stage2)):
         if stopped:
@@ -408,7 +429,7 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
         if stage_index == 2:
             if struct_mask is None:
                 struct_mask = []
-                for channel, estimate in enumerate(_estimate_masks(model, slices, config)):
+                for channel, estimate in enumerate(estimates or _estimate_masks(model, slices, config)):
                     estimated = MaskEstimated(estimate, channel, len(slices[0]))
                     yield estimated
                     struct_mask.append(check_mask(estimated.mask, config.dims))
@@ -419,7 +440,8 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
                 model.net = DenoisingModel.create(config, normalisation, model.net.n2v2).net.to(device, memory_format=layout)
         if stage.epochs == 0:
             continue
-        sampler = PatchSampler(slices, stage, normalisation, rng, f"stage {stage_index}", config.patch_depth)
+        sampler = PatchSampler(slices, stage, normalisation, rng, f"stage {stage_index}", config.patch_depth,
+                               model.whitening)
         n_val = min(VALIDATION_PATCHES_MAX,
                     max(stage.batch_size, round(config.validation_fraction * stage.steps_per_epoch * stage.batch_size)))
         val_patches = torch.from_numpy(sampler.sample(n_val, augment=False)).to(device)
