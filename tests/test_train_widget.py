@@ -12,6 +12,7 @@ from conftest import set_stage_budget
 from napari_autostructn2v.core.inference import check_tiling, denoise
 from napari_autostructn2v.core.mask import preset_mask
 from napari_autostructn2v.core.sample import make_sample
+from napari_autostructn2v.core.whitening import Whitening
 from napari_autostructn2v.widgets import _model_actions as model_actions_module
 from napari_autostructn2v.widgets import train as train_module
 from napari_autostructn2v.core.mask import acf_side
@@ -71,6 +72,9 @@ def test_controls_edit_the_viewers_shared_settings(viewer, widget):
     assert settings.seed is None
     widget.n2v2.value = True
     assert settings.stage1.n2v2 and settings.stage2.n2v2
+    assert widget.whiten.value and settings.mask.whiten
+    widget.whiten.value = False
+    assert not settings.mask.whiten
     settings.stage1.patch_size = 48  # as the ROI widget would
     widget.load_settings()
     assert widget._stage_controls[1, "patch_size"].value == 48
@@ -260,6 +264,12 @@ def test_export_writes_a_bioimageio_package_of_the_trained_model(tmp_path, qtbot
     widget.export()
     assert widget.export_worker is None and "Choose a file" in errors[-1]
 
+    widget.model.whitening = [Whitening("X", 0.6)]  # a model that decorrelates its input is not exported
+    widget.package_path.value = tmp_path / "white.zip"
+    widget.export_button.clicked.emit()
+    qtbot.waitUntil(lambda: widget.export_worker is None, timeout=TIMEOUT)
+    assert "Untick 'decorrelate filtered noise'" in errors[-1] and not (tmp_path / "white.zip").exists()
+
 
 def test_the_tile_size_steps_between_automatic_and_sides_that_denoising_accepts(widget):
     tile = widget.tile_size
@@ -360,7 +370,7 @@ def test_active_layer_is_the_default_and_internal_layers_are_not_offered(qtbot, 
 def test_every_control_has_a_tooltip(widget):
     controls = [widget.images, *widget._stage_controls.values(), widget.n2v2, widget.mask_percent,
                 widget.mask_source, widget.significance, widget.min_correlation, widget.max_radius,
-                widget.base_channels, widget.depth, widget.seed, widget.device, widget.preview_every,
+                widget.whiten, widget.base_channels, widget.depth, widget.seed, widget.device, widget.preview_every,
                 widget.tile_size, widget.review, widget.start_button, widget.stop_button, widget.preset,
                 widget.span, widget.mask_review.continue_button, widget.model_path, widget.save_button,
                 widget.package_path, widget.export_button]

@@ -43,6 +43,8 @@ GUI_PHRASES = (
      "Choose a single-channel image layer (split the channels first)."),
     (" Pass image[z] for a stack.", ""),
     ("2**network depth", "2^(network depth)"),
+    ("Retrain with mask.whiten=False to export it", "Untick 'decorrelate filtered noise' in the advanced settings "
+     "and train again to export it"),
 )
 GUI_NAMES = {
     "roi_threshold": "threshold", "scale_factor": "scale factor", "roi_overlap": "overlap",

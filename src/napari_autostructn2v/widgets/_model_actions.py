@@ -53,9 +53,11 @@ class ModelActions:
         except InputError as error:
             show_error(str(error))
             return
-        self.export_worker = thread_worker(export_bioimageio, start_thread=False)(self.model, path, example)
+        # connected here, the error handler replaces superqt's, which would raise a user's error as well
+        export = thread_worker(export_bioimageio, start_thread=False,
+                               connect={"errored": partial(self._on_export_error, path)})
+        self.export_worker = export(self.model, path, example)
         self.export_worker.returned.connect(lambda written: self._show(f"bioimage.io package saved to {written}."))
-        self.export_worker.errored.connect(partial(self._on_export_error, path))
         self.export_worker.finished.connect(self._on_export_finished)
         self.export_button.enabled = False
         self._show(f"Exporting the bioimage.io package to {path} ...")

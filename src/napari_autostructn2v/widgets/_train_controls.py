@@ -31,6 +31,7 @@ ADVANCED_FIELDS = {
     "significance": ("mask.significance",),
     "min_correlation": ("mask.min_correlation",),
     "max_radius": ("mask.max_radius",),
+    "whiten": ("mask.whiten",),
     "base_channels": ("base_channels",),
     "depth": ("depth",),
     "network": ("network",),
@@ -56,6 +57,9 @@ TOOLTIPS = {
     "significance": "How far above the noise level a correlation must be to be masked: higher masks fewer pixels.",
     "min_correlation": "Smallest noise correlation that is masked: lower masks more pixels.",
     "max_radius": "Farthest offset (pixels) from the centre that the mask may reach.",
+    "whiten": "When the noise is correlated along rows or columns as a PMT's filter makes it (the correlation "
+              "falling by the same factor at each pixel), train on the image decorrelated along that line instead "
+              "of masking it, and colour the result back. Untick to mask the line (needed for a bioimage.io export).",
     "base_channels": "Feature channels of the first U-Net level: wider learns more and runs slower.",
     "depth": "Levels of the U-Net: deeper sees larger context; the patch size must be a multiple of 2^depth.",
     "seed": "Seed of the random numbers: the same seed and settings give the same model; -1 picks one at random.",
