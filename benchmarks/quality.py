@@ -76,6 +76,7 @@ ABLATIONS = {
     "ours, float32": lambda c: dataclasses.replace(c, mixed_precision=False),
     "ours, mean not kept": lambda c: dataclasses.replace(c, keep_mean=False),
     "ours, no batch norm": lambda c: dataclasses.replace(c, batch_norm=False),
+    "ours, no whitening": lambda c: dataclasses.replace(c, mask=dataclasses.replace(c.mask, whiten=False)),
 }
 
 

@@ -53,8 +53,8 @@ OURS_METHODS = ["noisy", "N2V", "structN2V true mask", "ours", "ours, direct inf
 CAREAMICS_METHODS = ["CAREamics N2V", "CAREamics structN2V 5", "CAREamics structN2V best"]
 ALL_METHODS = OURS_METHODS + CAREAMICS_METHODS
 # quality's ablations of ours, by name (float32: Config.mixed_precision off; Config.keep_mean off; Config.batch_norm
-# off), and the same UNet trained on clean targets (an upper reference for self-supervised methods): --methods only
-ABLATIONS_ON_REQUEST = ["ours, float32", "ours, mean not kept", "ours, no batch norm"]
+# off; MaskConfig.whiten off), and the same UNet trained on clean targets (an upper reference for self-supervised methods): --methods only
+ABLATIONS_ON_REQUEST = ["ours, float32", "ours, mean not kept", "ours, no batch norm", "ours, no whitening"]
 ON_REQUEST = ABLATIONS_ON_REQUEST + ["supervised"]
 BRIGHT_FRACTION = 0.05
 NOT_RUN = "CAREamics: not run (no --careamics-python)"
@@ -161,7 +161,7 @@ def run_case(image: str, noise: real_set.Noise, seed: int, methods: list[str], b
                 f" fit {row['psnr_fit']:6.2f} bias {row['bias']:+.3f} {row['seconds']:6.1f} s{extra}")
 
     for method in [m for m in OURS_METHODS + ON_REQUEST if m in methods]:
-        mask = None
+        mask = model = None
         with stopwatch() as elapsed:
             if method == "noisy":
                 output = noisy
@@ -191,6 +191,8 @@ def run_case(image: str, noise: real_set.Noise, seed: int, methods: list[str], b
         if mask is not None:
             row.update(mask=np.asarray(mask, bool).astype(int).tolist(), mask_text=describe_mask(mask),
                        true_text=describe_mask(oracle), **mask_metrics(mask, oracle))
+            if model is not None and model.whitening is not None:
+                row["mask_text"] += ", " + ", ".join(w.describe() for w in model.whitening if w is not None)
         rows[method] = row
         note(row)
 

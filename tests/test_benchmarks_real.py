@@ -258,6 +258,38 @@ def test_no_batch_norm_and_supervised_run_on_request(no_careamics, monkeypatch):
     assert not set(methods[1:]) & set(quality_real.ALL_METHODS)
 
 
+def test_whitening_ablation_runs_on_request_and_the_mask_names_the_filter(no_careamics, monkeypatch):
+    """On PMT noise ours decorrelates (its mask text says so); 'ours, no whitening' masks the line instead."""
+    configs = []
+
+    def recorded(noisy, config, struct_mask):
+        configs.append(config)
+        return quality.train_model(noisy, config, struct_mask)
+
+    monkeypatch.setattr(quality_real, "train_model", recorded)
+    budget = quality.Budget(steps=4, steps_per_epoch=2, batch_size=2, patch_size=32)
+    methods = ["ours", "ours, no whitening"]
+    rows = {r["method"]: r for r in quality_real.run_case("sparse", real_set.Noise("pmt2", 0.1), 0, methods, budget,
+                                                          None)}
+    assert [c.mask.whiten for c in configs] == [True, False]
+    assert rows["ours"]["mask_text"].startswith("1 px in 1x1, decorrelated along X (rho 0.")
+    assert "decorrelated" not in rows["ours, no whitening"]["mask_text"]
+    assert rows["ours, no whitening"]["mask_text"].endswith("in 1x11")
+    assert "ours, no whitening" not in quality_real.ALL_METHODS
+
+
+def test_mask_survey_counts_the_decorrelated_cases():
+    from benchmarks import masks
+
+    rows = masks.survey(["sparse"], ["pmt2", "box5_h"], [0.1], [0])
+    assert [r["decorrelated"] for r in rows] == [True, False]
+    assert rows[0]["mask"] == "11 px 1x11"  # the line it replaces, compared with the true support
+    assert "decorrelated instead of masked, pmt (first-order filtered): 1/1" in masks.summary(rows)
+    lines = {line.split(" | ")[0]: line.split(" | ") for line in masks.tables(rows).splitlines() if line.startswith("| ")}
+    column = lines["| noise"].index("decorrelated")
+    assert lines["| pmt2"][column] == "1/1" and lines["| box5_h"][column] == "0/1"
+
+
 def test_first_seed_moves_the_seeds(no_careamics, monkeypatch, tmp_path):
     seeds = []
     monkeypatch.setattr(quality_real, "run_case", lambda image, noise, seed, *args, **kwargs: seeds.append(seed) or [])
