@@ -265,3 +265,15 @@ def test_cli_mask_json_names_the_filter(tmp_path, capsys):
     record = json.loads(capsys.readouterr().out)
     assert record["mask"] == [[1]] and record["whitening"]["axis"] == "X"
     assert abs(record["whitening"]["rho"] - RHO) < 0.05
+
+
+@pytest.mark.parametrize("axis", ["X", "Y"])
+def test_chunks_of_a_whitened_model_equal_the_whole_image(axis):
+    """At rho 0.8 the colouring remembers a chunk edge over tens of pixels: the margin must cover that too."""
+    from napari_autostructn2v.core.chunked import denoise_lazy
+
+    model = make_random_model(channels=1)
+    model.whitening = [Whitening(axis, 0.8)]
+    stack = np.stack([pmt_image((150, 134), seed=seed)[1] for seed in (0, 1)])
+    lazy = denoise_lazy(model, stack, chunk=48).compute(scheduler="synchronous")
+    np.testing.assert_allclose(lazy, denoise(model, stack), atol=1e-5)

@@ -2,7 +2,7 @@
 
 Each chunk is denoised with a margin of its neighbours (`dask.array.map_overlap`) at least as wide
 as the tiled denoiser's own margin, so chunk borders never show: the result equals `denoise` on
-the whole array. Chunk origins are kept on multiples of the network's pooling factor, which the
+the whole array (to float rounding, with a wider margin for a model that whitens its input). Chunk origins are kept on multiples of the network's pooling factor, which the
 equality also needs. Memory holds a few chunks and their margins, whatever the size of the array.
 Y and X are chunked, and Z too for a 3D network; channels (C) are never split, since every channel
 of a pixel goes through the network together; other axes are taken slice by slice.
@@ -33,6 +33,7 @@ from .tiling import CHUNKED_TILES, DEFAULT_CHUNKS, network_default
 OUTPUT_LEVEL = "0"  # the path of the denoised array inside the output group
 STATE_KEY = "autostructn2v"  # the store attribute that records the run
 AXIS_NAMES = ("t", "c", "z", "y", "x")  # OME-NGFF order; plain arrays get the last len(shape) names
+COLOUR_RESIDUE = 1e-6  # what is left of a chunk edge's colouring start at the margin's end (64 px at rho 0.8)
 
 
 def _require(module: str):
@@ -66,7 +67,11 @@ def processing_chunks(length: int, chunk: int, margin: int, multiple: int) -> tu
 
 
 def _margin(model: DenoisingModel, overlap: int) -> int:
-    return _round_up(overlap, 2**model.net.depth)
+    """The chunks' margin: the tiles' overlap, and for a model that whitens its input (core.whitening) also
+    the reach of the colouring, whose start at a chunk's edge fades as rho**distance."""
+    rhos = [whitening.rho for whitening in model.whitening or () if whitening is not None]
+    reach = math.ceil(math.log(COLOUR_RESIDUE) / math.log(max(rhos))) if rhos else 0
+    return _round_up(max(overlap, reach), 2**model.net.depth)
 
 
 def chunked_settings(model: DenoisingModel, tile_size: int | None, chunk: int | None) -> tuple[int, int]:
