@@ -277,3 +277,22 @@ def test_chunks_of_a_whitened_model_equal_the_whole_image(axis):
     stack = np.stack([pmt_image((150, 134), seed=seed)[1] for seed in (0, 1)])
     lazy = denoise_lazy(model, stack, chunk=48).compute(scheduler="synchronous")
     np.testing.assert_allclose(lazy, denoise(model, stack), atol=1e-5)
+
+
+def test_the_mean_shift_of_a_whitened_channel_passes_through_the_colouring():
+    """A constant added in the whitened domain comes out 1 / (1 - rho) times larger: the shift must allow for it."""
+    from napari_autostructn2v import Config, DenoisingModel
+    from napari_autostructn2v.core.training import _keep_input_mean
+
+    torch.manual_seed(0)
+    model = DenoisingModel.create(Config(base_channels=4, depth=1, mixed_precision=False),
+                                  Normalisation((10.0, 50.0), (2.0, 8.0)))
+    model.whitening = [Whitening("X", 0.6), None]
+    model.net.eval()
+    with torch.no_grad():
+        model.net.head.bias += torch.tensor([0.7, -0.4])
+    sample = (np.random.default_rng(0).normal(0, 1, (2, 40, 40)) * np.array([2.0, 8.0])[:, None, None]
+              + np.array([11.0, 45.0])[:, None, None]).astype(np.float32)
+    _keep_input_mean(model, [sample])
+    output = denoise(model, sample, axes="CYX")
+    np.testing.assert_allclose(output.mean(axis=(1, 2)), sample.mean(axis=(1, 2)), atol=1e-3)

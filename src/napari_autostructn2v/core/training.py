@@ -507,7 +507,8 @@ def _keep_input_mean(model: DenoisingModel, samples: list) -> None:
     zero-mean noise; batch norm's running statistics, and a 3D network trained on patches thinner than its reach
     in Z, can darken or brighten the whole output instead. Measured another way the shift would be wrong: on
     training patches it is theirs, not the whole image's; in one pass, a structN2V network reads its mask's
-    noise and comes out brighter (0.013 on the sparse frame) than with its blind spots."""
+    noise and comes out brighter (0.013 on the sparse frame) than with its blind spots. A whitened channel's
+    shift is scaled by its colouring's gain for a constant."""
     axes = sample_axes(samples[0])
     difference = np.zeros(samples[0].shape[0])
     count = 0
@@ -518,6 +519,8 @@ def _keep_input_mean(model: DenoisingModel, samples: list) -> None:
         difference += crop.sum(axis=spatial, dtype=np.float64) - output.sum(axis=spatial, dtype=np.float64)
         count += crop[0].size
     shift = difference / count / np.asarray(model.normalisation.std, np.float64)  # in the network's units
+    if model.whitening is not None:  # colouring turns a constant c into c / (1 - rho)
+        shift *= [1.0 if whitening is None else 1 - whitening.rho for whitening in model.whitening]
     with torch.no_grad():
         model.net.head.bias += torch.as_tensor(shift, dtype=model.net.head.bias.dtype,
                                                device=model.net.head.bias.device)
