@@ -296,3 +296,38 @@ def test_the_mean_shift_of_a_whitened_channel_passes_through_the_colouring():
     _keep_input_mean(model, [sample])
     output = denoise(model, sample, axes="CYX")
     np.testing.assert_allclose(output.mean(axis=(1, 2)), sample.mean(axis=(1, 2)), atol=1e-3)
+
+
+def test_anchored_colouring_recovers_a_line_start_the_whitening_could_not_know():
+    """A scanner's filter carries the previous line into each line; the noisy pixels at the start tell its level."""
+    rng = np.random.default_rng(6)
+    clean = np.concatenate([np.ones(200), 0.2 * np.ones(200)])[None]  # bright before the crop, dim inside
+    filtered = lfilter([1 - RHO], [1, -RHO], clean, axis=-1)
+    line = filtered[:, 200:]  # what the image holds: its first pixels still carry the bright history
+    truth = (line - RHO * filtered[:, 199:-1]).astype(np.float32)  # a perfect denoiser's whitened prediction
+    noisy = (line + 0.02 * rng.standard_normal(line.shape)).astype(np.float32)
+    whitening = Whitening("X", RHO)
+    anchored = whitening.colour(truth, anchor=noisy)
+    assumed = whitening.colour(truth)  # the start taken equal to the first pixel, as whitening assumes
+    start = slice(0, 8)
+    assert np.sqrt(np.mean((anchored[:, start] - line[:, start]) ** 2)) < 0.03
+    assert np.sqrt(np.mean((assumed[:, start] - line[:, start]) ** 2)) > 0.05
+    np.testing.assert_allclose(anchored[:, 50:], line[:, 50:], atol=1e-5)
+    x = noisy + 1
+    np.testing.assert_allclose(whitening.colour(whitening.whiten(x), anchor=x), x, atol=1e-5)
+
+
+def test_denoise_anchors_each_lines_colouring_on_the_noisy_image():
+    model = make_random_model(channels=1)
+    model.whitening = [Whitening("Y", 0.6)]
+    model.net.fused_for_inference = lambda: ZeroNet()
+    image = np.random.default_rng(7).random((48, 40)).astype(np.float32)
+    normalised = model.normalisation.forward(image)
+    expected = model.normalisation.inverse(Whitening("Y", 0.6).colour(np.zeros_like(image), anchor=normalised))
+    np.testing.assert_allclose(denoise(model, image), expected, atol=1e-5)
+    assert np.abs(expected[0] - model.normalisation.mean).max() > 0.05  # the start is not the mean alone
+
+
+class ZeroNet(torch.nn.Module):
+    def forward(self, batch):
+        return torch.zeros_like(batch)

@@ -14,7 +14,8 @@ training, so the correlated noise of the mask's pixels, which the network learnt
 cannot leak into the output. A tile then costs 8 passes of the network.
 
 A model that whitens its input (core.whitening) has the whole normalised image whitened before tiling
-and the stitched prediction coloured back, so the tiles meet as they would without whitening.
+and the stitched prediction coloured back, so the tiles meet as they would without whitening; each line's
+colouring starts from the level its first noisy pixels give.
 """
 
 from __future__ import annotations
@@ -150,7 +151,8 @@ def _denoise_tiles(model: DenoisingModel, array: np.ndarray, found: Layout, tile
         items = array
     whitening = model.whitening
     if whitening is not None:  # whitened whole, as in training; tiles then need no normalisation of their own
-        items = whiten_channels(model.normalisation.forward(items, channel_axis=1), whitening, channel_axis=1)
+        normalised = model.normalisation.forward(items, channel_axis=1)
+        items = whiten_channels(normalised, whitening, channel_axis=1)
     shape = items.shape[2:]
     tile = tuple(_tile_length(size, tile_size, overlap, multiple) for size in shape)
     regions = list(_tiles(shape, tile, overlap))
@@ -184,7 +186,7 @@ def _denoise_tiles(model: DenoisingModel, array: np.ndarray, found: Layout, tile
             output[index][(slice(None), *target)] = result[(slice(None), *kept)]
         yield min(start + batch_size, len(jobs)), len(jobs)
     if whitening is not None:
-        output = model.normalisation.inverse(colour_channels(output, whitening, channel_axis=1), channel_axis=1)
+        output = model.normalisation.inverse(colour_channels(output, whitening, 1, anchor=normalised), channel_axis=1)
     if model.net.dims == 2:
         output = np.swapaxes(output.reshape(samples, planes, channels, *shape), 1, 2)
     return found.restore(output)

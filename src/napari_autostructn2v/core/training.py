@@ -30,7 +30,7 @@ from .mask import MaskEstimate, check_mask, estimate_struct_mask
 from .masking import channel_masks, mask_batch
 from .model import DenoisingModel, autocast, memory_format, resolve_device
 from .roi import count_windows, select_roi_patches
-from .whitening import whiten_channels
+from .whitening import AXES, whiten_channels
 
 MIN_PATCH_POSITIONS = 4
 VALIDATION_PATCHES_MAX = 64
@@ -508,19 +508,19 @@ def _keep_input_mean(model: DenoisingModel, samples: list) -> None:
     in Z, can darken or brighten the whole output instead. Measured another way the shift would be wrong: on
     training patches it is theirs, not the whole image's; in one pass, a structN2V network reads its mask's
     noise and comes out brighter (0.013 on the sparse frame) than with its blind spots. A whitened channel's
-    shift is scaled by its colouring's gain for a constant."""
+    bias passes through the colouring, which changes its effect (Whitening.bias_gain)."""
     axes = sample_axes(samples[0])
     difference = np.zeros(samples[0].shape[0])
-    count = 0
+    response = np.zeros_like(difference)  # how much the crops' output sums move per unit of bias
+    filters = model.whitening or [None] * len(difference)
     for sample in samples:
         crop = np.asarray(central_crop(sample, MEAN_SIDE_3D if "Z" in axes else MEAN_SIDE, MEAN_PLANES), np.float32)
         output = denoise(model, crop, axes=axes)
         spatial = tuple(range(1, crop.ndim))
         difference += crop.sum(axis=spatial, dtype=np.float64) - output.sum(axis=spatial, dtype=np.float64)
-        count += crop[0].size
-    shift = difference / count / np.asarray(model.normalisation.std, np.float64)  # in the network's units
-    if model.whitening is not None:  # colouring turns a constant c into c / (1 - rho)
-        shift *= [1.0 if whitening is None else 1 - whitening.rho for whitening in model.whitening]
+        response += [crop[0].size * (1.0 if whitening is None else whitening.bias_gain(crop.shape[AXES[whitening.axis]]))
+                     for whitening in filters]
+    shift = difference / response / np.asarray(model.normalisation.std, np.float64)  # in the network's units
     with torch.no_grad():
         model.net.head.bias += torch.as_tensor(shift, dtype=model.net.head.bias.dtype,
                                                device=model.net.head.bias.device)

@@ -38,13 +38,33 @@ class Whitening:
         whitened, _ = lfilter([1.0, -self.rho], [1.0], array, axis=axis, zi=-self.rho * first)
         return whitened.astype(np.float32, copy=False)
 
-    def colour(self, array: np.ndarray) -> np.ndarray:
-        """The exact inverse of `whiten`: y[t] = w[t] + rho * y[t - 1] along the axis (float32)."""
+    def colour(self, array: np.ndarray, anchor: np.ndarray | None = None) -> np.ndarray:
+        """The inverse of `whiten`: y[t] = w[t] + rho * y[t - 1] along the axis (float32).
+
+        The start y[-1] is unknown (a scanner's filter carries the line before, or the flyback, into each
+        line). Without `anchor` it is taken as in `whiten` (equal to y[0]), and colouring undoes whitening
+        exactly. With `anchor`, the image that was whitened (noisy: the start is a mean over its first pixels),
+        the start's decaying trace rho**(t + 1) * y[-1] is fitted to anchor minus the colouring from zero
+        (least squares); colouring `whiten(x)` with anchor x still gives x exactly.
+        """
         axis = AXES[self.axis]
         array = np.asarray(array, np.float32)
         first = np.take(array, [0], axis=axis)
-        coloured, _ = lfilter([1.0], [1.0, -self.rho], array, axis=axis, zi=self.rho / (1 - self.rho) * first)
-        return coloured.astype(np.float32, copy=False)
+        if anchor is None:
+            coloured, _ = lfilter([1.0], [1.0, -self.rho], array, axis=axis, zi=self.rho / (1 - self.rho) * first)
+            return coloured.astype(np.float32, copy=False)
+        coloured, _ = lfilter([1.0], [1.0, -self.rho], array, axis=axis, zi=np.zeros_like(first))
+        shape = [1] * array.ndim
+        shape[axis] = array.shape[axis]
+        trace = (self.rho ** np.arange(1, array.shape[axis] + 1, dtype=np.float64)).reshape(shape)
+        start = np.sum((np.asarray(anchor, np.float64) - coloured) * trace, axis=axis, keepdims=True) / np.sum(trace**2)
+        return (coloured + trace * start).astype(np.float32, copy=False)
+
+    def bias_gain(self, length: int) -> float:
+        """The mean change of `colour(w, anchor)` along lines of `length` pixels when w rises by 1 everywhere
+        (1 / (1 - rho) far from the lines' start, less near it, where the anchor holds the level)."""
+        shape = (1, length) if self.axis == "X" else (length, 1)
+        return float(self.colour(np.ones(shape, np.float32), anchor=np.zeros(shape, np.float32)).mean())
 
     def describe(self) -> str:
         return f"decorrelated along {self.axis} (rho {self.rho:.2f})"
@@ -83,17 +103,19 @@ def whiten_channels(array: np.ndarray, filters: list[Whitening | None], channel_
     return _per_channel(array, filters, channel_axis, Whitening.whiten)
 
 
-def colour_channels(array: np.ndarray, filters: list[Whitening | None], channel_axis: int) -> np.ndarray:
-    """The inverse of `whiten_channels`."""
-    return _per_channel(array, filters, channel_axis, Whitening.colour)
+def colour_channels(array: np.ndarray, filters: list[Whitening | None], channel_axis: int,
+                    anchor: np.ndarray | None = None) -> np.ndarray:
+    """The inverse of `whiten_channels`; `anchor` as for `Whitening.colour`."""
+    return _per_channel(array, filters, channel_axis, Whitening.colour, anchor)
 
 
-def _per_channel(array, filters, channel_axis: int, operation) -> np.ndarray:
+def _per_channel(array, filters, channel_axis: int, operation, anchor=None) -> np.ndarray:
     result = np.array(array, np.float32)
     for channel, whitening in enumerate(filters):
         if whitening is not None:
             index = (slice(None),) * (channel_axis % result.ndim) + (channel,)
-            result[index] = operation(whitening, result[index])
+            extra = () if anchor is None else (anchor[index],)
+            result[index] = operation(whitening, result[index], *extra)
     return result
 
 
