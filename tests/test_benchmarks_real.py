@@ -216,8 +216,9 @@ def test_case_with_stand_in_careamics(monkeypatch, tmp_path):
     assert "horizontal 5" in out["careamics"] and "4 (log 4)" in out["careamics"]
 
 
-def test_ours_in_float32_is_run_on_request_only(no_careamics, monkeypatch):
-    """'ours, float32' trains with Config.mixed_precision off; the default methods leave it out."""
+@pytest.fixture
+def trained_configs(monkeypatch) -> list:
+    """The configurations the suite trains ours with, in order (training itself runs as usual)."""
     configs = []
 
     def recorded(noisy, config, struct_mask):
@@ -225,53 +226,47 @@ def test_ours_in_float32_is_run_on_request_only(no_careamics, monkeypatch):
         return quality.train_model(noisy, config, struct_mask)
 
     monkeypatch.setattr(quality_real, "train_model", recorded)
+    return configs
+
+
+def test_ours_in_float32_is_run_on_request_only(no_careamics, trained_configs):
+    """'ours, float32' trains with Config.mixed_precision off; the default methods leave it out."""
     budget = quality.Budget(steps=4, steps_per_epoch=2, batch_size=2, patch_size=32)
     rows = quality_real.run_case("sparse", real_set.Noise("box5_h", 0.1), 0, ["noisy", "ours", "ours, float32"],
                                  budget, None)
     assert [r["method"] for r in rows] == ["noisy", "ours", "ours, float32"] and "psnr" in rows[-1]
-    assert [c.mixed_precision for c in configs] == [True, False]
+    assert [c.mixed_precision for c in trained_configs] == [True, False]
     assert "ours, float32" not in quality_real.ALL_METHODS
     assert quality_real.parse_args(["--methods", "ours", "ours, float32"]).methods == ["ours", "ours, float32"]
 
 
-def test_no_batch_norm_and_supervised_run_on_request(no_careamics, monkeypatch):
+def test_no_batch_norm_and_supervised_run_on_request(no_careamics, trained_configs, monkeypatch):
     """'ours, no batch norm' trains with Config.batch_norm off; 'supervised' trains on the clean reference."""
-    configs, supervised = [], []
-
-    def recorded(noisy, config, struct_mask):
-        configs.append(config)
-        return quality.train_model(noisy, config, struct_mask)
+    supervised = []
 
     def recorded_supervised(noisy, clean, budget, seed):
         supervised.append(clean)
         return quality.train_supervised(noisy, clean, budget, seed)
 
-    monkeypatch.setattr(quality_real, "train_model", recorded)
     monkeypatch.setattr(quality_real, "train_supervised", recorded_supervised)
     budget = quality.Budget(steps=4, steps_per_epoch=2, batch_size=2, patch_size=32)
     methods = ["noisy", "ours, no batch norm", "supervised"]
     rows = quality_real.run_case("sparse", real_set.Noise("box5_h", 0.1), 0, methods, budget, None)
     assert [r["method"] for r in rows] == methods and all("psnr" in r for r in rows)
-    assert len(configs) == 1 and configs[0].batch_norm is False and not configs[0].uses_batch_norm
+    [config] = trained_configs
+    assert config.batch_norm is False and not config.uses_batch_norm
     reference, noisy = real_set.make_case("sparse", real_set.Noise("box5_h", 0.1), 0)
     assert len(supervised) == 1 and np.array_equal(supervised[0], reference)
     assert not set(methods[1:]) & set(quality_real.ALL_METHODS)
 
 
-def test_whitening_ablation_runs_on_request_and_the_mask_names_the_filter(no_careamics, monkeypatch):
+def test_whitening_ablation_runs_on_request_and_the_mask_names_the_filter(no_careamics, trained_configs):
     """On PMT noise ours decorrelates (its mask text says so); 'ours, no whitening' masks the line instead."""
-    configs = []
-
-    def recorded(noisy, config, struct_mask):
-        configs.append(config)
-        return quality.train_model(noisy, config, struct_mask)
-
-    monkeypatch.setattr(quality_real, "train_model", recorded)
     budget = quality.Budget(steps=4, steps_per_epoch=2, batch_size=2, patch_size=32)
     methods = ["ours", "ours, no whitening"]
     rows = {r["method"]: r for r in quality_real.run_case("sparse", real_set.Noise("pmt2", 0.1), 0, methods, budget,
                                                           None)}
-    assert [c.mask.whiten for c in configs] == [True, False]
+    assert [c.mask.whiten for c in trained_configs] == [True, False]
     assert rows["ours"]["mask_text"].startswith("1 px in 1x1, decorrelated along X (rho 0.")
     assert "decorrelated" not in rows["ours, no whitening"]["mask_text"]
     assert rows["ours, no whitening"]["mask_text"].endswith("in 1x11")
