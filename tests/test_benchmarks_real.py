@@ -280,7 +280,8 @@ def test_mask_survey_counts_the_decorrelated_cases():
     assert [r["decorrelated"] for r in rows] == [True, False]
     assert rows[0]["mask"] == "11 px 1x11"  # the line it replaces, compared with the true support
     assert "decorrelated instead of masked, pmt (first-order filtered): 1/1" in masks.summary(rows)
-    lines = {line.split(" | ")[0]: line.split(" | ") for line in masks.tables(rows).splitlines() if line.startswith("| ")}
+    cells = [line.split(" | ") for line in masks.tables(rows).splitlines() if line.startswith("| ")]
+    lines = {row[0]: row for row in cells}
     column = lines["| noise"].index("decorrelated")
     assert lines["| pmt2"][column] == "1/1" and lines["| box5_h"][column] == "0/1"
 

@@ -6,18 +6,29 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from conftest import make_random_model, make_tiny_config
 from scipy import ndimage
 from scipy.signal import lfilter
 
-from conftest import make_random_model, make_tiny_config
-from napari_autostructn2v import ModelFileError, denoise, export_bioimageio, load_model, save_model
+from napari_autostructn2v import (
+    ModelFileError,
+    denoise,
+    export_bioimageio,
+    load_model,
+    save_model,
+)
 from napari_autostructn2v.core.config import MaskConfig
 from napari_autostructn2v.core.errors import InputError
 from napari_autostructn2v.core.images import Normalisation
 from napari_autostructn2v.core.mask import estimate_struct_mask
 from napari_autostructn2v.core.sample import clean_image
 from napari_autostructn2v.core.training import MaskEstimated, PatchSampler, fit, train
-from napari_autostructn2v.core.whitening import (Whitening, colour_channels, detect_whitening, whiten_channels)
+from napari_autostructn2v.core.whitening import (
+    Whitening,
+    colour_channels,
+    detect_whitening,
+    whiten_channels,
+)
 
 RHO = 0.6  # a PMT filter of tau 2 px: exp(-1/2)
 
