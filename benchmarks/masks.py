@@ -11,8 +11,8 @@ mask is estimated from the raw noisy image, as the default pipeline does, and co
 One markdown table per image class: the true support, the most common estimate, how many estimates
 are exactly the true support, the mean IoU, the mean number of missed and extra lags, how many the
 pipeline decorrelates instead of masking (core.whitening: the mask is then the centre alone; the table
-shows the line it replaces) and the mean time per estimate. `--memory` adds the peak memory and time of one estimate on an 8192x8192 float32
-image, measured in a fresh process.
+shows the line it replaces) and the mean time per estimate. `--memory` adds the peak memory and time
+of one estimate on an 8192x8192 float32 image, measured in a fresh process.
 """
 
 from __future__ import annotations
@@ -89,7 +89,8 @@ def tables(rows: list[dict]) -> str:
             continue
         images = sorted({row["image"] for row in rows if row["class"] == cls})
         out += [f"### {cls} ({', '.join(images)})", "",
-                "| noise | true support | estimated (most common) | exact | mean IoU | missed | extra | decorrelated | ms |",
+                "| noise | true support | estimated (most common) | exact | mean IoU | missed | extra "
+                "| decorrelated | ms |",
                 "|---|---|---|---|---|---|---|---|---|"]
         for family in families:
             group = groups[(cls, family)]
@@ -98,7 +99,8 @@ def tables(rows: list[dict]) -> str:
                 f"| {family} | {group[0]['truth']} | {common} ({count}/{len(group)}) | "
                 f"{sum(row['exact'] for row in group)}/{len(group)} | {np.mean([r['iou'] for r in group]):.2f} | "
                 f"{np.mean([r['missed'] for r in group]):.1f} | {np.mean([r['extra'] for r in group]):.1f} | "
-                f"{sum(r['decorrelated'] for r in group)}/{len(group)} | {1000 * np.mean([r['seconds'] for r in group]):.0f} |")
+                f"{sum(r['decorrelated'] for r in group)}/{len(group)} | "
+                f"{1000 * np.mean([r['seconds'] for r in group]):.0f} |")
         out.append("")
     return "\n".join(out)
 
@@ -125,7 +127,8 @@ def summary(rows: list[dict]) -> str:
     others = [row for row in rows if not row["family"].startswith("pmt")]
     for name, group in (("pmt (first-order filtered)", pmt), ("all other families", others)):
         if group:
-            lines.append(f"- decorrelated instead of masked, {name}: {sum(r['decorrelated'] for r in group)}/{len(group)}")
+            count = sum(row["decorrelated"] for row in group)
+            lines.append(f"- decorrelated instead of masked, {name}: {count}/{len(group)}")
     return "\n".join(lines)
 
 

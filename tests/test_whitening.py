@@ -255,7 +255,7 @@ def test_model_file_keeps_the_filter_and_older_readers_are_refused(tmp_path):
         load_model(tmp_path / "bad.pt")
     payload["whitening"] = [["X", 0.5]]
     torch.save(payload, tmp_path / "short.pt")
-    with pytest.raises(ModelFileError, match="one filter"):
+    with pytest.raises(ModelFileError, match="a filter"):
         load_model(tmp_path / "short.pt")
 
 

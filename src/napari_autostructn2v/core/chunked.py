@@ -1,9 +1,10 @@
 """Denoising of arrays larger than memory: lazily as a dask array, or from one OME-Zarr store into another.
 
 Each chunk is denoised with a margin of its neighbours (`dask.array.map_overlap`) at least as wide
-as the tiled denoiser's own margin, so chunk borders never show: the result equals `denoise` on
-the whole array (to float rounding, with a wider margin for a model that whitens its input). Chunk origins are kept on multiples of the network's pooling factor, which the
-equality also needs. Memory holds a few chunks and their margins, whatever the size of the array.
+as the tiled denoiser's own margin (wider for a model that whitens its input), so chunk borders
+never show: the result equals `denoise` on the whole array. Chunk origins are kept on multiples of
+the network's pooling factor, which the equality also needs. Memory holds a few chunks and their
+margins, whatever the size of the array.
 Y and X are chunked, and Z too for a 3D network; channels (C) are never split, since every channel
 of a pixel goes through the network together; other axes are taken slice by slice.
 

@@ -155,7 +155,7 @@ def model_payload(model: DenoisingModel) -> dict:
         "struct_mask": None if isinstance(model.struct_mask, list) else _mask_values(model.struct_mask),
         "channel_masks": [_mask_values(mask) for mask in model.channel_masks()],
         "axes": model.axes,
-        "whitening": None if model.whitening is None else [None if w is None else w.to_values() for w in model.whitening],
+        "whitening": None if model.whitening is None else [w and w.to_values() for w in model.whitening],
     }
 
 
@@ -291,7 +291,7 @@ def _whitening_from(values, channels: int) -> list[Whitening | None] | None:
     if values is None:
         return None
     if not isinstance(values, list) or len(values) != channels:
-        raise ModelFileError(f"its whitening must list one filter (or null) per channel ({channels}), got {values!r:.80}.")
+        raise ModelFileError(f"its whitening must list a filter (or null) per channel ({channels}), got {values!r:.80}.")
     try:
         return [None if entry is None else whitening_from_values(entry) for entry in values]
     except ValueError as err:

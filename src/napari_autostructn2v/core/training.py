@@ -518,8 +518,7 @@ def _keep_input_mean(model: DenoisingModel, samples: list) -> None:
         output = denoise(model, crop, axes=axes)
         spatial = tuple(range(1, crop.ndim))
         difference += crop.sum(axis=spatial, dtype=np.float64) - output.sum(axis=spatial, dtype=np.float64)
-        response += [crop[0].size * (1.0 if whitening is None else whitening.bias_gain(crop.shape[AXES[whitening.axis]]))
-                     for whitening in filters]
+        response += [crop[0].size * (1.0 if w is None else w.bias_gain(crop.shape[AXES[w.axis]])) for w in filters]
     shift = difference / response / np.asarray(model.normalisation.std, np.float64)  # in the network's units
     with torch.no_grad():
         model.net.head.bias += torch.as_tensor(shift, dtype=model.net.head.bias.dtype,

@@ -25,7 +25,7 @@ TOLERANCE = 0.05  # ...within this much, or it is not first-order (box, Gaussian
 
 @dataclass(frozen=True)
 class Whitening:
-    """The first-order filter of the noise of one channel: along image `axis` ("X" or "Y"), neighbour correlation `rho`."""
+    """The first-order filter of one channel's noise: along image `axis` ("X" or "Y"), neighbour correlation `rho`."""
 
     axis: str
     rho: float
