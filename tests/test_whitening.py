@@ -342,3 +342,29 @@ def test_denoise_anchors_each_lines_colouring_on_the_noisy_image():
 class ZeroNet(torch.nn.Module):
     def forward(self, batch):
         return torch.zeros_like(batch)
+
+
+def test_each_channel_gets_its_own_filter_or_mask(one_torch_thread):
+    """A PMT channel is decorrelated while a channel with box-filtered noise keeps its line mask."""
+    clean, pmt = pmt_image()
+    box = ndimage.convolve1d(np.random.default_rng(1).standard_normal(clean.shape), np.ones(5) / np.sqrt(5), axis=-1)
+    image = np.stack([pmt, 2 * (clean + 0.1 * box.astype(np.float32)) + 1])
+    config = make_tiny_config()
+    config.stage1.steps_per_epoch = config.stage2.steps_per_epoch = 5
+    model = fit(image, config, axes="CYX")
+    assert model.whitening[0].axis == "X" and model.whitening[1] is None
+    centre, line = model.channel_masks()
+    assert centre.shape == (1, 1) and line.sum() >= 5 and line[line.shape[0] // 2].all()
+    output = denoise(model, image, axes="CYX")
+    assert output.shape == image.shape and abs(float(output[1].mean() - image[1].mean())) < 0.05
+
+
+def test_the_3d_network_trains_and_denoises_a_whitened_volume(one_torch_thread):
+    volume = np.stack([clean_image((64, 64), seed) for seed in range(16)])
+    noisy = volume + np.stack([filtered_noise((64, 64), seed=seed) for seed in range(16)])
+    config = make_tiny_config(network="3d", patch_depth=8)
+    config.stage1.steps_per_epoch = config.stage2.steps_per_epoch = 3
+    model = fit(noisy, config, axes="ZYX")
+    assert model.whitening[0].axis == "X" and model.struct_mask.shape == (1, 1)
+    output = denoise(model, noisy, axes="ZYX")
+    assert output.shape == noisy.shape and np.isfinite(output).all()
