@@ -181,8 +181,9 @@ def test_training_on_filtered_noise_whitens_both_stages_and_denoises(one_torch_t
     events = list(train(noisy, config))
     estimated = [event for event in events if isinstance(event, MaskEstimated)]
     model = events[-1].model
-    assert len(estimated) == 1 and estimated[0].estimate.whitening == model.whitening[0]
-    assert model.whitening[0].axis == "X" and model.struct_mask.shape == (1, 1)
+    found, used = estimated[0].estimate.whitening, model.whitening[0]
+    assert len(estimated) == 1 and (found.axis, found.rho) == (used.axis, used.rho) == ("X", found.rho)
+    assert model.struct_mask.shape == (1, 1) and 0 <= used.start_weight <= 1
 
     def psnr(image):
         return 10 * np.log10(1 / np.mean((image - clean) ** 2))
@@ -243,17 +244,17 @@ def test_model_file_keeps_the_filter_and_older_readers_are_refused(tmp_path):
     plain = save_model(model, tmp_path / "plain.pt")
     assert torch.load(plain, weights_only=True)["version"] == 2
 
-    model.whitening = [None, Whitening("Y", 0.45)]
+    model.whitening = [None, Whitening("Y", 0.45, 0.3)]
     path = save_model(model, tmp_path / "white.pt")
     payload = torch.load(path, weights_only=True)
-    assert payload["version"] == 3 and payload["whitening"] == [None, ["Y", 0.45]]
+    assert payload["version"] == 3 and payload["whitening"] == [None, ["Y", 0.45, 0.3]]
     assert load_model(path).whitening == model.whitening
 
-    payload["whitening"] = [None, ["Z", 0.45]]
+    payload["whitening"] = [None, ["Y", 0.45, 1.5]]
     torch.save(payload, tmp_path / "bad.pt")
     with pytest.raises(ModelFileError, match="whitening is invalid"):
         load_model(tmp_path / "bad.pt")
-    payload["whitening"] = [["X", 0.5]]
+    payload["whitening"] = [["X", 0.5, 1.0]]
     torch.save(payload, tmp_path / "short.pt")
     with pytest.raises(ModelFileError, match="a filter"):
         load_model(tmp_path / "short.pt")
@@ -368,3 +369,53 @@ def test_the_3d_network_trains_and_denoises_a_whitened_volume(one_torch_thread):
     assert model.whitening[0].axis == "X" and model.struct_mask.shape == (1, 1)
     output = denoise(model, noisy, axes="ZYX")
     assert output.shape == noisy.shape and np.isfinite(output).all()
+
+
+def _lines_with_history(history_like_first: bool, count=400, length=64, seed=8):
+    """(noisy, perfect whitened prediction, clean filtered) lines whose filter state before the first pixel is
+    either the line's own level (as `whiten` assumes) or another level altogether (the line before)."""
+    rng = np.random.default_rng(seed)
+    levels = rng.uniform(0.2, 0.8, (count, 1))
+    history = levels if history_like_first else rng.uniform(0.2, 0.8, (count, 1))
+    clean = np.repeat(levels, length, axis=1)
+    line, _ = lfilter([1 - RHO], [1, -RHO], clean, axis=-1, zi=RHO * history)
+    whitened = line - RHO * np.concatenate([history, line[:, :-1]], axis=1)
+    noisy = line + filtered_noise(line.shape, sigma=0.02, seed=seed)
+    return noisy.astype(np.float32), whitened.astype(np.float32), line
+
+
+@pytest.mark.parametrize("history_like_first, low, high", [(True, 0.0, 0.2), (False, 0.8, 1.0)])
+def test_the_start_weight_follows_where_lines_really_start(history_like_first, low, high):
+    noisy, whitened, line = _lines_with_history(history_like_first)
+    assumed = Whitening("X", RHO, 0.0).colour(whitened, anchor=noisy)
+    fitted = Whitening("X", RHO, 1.0).colour(whitened, anchor=noisy)
+    weight = Whitening("X", RHO).fit_start_weight(noisy, assumed, fitted)
+    assert low <= weight <= high
+    chosen = Whitening("X", RHO, weight).colour(whitened, anchor=noisy)
+    errors = {name: float(np.mean((output[:, :8] - line[:, :8]) ** 2)) for name, output in
+              (("assumed", assumed), ("fitted", fitted), ("chosen", chosen))}
+    assert errors["chosen"] <= 1.05 * min(errors["assumed"], errors["fitted"])
+
+
+def test_a_start_weight_of_zero_is_the_assumed_start():
+    array = np.random.default_rng(9).standard_normal((5, 30)).astype(np.float32)
+    anchor = np.random.default_rng(10).standard_normal((5, 30)).astype(np.float32)
+    np.testing.assert_allclose(Whitening("X", 0.5, 0.0).colour(array, anchor=anchor), Whitening("X", 0.5).colour(array),
+                               atol=1e-5)
+
+
+def test_training_measures_the_start_weight_on_the_lines_first_pixels(monkeypatch, one_torch_thread):
+    seen = []
+
+    def measured(self, anchor, assumed, fitted):
+        seen.append((anchor.shape, float(np.abs(fitted - assumed).max())))
+        return 0.37
+
+    monkeypatch.setattr(Whitening, "fit_start_weight", measured)
+    _, noisy = pmt_image()
+    config = make_tiny_config()
+    config.stage1.steps_per_epoch = config.stage2.steps_per_epoch = 1
+    model = fit(noisy, config)
+    assert model.whitening[0].start_weight == 0.37
+    [(shape, difference)] = seen
+    assert shape == (128, 128) and difference > 0  # 128 lines of their first 128 pixels, coloured both ways

@@ -15,7 +15,7 @@ cannot leak into the output. A tile then costs 8 passes of the network.
 
 A model that whitens its input (core.whitening) has the whole normalised image whitened before tiling
 and the stitched prediction coloured back, so the tiles meet as they would without whitening; each line's
-colouring starts from the level its first noisy pixels give.
+colouring starts where its first noisy pixels and the model's `start_weight` put it (Whitening.colour).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ network) and, for the 3D network, a Z axis; see core.axes for the `axes` letters
 from __future__ import annotations
 
 import copy
+import dataclasses
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -42,6 +43,8 @@ PREVIEW_TILE_3D, PREVIEW_MARGIN_3D = 128, 16
 # cost about 10 training steps each on a CPU: one every 20 steps would add about 40 % to the training time)
 PREVIEW_SHARE, PREVIEW_ALLOWANCE_S = 0.15, 1.0
 # keep_mean: the output keeps the mean of central crops of up to MEAN_SAMPLES samples, evenly spread
+# a whitened model's start weights are measured on the first START_STRIP pixels of lines of as many samples
+START_STRIP = 128
 MEAN_SIDE, MEAN_SIDE_3D, MEAN_PLANES, MEAN_SAMPLES = 256, 96, 16, 8
 
 
@@ -485,6 +488,8 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
             best_loss = _keep_best(net, val_patches, seed, stage, mask, best_loss, best_state, config)
             net.eval()
         yield StageFinished(stage_index, best_loss, stopped)
+    if model.whitening is not None and val_patches is not None:
+        _fit_start_weights(model, slices[:: -(-len(slices) // MEAN_SAMPLES)])
     if config.keep_mean and val_patches is not None:  # None: stopped before any stage sampled patches
         _keep_input_mean(model, slices[:: -(-len(slices) // MEAN_SAMPLES)])
     model.net.to(memory_format=torch.contiguous_format).eval()
@@ -523,6 +528,46 @@ def _keep_input_mean(model: DenoisingModel, samples: list) -> None:
     with torch.no_grad():
         model.net.head.bias += torch.as_tensor(shift, dtype=model.net.head.bias.dtype,
                                                device=model.net.head.bias.device)
+
+
+def _fit_start_weights(model: DenoisingModel, samples: list) -> None:
+    """Set each whitened channel's `start_weight` from the starts of the samples' lines (Whitening.fit_start_weight),
+    denoised as `denoise` does it with the weight at 0 and at 1."""
+    axes = sample_axes(samples[0])
+    weights = {}
+    for axis in {whitening.axis for whitening in model.whitening if whitening is not None}:
+        strips = [np.asarray(_line_starts(sample, axis), np.float32) for sample in samples]
+        outputs = []
+        for weight in (0.0, 1.0):
+            model.whitening = [w and dataclasses.replace(w, start_weight=weight) for w in model.whitening]
+            outputs.append([denoise(model, strip, axes=axes) for strip in strips])
+        for channel, whitening in enumerate(model.whitening):
+            if whitening is not None and whitening.axis == axis:
+                weights[channel] = whitening.fit_start_weight(
+                    *(_lines([strip[channel] for strip in part], axis) for part in (strips, *outputs)))
+    model.whitening = [w and dataclasses.replace(w, start_weight=weights[channel])
+                       for channel, w in enumerate(model.whitening)]
+
+
+def _line_starts(sample: np.ndarray, axis: str) -> np.ndarray:
+    """The first START_STRIP pixels of the central MEAN_SIDE lines along `axis` (X: rows, Y: columns) of a
+    (C, Y, X) sample, in the MEAN_PLANES central planes of a (C, Z, Y, X) one."""
+    if sample.ndim == 4:
+        first = max(0, (sample.shape[1] - MEAN_PLANES) // 2)
+        sample = sample[:, first : first + MEAN_PLANES]
+    height, width = sample.shape[-2:]
+    if axis == "X":
+        top = max(0, (height - MEAN_SIDE) // 2)
+        return sample[..., top : top + MEAN_SIDE, :START_STRIP]
+    left = max(0, (width - MEAN_SIDE) // 2)
+    return sample[..., :START_STRIP, left : left + MEAN_SIDE]
+
+
+def _lines(planes: list[np.ndarray], axis: str) -> np.ndarray:
+    """The lines along `axis` of one channel's strips, as rows of their common length."""
+    lines = [np.moveaxis(plane, AXES[axis], -1) for plane in planes]
+    length = min(line.shape[-1] for line in lines)
+    return np.concatenate([line[..., :length].reshape(-1, length) for line in lines])
 
 
 def _estimate_masks(model: DenoisingModel, slices: list[np.ndarray], config: Config) -> list[MaskEstimate]:

@@ -6,7 +6,7 @@ n[t] = rho * n[t - 1] + e[t] with white e, and its autocorrelation at lag k is r
 hide a line of correlated neighbours from the network; here the image is whitened instead,
 w[t] = x[t] - rho * x[t - 1], which turns that noise into white noise that plain N2V (a centre-only
 blind spot) removes while the network still sees every neighbour. The prediction is coloured back by
-the exact inverse filter. On the real set's PMT cases this gained 1-2 dB over the masked line
+the inverse filter. On the real set's PMT cases this gained 0.9-2.3 dB over the masked line
 (docs/benchmarks.md).
 """
 
@@ -21,14 +21,20 @@ AXES = {"X": -1, "Y": -2}  # image axis of the filter -> array axis
 RHO_RANGE = (0.2, 0.8)  # weaker: a mask of 3 pixels costs little; stronger: colouring amplifies errors 1 / (1 - rho)
 CHECKED_LAGS = range(2, 9)  # the correlation must follow rho**k this far...
 TOLERANCE = 0.05  # ...within this much, or it is not first-order (box, Gaussian and banded noise are not)
+FIT_LAGS = 128  # a line start's trace rho**(t + 1) is below 1e-12 beyond this at rho 0.8
 
 
 @dataclass(frozen=True)
 class Whitening:
-    """The first-order filter of one channel's noise: along image `axis` ("X" or "Y"), neighbour correlation `rho`."""
+    """The first-order filter of one channel's noise: along image `axis` ("X" or "Y"), neighbour correlation `rho`.
+
+    `start_weight` (0-1) says how far `colour` trusts the start it fits to each line's noisy first pixels over the
+    start `whiten` assumes; training measures it on the images' own line starts (`fit_start_weight`).
+    """
 
     axis: str
     rho: float
+    start_weight: float = 1.0
 
     def whiten(self, array: np.ndarray) -> np.ndarray:
         """x[t] - rho * x[t - 1] along the axis (float32); the first pixel's predecessor is taken equal to it."""
@@ -45,7 +51,8 @@ class Whitening:
         line). Without `anchor` it is taken as in `whiten` (equal to y[0]), and colouring undoes whitening
         exactly. With `anchor`, the image that was whitened (noisy: the start is a mean over its first pixels),
         the start's decaying trace rho**(t + 1) * y[-1] is fitted to anchor minus the colouring from zero
-        (least squares); colouring `whiten(x)` with anchor x still gives x exactly.
+        (least squares), and the start used lies `start_weight` of the way from the assumed start to the fitted
+        one; colouring `whiten(x)` with anchor x still gives x exactly.
         """
         axis = AXES[self.axis]
         array = np.asarray(array, np.float32)
@@ -57,8 +64,28 @@ class Whitening:
         shape = [1] * array.ndim
         shape[axis] = array.shape[axis]
         trace = (self.rho ** np.arange(1, array.shape[axis] + 1, dtype=np.float64)).reshape(shape)
-        start = np.sum((np.asarray(anchor, np.float64) - coloured) * trace, axis=axis, keepdims=True) / np.sum(trace**2)
+        residual = np.asarray(anchor, np.float64) - coloured
+        fitted = np.sum(residual * trace, axis=axis, keepdims=True) / np.sum(trace**2)
+        assumed = first / (1 - self.rho)
+        start = assumed + self.start_weight * (fitted - assumed)
         return (coloured + trace * start).astype(np.float32, copy=False)
+
+    def fit_start_weight(self, anchor: np.ndarray, assumed: np.ndarray, fitted: np.ndarray) -> float:
+        """The `start_weight` for lines like these (empirical Bayes): `assumed` and `fitted` are their colourings
+        with start_weight 0 and 1, `anchor` the noisy lines. A fitted start carries the noise of the first pixels;
+        the fits scatter around the assumed starts by that noise plus the true departures. The weight is the share
+        of the departures in that scatter: near 0 where the starts are as assumed, near 1 where they are not
+        (a filter carrying the line before, or the flyback, into each line)."""
+        axis = AXES[self.axis]
+        departures = np.take(np.asarray(fitted, np.float64) - assumed, 0, axis=axis) / self.rho
+        residual = np.take(self.whiten(anchor) - self.whiten(fitted), np.arange(1, np.shape(anchor)[axis]), axis=axis)
+        noise = float(np.mean(residual.astype(np.float64) ** 2)) / (1 - self.rho**2)  # the anchor's filtered noise
+        lags = np.arange(min(np.shape(anchor)[axis], FIT_LAGS))
+        trace = self.rho ** (lags + 1.0)
+        correlation = self.rho ** np.abs(lags[:, None] - lags[None, :])
+        fit_noise = noise * float(trace @ correlation @ trace) / np.sum(trace**2) ** 2
+        spread = max(float(np.mean(departures**2)) - fit_noise, 0.0)
+        return round(float(spread / (spread + fit_noise)), 4) if spread + fit_noise > 0 else 1.0
 
     def bias_gain(self, length: int) -> float:
         """The mean change of `colour(w, anchor)` along lines of `length` pixels when w rises by 1 everywhere
@@ -70,7 +97,7 @@ class Whitening:
         return f"decorrelated along {self.axis} (rho {self.rho:.2f})"
 
     def to_values(self) -> list:
-        return [self.axis, self.rho]
+        return [self.axis, self.rho, self.start_weight]
 
 
 def detect_whitening(acf: np.ndarray, mask: np.ndarray) -> Whitening | None:
@@ -120,9 +147,11 @@ def _per_channel(array, filters, channel_axis: int, operation, anchor=None) -> n
 
 
 def whitening_from_values(values) -> Whitening:
-    """A Whitening from [axis, rho] as stored in a model file; ValueError says what is wrong."""
-    if (not isinstance(values, (list, tuple)) or len(values) != 2 or values[0] not in AXES
-            or not isinstance(values[1], (int, float)) or isinstance(values[1], bool)
-            or not 0 < values[1] < 1):
-        raise ValueError(f"a whitening filter must be [axis X or Y, 0 < rho < 1], got {values!r:.80}")
-    return Whitening(values[0], float(values[1]))
+    """A Whitening from [axis, rho, start_weight] as stored in a model file; ValueError says what is wrong."""
+    numbers = values[1:] if isinstance(values, (list, tuple)) else ()
+    if (not isinstance(values, (list, tuple)) or len(values) != 3 or values[0] not in AXES
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers)
+            or not 0 < values[1] < 1 or not 0 <= values[2] <= 1):
+        raise ValueError(f"a whitening filter must be [axis X or Y, 0 < rho < 1, 0 <= start weight <= 1], "
+                         f"got {values!r:.80}")
+    return Whitening(values[0], float(values[1]), float(values[2]))
