@@ -413,3 +413,25 @@ def test_older_objects_are_frozen_from_start_until_the_run_ends(qtbot, widget):
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT)
     assert frozen and frozen[0] > 0
     assert gc.get_freeze_count() == 0
+
+
+def test_pmt_noise_is_decorrelated_and_the_dock_says_so(qtbot, viewer, widget):
+    """The PMT case in the viewer: the mask shown is the centre alone, its text names the filter, and unticking
+    the box goes back to masking the line."""
+    from scipy.signal import lfilter
+
+    clean = make_sample((128, 128))[0]
+    white = np.random.default_rng(0).standard_normal(clean.shape)
+    noise = 0.1 * np.sqrt(1 - 0.6**2) * lfilter([1.0], [1.0, -0.6], white, axis=-1)
+    viewer.add_image((clean + noise).astype(np.float32), name="pmt")
+    widget.images.value = [viewer.layers["pmt"]]
+    set_budget(widget, epochs=1)
+    run_to_end(qtbot, widget)
+    assert "decorrelated along X" in widget.mask_text.value
+    assert widget.model.whitening[0].axis == "X" and viewer.layers[MASK_LAYER].data.sum() == 1
+    assert "pmt denoised" in viewer.layers
+
+    widget.whiten.value = False
+    run_to_end(qtbot, widget)
+    assert widget.model.whitening is None and "decorrelated" not in widget.mask_text.value
+    assert viewer.layers[MASK_LAYER].data.sum() >= 5
