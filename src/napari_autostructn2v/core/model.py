@@ -287,7 +287,7 @@ def _normalisation_from(values) -> Normalisation:
 
 
 def _whitening_from(values, channels: int) -> list[Whitening | None] | None:
-    """One [axis, rho] filter (or None) per channel, checked; None when the file has none."""
+    """One [axis, rho, start_weight] filter (or None) per channel, checked; None when the file has none."""
     if values is None:
         return None
     if not isinstance(values, list) or len(values) != channels:

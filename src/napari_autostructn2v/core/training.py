@@ -488,10 +488,11 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
             best_loss = _keep_best(net, val_patches, seed, stage, mask, best_loss, best_state, config)
             net.eval()
         yield StageFinished(stage_index, best_loss, stopped)
+    spread_samples = slices[:: -(-len(slices) // MEAN_SAMPLES)]
     if model.whitening is not None and val_patches is not None:
-        _fit_start_weights(model, slices[:: -(-len(slices) // MEAN_SAMPLES)])
+        _fit_start_weights(model, spread_samples)
     if config.keep_mean and val_patches is not None:  # None: stopped before any stage sampled patches
-        _keep_input_mean(model, slices[:: -(-len(slices) // MEAN_SAMPLES)])
+        _keep_input_mean(model, spread_samples)
     model.net.to(memory_format=torch.contiguous_format).eval()
     yield Done(model, stopped)
 
@@ -551,16 +552,10 @@ def _fit_start_weights(model: DenoisingModel, samples: list) -> None:
 
 def _line_starts(sample: np.ndarray, axis: str) -> np.ndarray:
     """The first START_STRIP pixels of the central MEAN_SIDE lines along `axis` (X: rows, Y: columns) of a
-    (C, Y, X) sample, in the MEAN_PLANES central planes of a (C, Z, Y, X) one."""
-    if sample.ndim == 4:
-        first = max(0, (sample.shape[1] - MEAN_PLANES) // 2)
-        sample = sample[:, first : first + MEAN_PLANES]
-    height, width = sample.shape[-2:]
-    if axis == "X":
-        top = max(0, (height - MEAN_SIDE) // 2)
-        return sample[..., top : top + MEAN_SIDE, :START_STRIP]
-    left = max(0, (width - MEAN_SIDE) // 2)
-    return sample[..., :START_STRIP, left : left + MEAN_SIDE]
+    (C, Y, X) sample, in the MEAN_PLANES central planes of a (C, Z, Y, X) one (START_STRIP <= MEAN_SIDE, so
+    the central crop keeps the strip whole)."""
+    strip = sample[..., :START_STRIP] if axis == "X" else sample[..., :START_STRIP, :]
+    return central_crop(strip, MEAN_SIDE, MEAN_PLANES)
 
 
 def _lines(planes: list[np.ndarray], axis: str) -> np.ndarray:
