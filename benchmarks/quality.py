@@ -77,6 +77,7 @@ ABLATIONS = {
     "ours, mean not kept": lambda c: dataclasses.replace(c, keep_mean=False),
     "ours, no batch norm": lambda c: dataclasses.replace(c, batch_norm=False),
     "ours, no whitening": lambda c: dataclasses.replace(c, mask=dataclasses.replace(c.mask, whiten=False)),
+    "ours, blind spots": lambda c: dataclasses.replace(c, mask=dataclasses.replace(c.mask, recorrupt=False)),
 }
 
 

@@ -53,9 +53,10 @@ OURS_METHODS = ["noisy", "N2V", "structN2V true mask", "ours", "ours, direct inf
 CAREAMICS_METHODS = ["CAREamics N2V", "CAREamics structN2V 5", "CAREamics structN2V best"]
 ALL_METHODS = OURS_METHODS + CAREAMICS_METHODS
 # quality's ablations of ours, by name (float32: Config.mixed_precision off; Config.keep_mean off; Config.batch_norm
-# off; MaskConfig.whiten off), and the same UNet trained on clean targets (an upper reference for self-supervised
-# methods): --methods only
-ABLATIONS_ON_REQUEST = ["ours, float32", "ours, mean not kept", "ours, no batch norm", "ours, no whitening"]
+# off; MaskConfig.whiten off; MaskConfig.recorrupt off), and the same UNet trained on clean targets (an upper
+# reference for self-supervised methods): --methods only
+ABLATIONS_ON_REQUEST = ["ours, float32", "ours, mean not kept", "ours, no batch norm", "ours, no whitening",
+                        "ours, blind spots"]
 ON_REQUEST = ABLATIONS_ON_REQUEST + ["supervised"]
 BRIGHT_FRACTION = 0.05
 NOT_RUN = "CAREamics: not run (no --careamics-python)"
@@ -194,6 +195,8 @@ def run_case(image: str, noise: real_set.Noise, seed: int, methods: list[str], b
                        true_text=describe_mask(oracle), **mask_metrics(mask, oracle))
             if model is not None and model.whitening is not None:
                 row["mask_text"] += ", " + ", ".join(w.describe() for w in model.whitening if w is not None)
+            if model is not None and model.struct_mask is None and model.whitening is None and mask.size > 0:
+                row["mask_text"] += ", recorrupted pairs (not masked)"
         rows[method] = row
         note(row)
 

@@ -31,7 +31,11 @@ def test_mask_from_the_raw_image(kind, expected):
     assert offsets(estimate.mask) == expected
     assert estimate.mask.shape[0] % 2 == 1 and estimate.mask.shape[0] == estimate.mask.shape[1]
     assert estimate.acf[estimate.acf.shape[0] // 2, estimate.acf.shape[1] // 2] == pytest.approx(1.0)
-    assert ("plain N2V" in estimate.reason) == (kind == "white")
+    assert estimate.recorruption is not None  # additive noise of short reach: recorrupted pairs by default
+    assert ("uncorrelated" in estimate.reason) == (kind == "white")
+    blind_spots = estimate_struct_mask(noisy, config=MaskConfig(recorrupt=False))
+    assert blind_spots.recorruption is None and offsets(blind_spots.mask) == expected
+    assert ("plain N2V" in blind_spots.reason) == (kind == "white")
 
 
 def test_row_offsets_give_a_long_line():

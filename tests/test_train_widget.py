@@ -75,6 +75,9 @@ def test_controls_edit_the_viewers_shared_settings(viewer, widget):
     assert widget.whiten.value and settings.mask.whiten
     widget.whiten.value = False
     assert not settings.mask.whiten
+    assert widget.recorrupt.value and settings.mask.recorrupt
+    widget.recorrupt.value = False
+    assert not settings.mask.recorrupt
     settings.stage1.patch_size = 48  # as the ROI widget would
     widget.load_settings()
     assert widget._stage_controls[1, "patch_size"].value == 48
@@ -103,8 +106,15 @@ def test_training_shows_progress_as_layers_and_ends_with_a_placed_denoised_layer
     assert len(patches.data) > 0 and np.allclose(patches.scale, SCALE)
     assert [stage for stage, _, _ in widget.loss_plot.points] == [1, 1, 2, 2]
     assert widget.progress[2].value == widget.progress[2].max == 6
-    assert model_for(viewer) is widget.model and widget.model.struct_mask is not None
+    # the sample's noise is additive: recorrupted pairs, nothing masked, and the dock says so
+    assert model_for(viewer) is widget.model and widget.model.struct_mask is None
+    assert "recorrupted pairs" in widget.mask_text.value
     assert widget.save_button.enabled
+
+    widget.recorrupt.value = False  # unticked: the structured blind spot, the mask shown
+    run_to_end(qtbot, widget)
+    assert widget.model.struct_mask is not None and widget.model.struct_mask.sum() >= 3
+    assert "recorrupted" not in widget.mask_text.value
 
 
 def test_display_layers_are_added_one_per_turn_before_training_starts_without_activating_them(qtbot, viewer,
@@ -370,7 +380,8 @@ def test_active_layer_is_the_default_and_internal_layers_are_not_offered(qtbot, 
 def test_every_control_has_a_tooltip(widget):
     controls = [widget.images, *widget._stage_controls.values(), widget.n2v2, widget.mask_percent,
                 widget.mask_source, widget.significance, widget.min_correlation, widget.max_radius,
-                widget.whiten, widget.base_channels, widget.depth, widget.seed, widget.device, widget.preview_every,
+                widget.whiten, widget.recorrupt, widget.base_channels, widget.depth, widget.seed, widget.device,
+                widget.preview_every,
                 widget.tile_size, widget.review, widget.start_button, widget.stop_button, widget.preset,
                 widget.span, widget.mask_review.continue_button, widget.model_path, widget.save_button,
                 widget.package_path, widget.export_button]

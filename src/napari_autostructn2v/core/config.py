@@ -46,6 +46,7 @@ MASK_RULES = {
     "remove_isotropic": _BOOL,
     "extend_correlation": Rule("float", 0, 1, low_open=True, high_open=True),
     "whiten": _BOOL,
+    "recorrupt": _BOOL,
 }
 CONFIG_RULES = {
     "base_channels": Rule("int", 4, 256),
@@ -130,6 +131,10 @@ class MaskConfig:
     rho**lag (first-order filtered noise, as a PMT's analog filter makes it along the scan), both
     stages train plain N2V on the image decorrelated along that line instead of masking it, and
     the prediction is coloured back (core.whitening); source "image" only.
+    recorrupt: when the noise is additive (as large in the bright parts of the image as in the
+    dark) and its correlation ends within `max_radius`, both stages train on recorrupted pairs
+    with the measured noise covariance instead of blind spots: the network sees every pixel
+    (core.recorruption); source "image" and the 2D network only.
     """
 
     source: str = "image"
@@ -140,6 +145,7 @@ class MaskConfig:
     remove_isotropic: bool = True
     extend_correlation: float = 0.05
     whiten: bool = True
+    recorrupt: bool = True
 
     def validate(self) -> None:
         """Raise ConfigError naming the first field of the wrong type or out of range (`mask.field`)."""

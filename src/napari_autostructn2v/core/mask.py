@@ -10,6 +10,7 @@ from scipy import ndimage
 from .axes import canonical_image
 from .config import MaskConfig
 from .images import InputError, MappedPlane
+from .recorruption import Recorruption, recorruption_rule
 from .whitening import Whitening, detect_whitening
 
 PRESETS = ("horizontal", "vertical", "cross", "diagonal", "antidiagonal", "centre")
@@ -24,6 +25,9 @@ class MaskEstimate:
     that also covers the correlated neighbours in the planes above and below (None when the noise
     is not correlated along Z). `whitening` is set (and `mask` is the centre alone) when the noise
     is first-order filtered along X or Y and `MaskConfig.whiten` asks to decorrelate it (core.whitening).
+    `recorruption` is set when the noise is additive with a covariance known in full and
+    `MaskConfig.recorrupt` asks to train on recorrupted pairs instead of blind spots (core.recorruption);
+    `mask` then shows where the noise is correlated, and no pixel is masked in training.
     """
 
     mask: np.ndarray
@@ -34,6 +38,7 @@ class MaskEstimate:
     z_correlation: float | None = None
     mask_3d: np.ndarray | None = None
     whitening: Whitening | None = None
+    recorruption: Recorruption | None = None
 
     def as_text(self) -> str:
         """The mask as rows of '#' (masked) and '.'."""
@@ -183,6 +188,9 @@ def _estimate_channel(volumes: list, is_noise: bool, config: MaskConfig, detrend
         _add_z_correlation(estimate, z_numerator, z_pairs, floor, variance, total, config)
     if config.whiten and not is_noise and estimate.mask_3d is None:
         _decorrelate(estimate)
+    if config.recorrupt and not is_noise and estimate.mask_3d is None and estimate.whitening is None:
+        ratio = _variance_ratio(volumes[0][0][0], window, detrend_sigma, flat_fraction)
+        _offer_recorruption(estimate, variance, ratio, radius)
     return estimate
 
 
@@ -194,6 +202,43 @@ def _decorrelate(estimate: MaskEstimate) -> None:
     pixels = int(estimate.mask.sum())
     estimate.whitening, estimate.mask = whitening, _centre_only()
     estimate.reason = f"{whitening.describe()} instead of masking a line of {pixels} pixels: plain N2V (centre only)"
+
+
+def _offer_recorruption(estimate: MaskEstimate, variance: float, variance_ratio: float, radius: int) -> None:
+    """Set the noise covariance for recorrupted pairs (the correlation over the mask's lags times the noise
+    variance) where core.recorruption's rule allows; otherwise say in the reason why the mask is used."""
+    refusal = recorruption_rule(estimate.mask, radius, variance_ratio)
+    if refusal is not None:
+        estimate.reason += f"; blind spots, not recorrupted pairs: {refusal}"
+        return
+    half = estimate.acf.shape[0] // 2
+    side = estimate.mask.shape[0] // 2
+    acf = estimate.acf[half - side : half + side + 1, half - side : half + side + 1]
+    estimate.recorruption = Recorruption(np.where(estimate.mask, acf, 0.0) * variance, variance_ratio)
+    estimate.reason = estimate.recorruption.describe()
+
+
+def _variance_ratio(plane, window: int, sigma: float, fraction: float) -> float:
+    """The noise variance in the brightest third of the analysis windows of a central tile of `plane` over that
+    in the darkest third, each measured as the mask's is (flattest `fraction` of those windows, isotropic floor
+    removed): about 1 for additive noise, the ratio of the intensities (plus read noise) for shot noise."""
+    height, width = plane.shape[-2:]
+    top, left = max(0, (height - TILE) // 2), max(0, (width - TILE) // 2)
+    box = (top, min(height, top + TILE), left, min(width, left + TILE))
+    residual = _detrended(plane, box, sigma)
+    patch = max(8, min(32, min(residual.shape) // 4))
+    power, ys, xs = _window_power(residual, patch)
+    crop = np.asarray(plane[box[0] : box[1], box[2] : box[3]], np.float64)
+    brightness = ndimage.uniform_filter(crop, patch, mode="reflect")[np.ix_(ys, xs)]
+    dark, bright = np.quantile(brightness, [1 / 3, 2 / 3])
+    variances = []
+    for chosen in (brightness <= dark, brightness >= bright):
+        level = np.quantile(power[chosen], fraction)
+        weights = _window_weights(residual.shape, ys, xs, chosen & (power <= level), patch)
+        numerator, pairs = _masked_covariance(residual, weights, window)
+        covariance = np.where(pairs > 0, numerator / np.maximum(pairs, 1), 0.0)
+        variances.append(_isotropic_floor(covariance)[1] if covariance[window, window] > 0 else 0.0)
+    return float(variances[1] / variances[0]) if variances[0] > 0 else float("inf")
 
 
 def _add_z_correlation(estimate: MaskEstimate, numerator: np.ndarray, pairs: np.ndarray, floor: np.ndarray,
@@ -310,9 +355,14 @@ def _flat_weights(residual: np.ndarray, patch: int, level: float) -> np.ndarray:
     """1 on the windows whose residual power is at most `level` (the flattest, where the image is
     mostly noise), 0 elsewhere."""
     power, ys, xs = _window_power(residual, patch)
+    return _window_weights(residual.shape, ys, xs, power <= level, patch)
+
+
+def _window_weights(shape, ys: np.ndarray, xs: np.ndarray, chosen: np.ndarray, patch: int) -> np.ndarray:
+    """1 on the chosen windows (of `patch` pixels centred at ys x xs), 0 elsewhere."""
     half = patch // 2
-    weights = np.zeros_like(residual)
-    for y, x in zip(*np.nonzero(power <= level)):
+    weights = np.zeros(shape)
+    for y, x in zip(*np.nonzero(chosen)):
         top, left = max(0, ys[y] - half), max(0, xs[x] - half)
         weights[top : top + patch, left : left + patch] = 1.0
     return weights

@@ -4,8 +4,10 @@ Stage 1 trains Noise2Void (by default on background patches), then the structure
 estimated, then stage 2 trains structN2V with it (by default starting from stage 1's weights).
 The consumer drives the generator: it can show each event, stop early with a stop flag or by
 closing the generator, and replace the estimated mask (set `MaskEstimated.mask`) before stage 2.
-With `mask.whiten` and source "image" (the defaults) the estimate is made before stage 1: noise filtered
-along a line, as a PMT filters it, is then decorrelated for both stages instead (core.whitening).
+With source "image" (the default) and `mask.whiten` or `mask.recorrupt` the estimate is made before stage 1:
+noise filtered along a line, as a PMT filters it, is then decorrelated for both stages instead
+(core.whitening), and additive noise of a covariance known in full trains both stages on recorrupted pairs
+with that covariance, without blind spots (core.recorruption), unless the consumer replaces the mask.
 
 Images may carry channels (each normalised on its own, with its own mask, as channels of one
 network) and, for the 3D network, a Z axis; see core.axes for the `axes` letters.
@@ -30,6 +32,7 @@ from .inference import denoise
 from .mask import MaskEstimate, check_mask, estimate_struct_mask
 from .masking import channel_masks, mask_batch
 from .model import DenoisingModel, autocast, memory_format, resolve_device
+from .recorruption import noise_kernels, recorrupted_pair
 from .roi import count_windows, select_roi_patches
 from .whitening import AXES, whiten_channels
 
@@ -253,13 +256,31 @@ def _masked_loss(net, patches: torch.Tensor, generator: torch.Generator, stage: 
     return torch.mean((predicted.float() - patches[blind]) ** 2)
 
 
-def _validation_loss(net, patches: torch.Tensor, seed: int, stage: StageConfig, struct_mask, config: Config) -> float:
-    """Masked loss on held-out patches with the same blind spots every time, so epochs compare."""
+def _recorrupted_loss(net, patches: torch.Tensor, generator: torch.Generator, kernels: torch.Tensor,
+                      config: Config) -> torch.Tensor:
+    """Mean squared error of the network on recorrupted patches against their counterparts, over every pixel."""
+    inputs, targets = recorrupted_pair(patches, kernels, generator)
+    with autocast(patches.device, config.mixed_precision):
+        predicted = net(inputs)
+    return torch.mean((predicted.float() - targets) ** 2)
+
+
+def _loss(net, patches: torch.Tensor, generator: torch.Generator, stage: StageConfig, struct_mask,
+          kernels: torch.Tensor | None, config: Config) -> torch.Tensor:
+    """The recorrupted loss where noise kernels are given, the blind-spot loss otherwise."""
+    if kernels is not None:
+        return _recorrupted_loss(net, patches, generator, kernels, config)
+    return _masked_loss(net, patches, generator, stage, struct_mask, config)
+
+
+def _validation_loss(net, patches: torch.Tensor, seed: int, stage: StageConfig, struct_mask, config: Config,
+                     kernels: torch.Tensor | None = None) -> float:
+    """The loss on held-out patches with the same blind spots (or noise draws) every time, so epochs compare."""
     generator = _seeded_generator(seed, patches.device)
     batch = stage.batch_size
     net.eval()
     with torch.no_grad():
-        losses = [float(_masked_loss(net, patches[i : i + batch], generator, stage, struct_mask, config))
+        losses = [float(_loss(net, patches[i : i + batch], generator, stage, struct_mask, kernels, config))
                   * len(patches[i : i + batch])
                   for i in range(0, len(patches), batch)]
     net.train()
@@ -418,12 +439,14 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
     stopped = False
     previews = _PreviewBudget(preview_every)
     val_patches = None
-    estimates = None
-    if struct_mask is None and config.mask.whiten and config.mask.source == "image":
-        # measured on the raw image, the estimate needs no stage 1: made first, a whitening filter serves both stages
+    estimates = kernels = None
+    if struct_mask is None and (config.mask.whiten or config.mask.recorrupt) and config.mask.source == "image":
+        # measured on the raw image, the estimate needs no stage 1: made first, a whitening filter or the noise's
+        # covariance serves both stages
         estimates = _estimate_masks(model, slices, config)
         if any(estimate.whitening is not None for estimate in estimates):
             model.whitening = [estimate.whitening for estimate in estimates]
+        kernels = _recorruption_kernels(estimates, model, device)
 
     for stage_index, stage in ((1, config.stage1), (2, config.stage2)):
         if stopped:
@@ -435,9 +458,12 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
                 for channel, estimate in enumerate(estimates or _estimate_masks(model, slices, config)):
                     estimated = MaskEstimated(estimate, channel, len(slices[0]))
                     yield estimated
+                    if estimated.mask is not estimate.mask:
+                        kernels = None  # a mask chosen by the consumer is a blind spot to train with
                     struct_mask.append(check_mask(estimated.mask, config.dims))
-            mask = struct_mask
-            model.struct_mask = struct_mask if len(struct_mask) > 1 else struct_mask[0]
+            if kernels is None:
+                mask = struct_mask
+                model.struct_mask = struct_mask if len(struct_mask) > 1 else struct_mask[0]
             if not config.stage2_from_stage1:
                 torch.manual_seed(seed + 1)
                 model.net = DenoisingModel.create(config, normalisation, model.net.n2v2).net.to(device, memory_format=layout)
@@ -463,7 +489,7 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
                         stopped = True
                         break
                     batch = torch.from_numpy(sampler.sample(stage.batch_size, config.augment)).to(device)
-                    loss = _masked_loss(net, batch, generator, stage, mask, config)
+                    loss = _loss(net, batch, generator, stage, mask, kernels, config)
                     optimiser.zero_grad(set_to_none=True)
                     loss.backward()
                     optimiser.step()
@@ -476,7 +502,7 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
                         net.train()
                 if not losses:
                     break
-                val_loss = _validation_loss(net, val_patches, seed + 7, stage, mask, config)
+                val_loss = _validation_loss(net, val_patches, seed + 7, stage, mask, config, kernels)
                 model.history.append({"stage": stage_index, "epoch": epoch, "train_loss": float(np.mean(losses)),
                                       "val_loss": val_loss})
                 if val_loss < best_loss:
@@ -485,7 +511,7 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
                 if stopped:
                     break
         finally:
-            best_loss = _keep_best(net, val_patches, seed, stage, mask, best_loss, best_state, config)
+            best_loss = _keep_best(net, val_patches, seed, stage, mask, best_loss, best_state, config, kernels)
             net.eval()
         yield StageFinished(stage_index, best_loss, stopped)
     spread_samples = slices[:: -(-len(slices) // MEAN_SAMPLES)]
@@ -498,9 +524,9 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
 
 
 def _keep_best(net, val_patches, seed: int, stage: StageConfig, mask, best_loss: float, best_state,
-               config: Config) -> float:
+               config: Config, kernels: torch.Tensor | None) -> float:
     """Load the best weights seen, unless the current ones (after an interrupted epoch) are better."""
-    current = _validation_loss(net, val_patches, seed + 7, stage, mask, config)
+    current = _validation_loss(net, val_patches, seed + 7, stage, mask, config, kernels)
     if best_state is not None and best_loss < current:
         net.load_state_dict(best_state)
         return float(best_loss)
@@ -565,15 +591,31 @@ def _lines(planes: list[np.ndarray], axis: str) -> np.ndarray:
     return np.concatenate([line[..., :length].reshape(-1, length) for line in lines])
 
 
+def _recorruption_kernels(estimates: list[MaskEstimate], model: DenoisingModel,
+                          device: torch.device) -> torch.Tensor | None:
+    """The noise kernels of recorrupted pairs when every channel's estimate offers its covariance, else None (and
+    a channel that offered one is told it gets blind spots like the others)."""
+    offers = [estimate.recorruption for estimate in estimates]
+    if all(offer is not None for offer in offers):
+        return noise_kernels(offers, np.atleast_1d(model.normalisation.std)).to(device)
+    for estimate in estimates:
+        if estimate.recorruption is not None:
+            estimate.recorruption = None
+            estimate.reason += "; blind spots all the same, as another channel's noise needs them"
+    return None
+
+
 def _estimate_masks(model: DenoisingModel, slices: list[np.ndarray], config: Config) -> list[MaskEstimate]:
-    """One estimate per channel, from that channel's planes (volumes for the 3D network: Z correlation too)."""
+    """One estimate per channel, from that channel's planes (volumes for the 3D network: Z correlation too;
+    recorrupted pairs are for the 2D network only)."""
     volumes = slices[0].ndim == 4
     if config.mask.source == "stage1_residual":
         data = [_residual(model, np.asarray(sample), sample_axes(sample)) for sample in slices]
     else:
         data = slices
+    mask_config = dataclasses.replace(config.mask, recorrupt=config.mask.recorrupt and not volumes)
     return [estimate_struct_mask([sample[channel] for sample in data], is_noise=config.mask.source != "image",
-                                 config=config.mask, axes="ZYX" if volumes else None)
+                                 config=mask_config, axes="ZYX" if volumes else None)
             for channel in range(slices[0].shape[0])]
 
 

@@ -87,6 +87,7 @@ class TrainWidget(MaskReviewSteps, ModelActions, Container):
         self.min_correlation = FloatSpinBox(label="min. correlation", min=0.01, max=0.99, step=0.01)
         self.max_radius = SpinBox(label="max. mask radius", min=1, max=24)
         self.whiten = CheckBox(text="decorrelate filtered noise")
+        self.recorrupt = CheckBox(text="recorrupted pairs (additive noise)")
         self.base_channels = SpinBox(label="network width", min=4, max=256)
         self.depth = SpinBox(label="network depth", min=1, max=4)
         self.network = ComboBox(label="network", choices=NETWORKS)
@@ -123,7 +124,7 @@ class TrainWidget(MaskReviewSteps, ModelActions, Container):
         self.advanced_section, self.advanced = section(
             "Advanced settings",
             [self.n2v2, self.mask_percent, self.mask_source, self.significance, self.min_correlation,
-             self.max_radius, self.whiten, self.base_channels, self.depth, self.network, self.patch_depth,
+             self.max_radius, self.whiten, self.recorrupt, self.base_channels, self.depth, self.network, self.patch_depth,
              self.separate_channels, self.seed,
              self.device, self.preview_every,
              self.tile_size],
