@@ -555,7 +555,6 @@ def cmd_demo(args) -> None:
     comparison = plan.add(out / "comparison.png", "-o", (".png",))
     model_target = plan.add(out / "model.pt", "-o", MODEL_SUFFIXES)
 
-    import numpy as np
     from skimage.metrics import peak_signal_noise_ratio as psnr
 
     from .core.config import Config, split_epochs
@@ -582,6 +581,7 @@ def cmd_demo(args) -> None:
             live_model["model"] = event.model
         if isinstance(event, MaskEstimated):
             stage1_output["image"] = _denoise(live_model["model"], noisy, args.tile_size, quiet=True)
+            stage1_output["estimate"] = event.estimate
 
     model = _train([noisy], config, args.quiet, on_event=keep_stage1)
     final = _denoise(model, noisy, args.tile_size, args.quiet, blind_spot=not args.direct_inference)
@@ -591,11 +591,12 @@ def cmd_demo(args) -> None:
     _write_comparison(comparison, [noisy, stage1, final, clean])
     _save_model(model, model_target)
     print(f"PSNR against the clean image (data range 1), outputs in {out}:")
-    for name, image in (("noisy input", noisy), ("stage 1 (N2V)", stage1), ("final (structN2V)", final)):
+    for name, image in (("noisy input", noisy), ("stage 1", stage1), ("final", final)):
         print(f"  {name:<18} {psnr(clean, image, data_range=1.0):6.2f} dB")
-    mask = model.struct_mask if model.struct_mask is not None else np.ones((1, 1), bool)
-    print("detected mask:")
-    print("\n".join("  " + "".join("#" if v else "." for v in row) for row in mask))
+    estimate = stage1_output["estimate"]
+    print(f"noise: {estimate.reason}")
+    print("detected mask (where the noise is correlated):")
+    print("\n".join("  " + "".join("#" if v else "." for v in row) for row in estimate.mask))
 
 
 def _write_comparison(path: Path, images: list) -> None:
