@@ -284,6 +284,20 @@ def test_mask_survey_counts_the_decorrelated_cases():
     lines = {row[0]: row for row in cells}
     column = lines["| noise"].index("decorrelated")
     assert lines["| pmt2"][column] == "1/1" and lines["| box5_h"][column] == "0/1"
+    recorrupted = lines["| noise"].index("recorrupted")
+    assert lines["| pmt2"][recorrupted] == "0/1" and lines["| box5_h"][recorrupted] == "1/1"
+    assert "recorrupted pairs instead of blind spots, additive families: 1/1" in masks.summary(rows)
+
+
+def test_blind_spot_ablation_masks_what_ours_recorrupts(no_careamics, trained_configs):
+    """On additive box noise ours trains on recorrupted pairs (its mask text says so); 'ours, blind spots' masks."""
+    budget = quality.Budget(steps=4, steps_per_epoch=2, batch_size=2, patch_size=32)
+    methods = ["ours", "ours, blind spots"]
+    rows = {r["method"]: r for r in quality_real.run_case("sparse", real_set.Noise("box5_h", 0.1), 0, methods, budget,
+                                                          None)}
+    assert [c.mask.recorrupt for c in trained_configs] == [True, False]
+    assert rows["ours"]["mask_text"].endswith("recorrupted pairs (not masked)")
+    assert "recorrupted" not in rows["ours, blind spots"]["mask_text"]
 
 
 def test_first_seed_moves_the_seeds(no_careamics, monkeypatch, tmp_path):
