@@ -189,8 +189,8 @@ def _estimate_channel(volumes: list, is_noise: bool, config: MaskConfig, detrend
     if config.whiten and not is_noise and estimate.mask_3d is None:
         _decorrelate(estimate)
     if config.recorrupt and not is_noise and estimate.mask_3d is None and estimate.whitening is None:
-        ratio = _variance_ratio(volumes[0][0][0], window, detrend_sigma, flat_fraction)
-        _offer_recorruption(estimate, variance, ratio, radius)
+        ratios = _bright_over_dark(volumes[0][0][0], window, detrend_sigma, flat_fraction)
+        _offer_recorruption(estimate, variance, *ratios, radius)
     return estimate
 
 
@@ -204,24 +204,27 @@ def _decorrelate(estimate: MaskEstimate) -> None:
     estimate.reason = f"{whitening.describe()} instead of masking a line of {pixels} pixels: plain N2V (centre only)"
 
 
-def _offer_recorruption(estimate: MaskEstimate, variance: float, variance_ratio: float, radius: int) -> None:
+def _offer_recorruption(estimate: MaskEstimate, variance: float, variance_ratio: float, brightness_ratio: float,
+                        radius: int) -> None:
     """Set the noise covariance for recorrupted pairs (the correlation over the mask's lags times the noise
     variance) where core.recorruption's rule allows; otherwise say in the reason why the mask is used."""
-    refusal = recorruption_rule(estimate.mask, radius, variance_ratio)
+    refusal = recorruption_rule(estimate.mask, radius, variance_ratio, brightness_ratio)
     if refusal is not None:
         estimate.reason += f"; blind spots, not recorrupted pairs: {refusal}"
         return
     half = estimate.acf.shape[0] // 2
     side = estimate.mask.shape[0] // 2
     acf = estimate.acf[half - side : half + side + 1, half - side : half + side + 1]
-    estimate.recorruption = Recorruption(np.where(estimate.mask, acf, 0.0) * variance, variance_ratio)
+    estimate.recorruption = Recorruption(np.where(estimate.mask, acf, 0.0) * variance, variance_ratio,
+                                         brightness_ratio)
     estimate.reason = estimate.recorruption.describe()
 
 
-def _variance_ratio(plane, window: int, sigma: float, fraction: float) -> float:
+def _bright_over_dark(plane, window: int, sigma: float, fraction: float) -> tuple[float, float]:
     """The noise variance in the brightest third of the analysis windows of a central tile of `plane` over that
     in the darkest third, each measured as the mask's is (flattest `fraction` of those windows, isotropic floor
-    removed): about 1 for additive noise, the ratio of the intensities (plus read noise) for shot noise."""
+    removed): about 1 for additive noise, the ratio of the intensities (plus read noise) for shot noise. And
+    the ratio of the two thirds' mean intensities (nan where the dark third's is not positive)."""
     height, width = plane.shape[-2:]
     top, left = max(0, (height - TILE) // 2), max(0, (width - TILE) // 2)
     box = (top, min(height, top + TILE), left, min(width, left + TILE))
@@ -238,7 +241,10 @@ def _variance_ratio(plane, window: int, sigma: float, fraction: float) -> float:
         numerator, pairs = _masked_covariance(residual, weights, window)
         covariance = np.where(pairs > 0, numerator / np.maximum(pairs, 1), 0.0)
         variances.append(_isotropic_floor(covariance)[1] if covariance[window, window] > 0 else 0.0)
-    return float(variances[1] / variances[0]) if variances[0] > 0 else float("inf")
+    variance_ratio = float(variances[1] / variances[0]) if variances[0] > 0 else float("inf")
+    dark_mean = float(np.mean(brightness[brightness <= dark]))
+    bright_mean = float(np.mean(brightness[brightness >= bright]))
+    return variance_ratio, bright_mean / dark_mean if dark_mean > 0 else float("nan")
 
 
 def _add_z_correlation(estimate: MaskEstimate, numerator: np.ndarray, pairs: np.ndarray, floor: np.ndarray,
