@@ -281,7 +281,7 @@ def _config(args):
     if getattr(args, "epochs", None) is not None:
         config.stage1.epochs, config.stage2.epochs = split_epochs(args.epochs)
         if not args.quiet:
-            print(f"epochs: {config.stage1.epochs} in stage 1 (N2V) + {config.stage2.epochs} in stage 2 (structN2V)",
+            print(f"epochs: {config.stage1.epochs} in stage 1 + {config.stage2.epochs} in stage 2",
                   file=sys.stderr)
     if getattr(args, "seed", None) is not None:
         config.seed = args.seed
@@ -402,6 +402,10 @@ def cmd_mask(args) -> None:
                 record["z_correlation"] = round(e.z_correlation, 4)
             if e.whitening is not None:
                 record["whitening"] = {"axis": e.whitening.axis, "rho": e.whitening.rho}
+            if e.recorruption is not None:
+                record["recorruption"] = {"pixels": e.recorruption.pixels,
+                                          "variance_ratio": round(e.recorruption.variance_ratio, 4),
+                                          "brightness_ratio": round(e.recorruption.brightness_ratio, 4)}
         print(json.dumps({"channels": records} if isinstance(estimate, list) else records[0]))
         return
     for index, e in enumerate(estimates):
@@ -570,7 +574,7 @@ def cmd_demo(args) -> None:
     config.validate()
     check_tiling(args.tile_size, depth=config.depth)
     if not args.quiet:
-        print(f"epochs: {config.stage1.epochs} in stage 1 (N2V) + {config.stage2.epochs} in stage 2 (structN2V)",
+        print(f"epochs: {config.stage1.epochs} in stage 1 + {config.stage2.epochs} in stage 2",
               file=sys.stderr)
     clean, noisy = make_sample((args.size, args.size), noise="horizontal", sigma=0.1, seed=args.seed)
     stage1_output = {}
@@ -690,7 +694,8 @@ def build_parser() -> argparse.ArgumentParser:
     mask.add_argument("image")
     mask.add_argument("--json", action="store_true",
                       help='print {"mask": [[0, 1, ...], ...], "reason": ...} ("whitening": {"axis", "rho"} when the '
-                           'noise is decorrelated), or {"channels": [{"mask": ...}, ...]} with a C axis')
+                           'noise is decorrelated, "recorruption": {"pixels", "variance_ratio", "brightness_ratio"} '
+                           'when it trains on recorrupted pairs), or {"channels": [{"mask": ...}, ...]} with a C axis')
     mask.add_argument("--axes", help=AXES_HELP + "; with C, one mask per channel; with Z, the correlation along Z too")
 
     def training_options(sub) -> None:
