@@ -131,9 +131,10 @@ class MaskConfig:
     rho**lag (first-order filtered noise, as a PMT's analog filter makes it along the scan), both
     stages train plain N2V on the image decorrelated along that line instead of masking it, and
     the prediction is coloured back (core.whitening); source "image" only.
-    recorrupt: when the noise is additive (as large in the bright parts of the image as in the
-    dark) and its correlation ends within `max_radius`, both stages train on recorrupted pairs
-    with the measured noise covariance instead of blind spots: the network sees every pixel
+    recorrupt: when the noise is additive (its variance as large in the bright parts of the image
+    as in the dark, on an image whose bright parts are at least 1.5x as bright) and its
+    correlation ends within `max_radius`, both stages train on recorrupted pairs with the
+    measured noise covariance instead of blind spots: the network sees every pixel
     (core.recorruption); source "image" and the 2D network only.
     """
 

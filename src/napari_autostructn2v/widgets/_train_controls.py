@@ -61,9 +61,10 @@ TOOLTIPS = {
     "whiten": "When the noise is correlated along rows or columns as a PMT's filter makes it (the correlation "
               "falling by the same factor at each pixel), train on the image decorrelated along that line instead "
               "of masking it, and colour the result back. Untick to mask the line (needed for a bioimage.io export).",
-    "recorrupt": "When the noise is additive (as strong in bright parts as in dark ones) and correlated over a short "
-                 "reach, train on recorrupted pairs made with its measured covariance instead of blind spots: the "
-                 "network sees every pixel. Untick to train with the structured blind spot.",
+    "recorrupt": "When the noise is additive (as strong in bright parts as in dark ones, on an image with enough "
+                 "contrast to tell) and correlated over a short reach, train on recorrupted pairs made with its "
+                 "measured covariance instead of blind spots: the network sees every pixel. Untick to train with "
+                 "the structured blind spot.",
     "base_channels": "Feature channels of the first U-Net level: wider learns more and runs slower.",
     "depth": "Levels of the U-Net: deeper sees larger context; the patch size must be a multiple of 2^depth.",
     "seed": "Seed of the random numbers: the same seed and settings give the same model; -1 picks one at random.",

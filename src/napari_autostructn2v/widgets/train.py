@@ -124,8 +124,8 @@ class TrainWidget(MaskReviewSteps, ModelActions, Container):
         self.advanced_section, self.advanced = section(
             "Advanced settings",
             [self.n2v2, self.mask_percent, self.mask_source, self.significance, self.min_correlation,
-             self.max_radius, self.whiten, self.recorrupt, self.base_channels, self.depth, self.network, self.patch_depth,
-             self.separate_channels, self.seed,
+             self.max_radius, self.whiten, self.recorrupt, self.base_channels, self.depth, self.network,
+             self.patch_depth, self.separate_channels, self.seed,
              self.device, self.preview_every,
              self.tile_size],
             expanded=False,
