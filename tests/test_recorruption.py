@@ -114,6 +114,43 @@ def test_shot_noise_row_offsets_and_filtered_noise_keep_their_blind_spots():
     assert filtered.whitening is not None and filtered.recorruption is None  # decorrelated instead
 
 
+def anisotropic_noise(shape=(256, 256), sigma=0.1, seed=0):
+    """White noise filtered by a 2D Gaussian of lengths 2 (x) and 0.7 (y), standard deviation `sigma`."""
+    ys, xs = np.mgrid[-3:4, -6:7]
+    kernel = np.exp(-0.5 * ((xs / 2.0) ** 2 + (ys / 0.7) ** 2))
+    kernel /= np.sqrt(np.sum(kernel**2))
+    return sigma * ndimage.convolve(np.random.default_rng(seed).standard_normal(shape), kernel, mode="wrap"), kernel
+
+
+def test_undoing_the_detrending_recovers_a_slowly_decaying_covariance():
+    from napari_autostructn2v.core import mask as mask_module
+
+    noise, kernel = anisotropic_noise((512, 512))
+    truth = ndimage.correlate(kernel, kernel, mode="constant")  # unit variance at the centre, 7 x 13
+    window, radius = 14, 12
+    numerator, pairs, _ = mask_module._plane_autocovariance(noise, window, True, 6.0, 1.0)
+    measured = numerator / np.maximum(pairs, 1)
+    numerator, pairs, _ = mask_module._plane_autocovariance(noise, window, False, 6.0, 1.0)
+    detrended = numerator / np.maximum(pairs, 1)
+    assert detrended[window, window] < 0.93 * measured[window, window]  # the bias to undo: 10 % of the variance
+    undone = mask_module._undo_detrending(detrended, 6.0, radius)
+    assert undone[radius, radius] == pytest.approx(measured[window, window], rel=0.04)
+    assert undone[radius, radius + 3] / undone[radius, radius] == pytest.approx(truth[3, 9], abs=0.03)
+
+
+def test_the_unbiased_covariance_is_used_on_a_plain_background_and_not_on_texture():
+    noise, _ = anisotropic_noise()
+    clean = make_sample((256, 256))[0]  # bright structures on a dark, plain background
+    background = estimate_struct_mask((clean + noise).astype(np.float32))
+    assert background.recorruption is not None and background.recorruption.unbiased
+    assert background.recorruption.covariance.max() == pytest.approx(0.01, rel=0.08)
+    assert background.recorruption.pixels > 25  # more than a mask may hold
+    ramp = np.linspace(0.1, 0.9, 256)[None, :] * np.ones((256, 1))  # contrast enough for the variance test
+    texture = ndimage.gaussian_filter(np.random.default_rng(5).standard_normal((256, 256)), 3)  # std 0.1
+    textured = estimate_struct_mask((ramp + texture + noise).astype(np.float32))
+    assert textured.recorruption is not None and not textured.recorruption.unbiased  # texture is not noise
+
+
 def test_an_image_of_little_contrast_keeps_its_blind_spots():
     """Whether the noise grows with the intensity cannot be seen where the intensity hardly varies (moon-like
     images under shot noise read as additive and lost 1.4 dB with recorrupted pairs): such images keep blind spots."""

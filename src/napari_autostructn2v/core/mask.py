@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, signal
 
 from .axes import canonical_image
 from .config import MaskConfig
@@ -67,6 +67,11 @@ def preset_mask(kind: str, span: int) -> np.ndarray:
 
 TILE = 2048  # images are analysed in tiles of at most TILE x TILE pixels: bounded memory on large images
 MAX_TILES = 4  # per 2D slice, evenly spread: 16 million pixels are more than enough for the statistics
+# the noise covariance of recorrupted pairs, measured without the isotropic floor: the detrending's bias is undone
+# at two Gaussian widths, and the result is used where both agree (texture passes the wider one more: it differs)
+UNBIASED_SIGMAS = (3.0, 6.0)
+MAX_WIDTH_DISAGREEMENT = 1.05  # variance at the wider detrending over that at the narrower one
+UNBIASED_SUPPORT = 0.02  # lags whose raw correlation exceeds this, dilated by one pixel, carry the covariance
 
 
 def acf_side(max_radius: int) -> int:
@@ -189,8 +194,9 @@ def _estimate_channel(volumes: list, is_noise: bool, config: MaskConfig, detrend
     if config.whiten and not is_noise and estimate.mask_3d is None:
         _decorrelate(estimate)
     if config.recorrupt and not is_noise and estimate.mask_3d is None and estimate.whitening is None:
-        ratios = _bright_over_dark(volumes[0][0][0], window, detrend_sigma, flat_fraction)
-        _offer_recorruption(estimate, variance, *ratios, radius)
+        plane = volumes[0][0][0]
+        ratios = _bright_over_dark(plane, window, detrend_sigma, flat_fraction)
+        _offer_recorruption(estimate, variance, *ratios, radius, _unbiased_covariance(plane, radius, flat_fraction))
     return estimate
 
 
@@ -205,19 +211,81 @@ def _decorrelate(estimate: MaskEstimate) -> None:
 
 
 def _offer_recorruption(estimate: MaskEstimate, variance: float, variance_ratio: float, brightness_ratio: float,
-                        radius: int) -> None:
-    """Set the noise covariance for recorrupted pairs (the correlation over the mask's lags times the noise
-    variance) where core.recorruption's rule allows; otherwise say in the reason why the mask is used."""
+                        radius: int, unbiased: np.ndarray | None) -> None:
+    """Set the noise covariance for recorrupted pairs where core.recorruption's rule allows; otherwise say in the
+    reason why the mask is used. The covariance is the `unbiased` one where it was measured, else the
+    correlation over the mask's lags times the noise variance."""
     refusal = recorruption_rule(estimate.mask, radius, variance_ratio, brightness_ratio)
     if refusal is not None:
         estimate.reason += f"; blind spots, not recorrupted pairs: {refusal}"
         return
-    half = estimate.acf.shape[0] // 2
-    side = estimate.mask.shape[0] // 2
-    acf = estimate.acf[half - side : half + side + 1, half - side : half + side + 1]
-    estimate.recorruption = Recorruption(np.where(estimate.mask, acf, 0.0) * variance, variance_ratio,
-                                         brightness_ratio)
+    if unbiased is None:
+        half = estimate.acf.shape[0] // 2
+        side = estimate.mask.shape[0] // 2
+        acf = estimate.acf[half - side : half + side + 1, half - side : half + side + 1]
+        covariance = np.where(estimate.mask, acf, 0.0) * variance
+    else:
+        covariance = unbiased
+    estimate.recorruption = Recorruption(covariance, variance_ratio, brightness_ratio, unbiased is not None)
     estimate.reason = estimate.recorruption.describe()
+
+
+def _unbiased_covariance(plane, radius: int, fraction: float) -> np.ndarray | None:
+    """The noise covariance of the flattest windows of a central tile of `plane`, the detrending's bias undone
+    (`_undo_detrending`) at both UNBIASED_SIGMAS, or None where the two variances disagree (signal texture, which
+    the wider detrending leaves more of) or the covariance reaches the window's edge."""
+    height, width = plane.shape[-2:]
+    top, left = max(0, (height - TILE) // 2), max(0, (width - TILE) // 2)
+    crop = np.asarray(plane[top : top + TILE, left : left + TILE], np.float64)
+    window = radius + 2
+    estimates = []
+    for sigma in UNBIASED_SIGMAS:
+        numerator, pairs, _ = _plane_autocovariance(crop, window, False, sigma, fraction)
+        raw = np.where(pairs > 0, numerator / np.maximum(pairs, 1), 0.0)
+        if raw[window, window] <= 0:
+            return None
+        estimates.append(_undo_detrending(raw, sigma, radius))
+    narrow, wide = estimates
+    if not 0 < wide[radius, radius] <= MAX_WIDTH_DISAGREEMENT * narrow[radius, radius]:
+        return None
+    half = crop_mask(wide != 0).shape[0] // 2
+    return None if half == radius else wide[radius - half : radius + half + 1, radius - half : radius + half + 1]
+
+
+def _undo_detrending(raw: np.ndarray, sigma: float, radius: int) -> np.ndarray:
+    """The covariance C (lags within `radius`) whose detrended version best fits `raw` (lags within its window), by
+    least squares over the lags connected to the centre where the raw correlation exceeds UNBIASED_SUPPORT (dilated
+    by one pixel).
+    Detrending (x - Gaussian(x), `_detrended`) turns C into C convolved with the autocorrelation of delta - Gaussian:
+    it takes most from slowly decaying correlations (14 % of the variance of a 2D anisotropic Gaussian noise)."""
+    window = raw.shape[0] // 2
+    inner = raw[window - radius : window + radius + 1, window - radius : window + radius + 1]
+    labels, _ = ndimage.label(inner / raw[window, window] > UNBIASED_SUPPORT)
+    support = ndimage.binary_dilation(labels == labels[radius, radius])  # the part connected to the centre
+    response = _detrending_response(sigma)
+    pad = window + radius
+    padded = np.pad(response, pad)
+    centre = response.shape[0] // 2 + pad
+    lags = np.arange(-window, window + 1)
+    offsets = np.argwhere(support) - radius
+    rows = lags[:, None, None] - offsets[None, None, :, 0] + centre
+    columns = lags[None, :, None] - offsets[None, None, :, 1] + centre
+    system = padded[rows, columns].reshape(-1, len(offsets))
+    solution = np.linalg.lstsq(system, raw.ravel(), rcond=None)[0]
+    covariance = np.zeros(support.shape)
+    covariance[support] = solution
+    return covariance
+
+
+def _detrending_response(sigma: float) -> np.ndarray:
+    """The autocorrelation of the filter delta - Gaussian(sigma) that `_detrended` applies (scipy's kernel:
+    normalised, truncated at 4 sigma)."""
+    half = int(4.0 * sigma + 0.5)
+    line = np.exp(-0.5 * (np.arange(-half, half + 1) / sigma) ** 2)
+    line /= line.sum()
+    kernel = -np.outer(line, line)
+    kernel[half, half] += 1.0
+    return signal.fftconvolve(kernel, kernel[::-1, ::-1])
 
 
 def _bright_over_dark(plane, window: int, sigma: float, fraction: float) -> tuple[float, float]:

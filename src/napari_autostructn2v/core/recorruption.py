@@ -36,10 +36,13 @@ class Recorruption:
     covariance: np.ndarray
     variance_ratio: float
     brightness_ratio: float
+    unbiased: bool = False  # measured without the isotropic floor, the detrending's bias undone (core.mask)
 
     @property
     def pixels(self) -> int:
-        return int(np.count_nonzero(self.covariance))
+        """The lags correlated by at least 5 % (the covariance holds smaller values too)."""
+        centre = self.covariance.shape[0] // 2
+        return int(np.count_nonzero(self.covariance >= 0.05 * self.covariance[centre, centre]))
 
     def describe(self) -> str:
         side = self.covariance.shape[0]
