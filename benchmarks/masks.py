@@ -73,6 +73,7 @@ def survey(images, families, sigmas, seeds, config=None, log=None) -> list[dict]
                            "truth": describe(truth), **compare(estimate.mask, truth),
                            "decorrelated": detect_whitening(estimate.acf, estimate.mask) is not None}
                     row["recorrupted"] = estimate.recorruption is not None and not row["decorrelated"]
+                    row["unbiased"] = row["recorrupted"] and estimate.recorruption.unbiased
                     row["exact"] = row["iou"] == 1.0
                     rows.append(row)
                     if log:
@@ -140,6 +141,10 @@ def summary(rows: list[dict]) -> str:
         if group:
             count = sum(row["recorrupted"] for row in group)
             lines.append(f"- recorrupted pairs instead of blind spots, {name}: {count}/{len(group)}")
+    recorrupted = [row for row in rows if row["recorrupted"]]
+    if recorrupted:
+        count = sum(row["unbiased"] for row in recorrupted)
+        lines.append(f"- of those recorrupted, with the unbiased covariance: {count}/{len(recorrupted)}")
     return "\n".join(lines)
 
 

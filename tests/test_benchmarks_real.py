@@ -287,6 +287,7 @@ def test_mask_survey_counts_the_decorrelated_cases():
     recorrupted = lines["| noise"].index("recorrupted")
     assert lines["| pmt2"][recorrupted] == "0/1" and lines["| box5_h"][recorrupted] == "1/1"
     assert "recorrupted pairs instead of blind spots, additive families: 1/1" in masks.summary(rows)
+    assert "of those recorrupted, with the unbiased covariance: 1/1" in masks.summary(rows)  # sparse: no texture
 
 
 def test_blind_spot_ablation_masks_what_ours_recorrupts(no_careamics, trained_configs):
