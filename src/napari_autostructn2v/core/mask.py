@@ -257,7 +257,7 @@ def _undo_detrending(raw: np.ndarray, sigma: float, radius: int) -> np.ndarray:
     least squares over the lags connected to the centre where the raw correlation exceeds UNBIASED_SUPPORT (dilated
     by one pixel).
     Detrending (x - Gaussian(x), `_detrended`) turns C into C convolved with the autocorrelation of delta - Gaussian:
-    it takes most from slowly decaying correlations (14 % of the variance of a 2D anisotropic Gaussian noise)."""
+    it takes most from slowly decaying correlations (10-14 % of the variance of a 2D anisotropic Gaussian noise)."""
     window = raw.shape[0] // 2
     inner = raw[window - radius : window + radius + 1, window - radius : window + radius + 1]
     labels, _ = ndimage.label(inner / raw[window, window] > UNBIASED_SUPPORT)
