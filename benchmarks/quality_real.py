@@ -195,7 +195,7 @@ def run_case(image: str, noise: real_set.Noise, seed: int, methods: list[str], b
                        true_text=describe_mask(oracle), **mask_metrics(mask, oracle))
             if model is not None and model.whitening is not None:
                 row["mask_text"] += ", " + ", ".join(w.describe() for w in model.whitening if w is not None)
-            if model is not None and model.struct_mask is None and model.whitening is None and mask.size > 0:
+            if model is not None and model.struct_mask is None and model.whitening is None:
                 row["mask_text"] += ", recorrupted pairs (not masked)"
         rows[method] = row
         note(row)
