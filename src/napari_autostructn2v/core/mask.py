@@ -234,9 +234,8 @@ def _unbiased_covariance(plane, radius: int, fraction: float) -> np.ndarray | No
     """The noise covariance of the flattest windows of a central tile of `plane`, the detrending's bias undone
     (`_undo_detrending`) at both UNBIASED_SIGMAS, or None where the two variances disagree (signal texture, which
     the wider detrending leaves more of) or the covariance reaches the window's edge."""
-    height, width = plane.shape[-2:]
-    top, left = max(0, (height - TILE) // 2), max(0, (width - TILE) // 2)
-    crop = np.asarray(plane[top : top + TILE, left : left + TILE], np.float64)
+    y0, y1, x0, x1 = _central_tile(plane.shape)
+    crop = np.asarray(plane[y0:y1, x0:x1], np.float64)
     window = radius + 2
     estimates = []
     for sigma in UNBIASED_SIGMAS:
@@ -293,9 +292,7 @@ def _bright_over_dark(plane, window: int, sigma: float, fraction: float) -> tupl
     in the darkest third, each measured as the mask's is (flattest `fraction` of those windows, isotropic floor
     removed): about 1 for additive noise, the ratio of the intensities (plus read noise) for shot noise. And
     the ratio of the two thirds' mean intensities (nan where the dark third's is not positive)."""
-    height, width = plane.shape[-2:]
-    top, left = max(0, (height - TILE) // 2), max(0, (width - TILE) // 2)
-    box = (top, min(height, top + TILE), left, min(width, left + TILE))
+    box = _central_tile(plane.shape)
     residual = _detrended(plane, box, sigma)
     patch = max(8, min(32, min(residual.shape) // 4))
     power, ys, xs = _window_power(residual, patch)
@@ -313,6 +310,13 @@ def _bright_over_dark(plane, window: int, sigma: float, fraction: float) -> tupl
     dark_mean = float(np.mean(brightness[brightness <= dark]))
     bright_mean = float(np.mean(brightness[brightness >= bright]))
     return variance_ratio, bright_mean / dark_mean if dark_mean > 0 else float("nan")
+
+
+def _central_tile(shape) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1) of the central tile, at most TILE a side, of a plane of `shape`."""
+    height, width = shape[-2:]
+    top, left = max(0, (height - TILE) // 2), max(0, (width - TILE) // 2)
+    return top, min(height, top + TILE), left, min(width, left + TILE)
 
 
 def _add_z_correlation(estimate: MaskEstimate, numerator: np.ndarray, pairs: np.ndarray, floor: np.ndarray,
