@@ -260,12 +260,16 @@ def test_no_batch_norm_and_supervised_run_on_request(no_careamics, trained_confi
     assert not set(methods[1:]) & set(quality_real.ALL_METHODS)
 
 
+def ours_and_ablation(family: str, ablation: str) -> dict:
+    """The rows of ours and of one ablation on the sparse frame, with a tiny budget, by method."""
+    budget = quality.Budget(steps=4, steps_per_epoch=2, batch_size=2, patch_size=32)
+    rows = quality_real.run_case("sparse", real_set.Noise(family, 0.1), 0, ["ours", ablation], budget, None)
+    return {row["method"]: row for row in rows}
+
+
 def test_whitening_ablation_runs_on_request_and_the_mask_names_the_filter(no_careamics, trained_configs):
     """On PMT noise ours decorrelates (its mask text says so); 'ours, no whitening' masks the line instead."""
-    budget = quality.Budget(steps=4, steps_per_epoch=2, batch_size=2, patch_size=32)
-    methods = ["ours", "ours, no whitening"]
-    rows = {r["method"]: r for r in quality_real.run_case("sparse", real_set.Noise("pmt2", 0.1), 0, methods, budget,
-                                                          None)}
+    rows = ours_and_ablation("pmt2", "ours, no whitening")
     assert [c.mask.whiten for c in trained_configs] == [True, False]
     assert rows["ours"]["mask_text"].startswith("1 px in 1x1, decorrelated along X (rho 0.")
     assert "decorrelated" not in rows["ours, no whitening"]["mask_text"]
@@ -292,10 +296,7 @@ def test_mask_survey_counts_the_decorrelated_cases():
 
 def test_blind_spot_ablation_masks_what_ours_recorrupts(no_careamics, trained_configs):
     """On additive box noise ours trains on recorrupted pairs (its mask text says so); 'ours, blind spots' masks."""
-    budget = quality.Budget(steps=4, steps_per_epoch=2, batch_size=2, patch_size=32)
-    methods = ["ours", "ours, blind spots"]
-    rows = {r["method"]: r for r in quality_real.run_case("sparse", real_set.Noise("box5_h", 0.1), 0, methods, budget,
-                                                          None)}
+    rows = ours_and_ablation("box5_h", "ours, blind spots")
     assert [c.mask.recorrupt for c in trained_configs] == [True, False]
     assert rows["ours"]["mask_text"].endswith("recorrupted pairs (not masked)")
     assert "recorrupted" not in rows["ours, blind spots"]["mask_text"]

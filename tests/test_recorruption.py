@@ -159,13 +159,26 @@ def test_an_image_of_little_contrast_keeps_its_blind_spots():
     assert estimate_struct_mask(noisy).recorruption.brightness_ratio > 1.5
 
 
-def test_training_on_additive_noise_uses_recorrupted_pairs_and_no_mask(monkeypatch, one_torch_thread):
+@pytest.fixture
+def pair_calls(monkeypatch, one_torch_thread):
+    """A list that grows by one at every recorrupted batch training draws."""
     calls = []
     pair = training.recorrupted_pair
     monkeypatch.setattr(training, "recorrupted_pair", lambda *args: calls.append(1) or pair(*args))
-    _, noisy = make_sample((96, 96), "horizontal", sigma=0.1, seed=0)
+    return calls
+
+
+@pytest.fixture
+def additive():
+    """(noisy sample, tiny config with recorrupted pairs on, as by default)."""
     config = make_tiny_config()
     config.mask.recorrupt = True
+    return make_sample((96, 96), "horizontal", sigma=0.1, seed=0)[1], config
+
+
+def test_training_on_additive_noise_uses_recorrupted_pairs_and_no_mask(pair_calls, additive):
+    calls = pair_calls
+    noisy, config = additive
     events = list(train(noisy, config))
     estimate = next(e for e in events if isinstance(e, MaskEstimated)).estimate
     model = next(e for e in events if isinstance(e, Done)).model
@@ -180,13 +193,9 @@ def test_training_on_additive_noise_uses_recorrupted_pairs_and_no_mask(monkeypat
     assert fit(noisy, config).struct_mask is not None and calls == []
 
 
-def test_a_mask_chosen_by_the_consumer_trains_stage_2_with_blind_spots(monkeypatch, one_torch_thread):
-    calls = []
-    pair = training.recorrupted_pair
-    monkeypatch.setattr(training, "recorrupted_pair", lambda *args: calls.append(1) or pair(*args))
-    _, noisy = make_sample((96, 96), "horizontal", sigma=0.1, seed=0)
-    config = make_tiny_config()
-    config.mask.recorrupt = True
+def test_a_mask_chosen_by_the_consumer_trains_stage_2_with_blind_spots(pair_calls, additive):
+    calls = pair_calls
+    noisy, config = additive
     chosen = preset_mask("horizontal", 5)
     generator = train(noisy, config)
     for event in generator:
