@@ -169,7 +169,7 @@ def _estimate_channel(volumes: list, is_noise: bool, config: MaskConfig, detrend
                 cross, cross_pairs = _masked_covariance(values, weights, window, other)
                 z_numerator += cross
                 z_pairs += cross_pairs
-    covariance = np.where(pairs > 0, numerator / np.maximum(pairs, 1), 0.0)
+    covariance = _per_pair(numerator, pairs)
     centre = (window, window)
     total = covariance[centre]
     if total <= 0:
@@ -194,9 +194,7 @@ def _estimate_channel(volumes: list, is_noise: bool, config: MaskConfig, detrend
     if config.whiten and not is_noise and estimate.mask_3d is None:
         _decorrelate(estimate)
     if config.recorrupt and not is_noise and estimate.mask_3d is None and estimate.whitening is None:
-        plane = volumes[0][0][0]
-        ratios = _bright_over_dark(plane, window, detrend_sigma, flat_fraction)
-        _offer_recorruption(estimate, variance, *ratios, radius, _unbiased_covariance(plane, radius, flat_fraction))
+        _offer_recorruption(estimate, variance, volumes[0][0][0], radius, detrend_sigma, flat_fraction)
     return estimate
 
 
@@ -210,15 +208,17 @@ def _decorrelate(estimate: MaskEstimate) -> None:
     estimate.reason = f"{whitening.describe()} instead of masking a line of {pixels} pixels: plain N2V (centre only)"
 
 
-def _offer_recorruption(estimate: MaskEstimate, variance: float, variance_ratio: float, brightness_ratio: float,
-                        radius: int, unbiased: np.ndarray | None) -> None:
-    """Set the noise covariance for recorrupted pairs where core.recorruption's rule allows; otherwise say in the
-    reason why the mask is used. The covariance is the `unbiased` one where it was measured, else the
-    correlation over the mask's lags times the noise variance."""
+def _offer_recorruption(estimate: MaskEstimate, variance: float, plane, radius: int, sigma: float,
+                        fraction: float) -> None:
+    """Set the noise covariance for recorrupted pairs where core.recorruption's rule allows (measured on `plane`);
+    otherwise say in the reason why the mask is used. The covariance is the unbiased one where the plane lets it
+    be measured (`_unbiased_covariance`), else the correlation over the mask's lags times the noise variance."""
+    variance_ratio, brightness_ratio = _bright_over_dark(plane, radius + 2, sigma, fraction)
     refusal = recorruption_rule(estimate.mask, radius, variance_ratio, brightness_ratio)
     if refusal is not None:
         estimate.reason += f"; blind spots, not recorrupted pairs: {refusal}"
         return
+    unbiased = _unbiased_covariance(plane, radius, fraction)
     if unbiased is None:
         half = estimate.acf.shape[0] // 2
         side = estimate.mask.shape[0] // 2
@@ -240,7 +240,7 @@ def _unbiased_covariance(plane, radius: int, fraction: float) -> np.ndarray | No
     estimates = []
     for sigma in UNBIASED_SIGMAS:
         numerator, pairs, _ = _plane_autocovariance(crop, window, False, sigma, fraction)
-        raw = np.where(pairs > 0, numerator / np.maximum(pairs, 1), 0.0)
+        raw = _per_pair(numerator, pairs)
         if raw[window, window] <= 0:
             return None
         estimates.append(_undo_detrending(raw, sigma, radius))
@@ -304,12 +304,17 @@ def _bright_over_dark(plane, window: int, sigma: float, fraction: float) -> tupl
         level = np.quantile(power[chosen], fraction)
         weights = _window_weights(residual.shape, ys, xs, chosen & (power <= level), patch)
         numerator, pairs = _masked_covariance(residual, weights, window)
-        covariance = np.where(pairs > 0, numerator / np.maximum(pairs, 1), 0.0)
+        covariance = _per_pair(numerator, pairs)
         variances.append(_isotropic_floor(covariance)[1] if covariance[window, window] > 0 else 0.0)
     variance_ratio = float(variances[1] / variances[0]) if variances[0] > 0 else float("inf")
     dark_mean = float(np.mean(brightness[brightness <= dark]))
     bright_mean = float(np.mean(brightness[brightness >= bright]))
     return variance_ratio, bright_mean / dark_mean if dark_mean > 0 else float("nan")
+
+
+def _per_pair(numerator: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Covariance at each lag: the sum of products over the number of pairs (0 where there is none)."""
+    return np.where(pairs > 0, numerator / np.maximum(pairs, 1), 0.0)
 
 
 def _central_tile(shape) -> tuple[int, int, int, int]:
@@ -327,7 +332,7 @@ def _add_z_correlation(estimate: MaskEstimate, numerator: np.ndarray, pairs: np.
     off the cross-plane covariance first, so that a smooth signal is not mistaken for noise.
     """
     window = numerator.shape[0] // 2
-    covariance = np.where(pairs > 0, numerator / np.maximum(pairs, 1), 0.0)
+    covariance = _per_pair(numerator, pairs)
     texture = floor[window, window + 1] if floor.any() else 0.0
     z_acf = (covariance - texture) / variance
     threshold = np.maximum(config.significance * total / np.sqrt(np.maximum(pairs, 1)) / variance,

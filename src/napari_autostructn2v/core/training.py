@@ -274,7 +274,7 @@ def _loss(net, patches: torch.Tensor, generator: torch.Generator, stage: StageCo
 
 
 def _validation_loss(net, patches: torch.Tensor, seed: int, stage: StageConfig, struct_mask, config: Config,
-                     kernels: torch.Tensor | None = None) -> float:
+                     kernels: torch.Tensor | None) -> float:
     """The loss on held-out patches with the same blind spots (or noise draws) every time, so epochs compare."""
     generator = _seeded_generator(seed, patches.device)
     batch = stage.batch_size
