@@ -291,7 +291,11 @@ def test_mask_survey_counts_the_decorrelated_cases():
     recorrupted = lines["| noise"].index("recorrupted")
     assert lines["| pmt2"][recorrupted] == "0/1" and lines["| box5_h"][recorrupted] == "1/1"
     assert "recorrupted pairs instead of blind spots, additive families: 1/1" in masks.summary(rows)
-    assert "of those recorrupted, with the unbiased covariance: 1/1" in masks.summary(rows)  # sparse: no texture
+    assert "of those recorrupted, covariance measured through texture: 0/1" in masks.summary(rows)  # sparse
+    box = next(row for row in rows if row["family"] == "box5_h")
+    assert 0.85 < box["variance_found"] < 1.15 and box["covariance_error"] < 0.2
+    assert "recorruption covariance against the noise's, sparse (1 cases): variance found / true median" in (
+        masks.summary(rows))
 
 
 def test_blind_spot_ablation_masks_what_ours_recorrupts(no_careamics, trained_configs):

@@ -6,9 +6,9 @@ The two noises n + alpha z and n - z / alpha are uncorrelated (C - C = 0), so th
 against the second is, up to a constant, the error against the clean image: supervised training without
 clean images, in which the network sees every neighbour of every pixel (a blind spot hides 1-25 of them).
 
-It needs the covariance. `estimate_struct_mask` measures it (where the image has no texture, the flat
-windows' covariance with the detrending's bias undone; elsewhere the noise correlation over the mask's lags
-times the noise variance) and offers it (`MaskEstimate.recorruption`) only where the rule below holds:
+It needs the covariance. `estimate_struct_mask` measures it on the flat windows with the detrending's bias
+undone (where the image has texture, after a narrow detrending that texture hardly passes, over the mask's
+lags) and offers it (`MaskEstimate.recorruption`) only where the rule below holds:
 the noise has the same variance in the dark and the bright parts of the image (shot noise does not), those
 parts differ enough in brightness for that test to mean something, and the noise's correlation ends inside
 the analysed window (row offsets do not). The draws must match the noise everywhere: on scikit-image's moon
@@ -37,7 +37,7 @@ class Recorruption:
     covariance: np.ndarray
     variance_ratio: float
     brightness_ratio: float
-    unbiased: bool = False  # measured without the isotropic floor, the detrending's bias undone (core.mask)
+    textured: bool = False  # measured through texture, over the mask's lags only (core.mask)
 
     @property
     def pixels(self) -> int:
