@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_tiny_config
-from scipy import ndimage
+from scipy import ndimage, signal
 from scipy.signal import lfilter
 from skimage import data
 
@@ -47,7 +47,11 @@ def measured_covariance(noise: np.ndarray, radius: int) -> np.ndarray:
 def test_the_square_root_kernel_makes_noise_of_the_covariance():
     covariance = box_covariance()
     kernel = square_root_kernel(covariance)
-    assert kernel.shape == covariance.shape
+    own = signal.correlate2d(kernel, kernel)  # the covariance of white noise filtered by the kernel, at every lag
+    centre, half = own.shape[0] // 2, covariance.shape[0] // 2
+    expected = np.zeros_like(own)
+    expected[centre - half : centre + half + 1, centre - half : centre + half + 1] = covariance
+    assert np.linalg.norm(own - expected) < 0.01 * np.linalg.norm(covariance)  # cut to 13 x 13: 12 % off
     white = np.random.default_rng(0).standard_normal((512, 512))
     noise = ndimage.convolve(white, kernel, mode="wrap")
     np.testing.assert_allclose(measured_covariance(noise, 6), covariance, atol=6e-4)  # 6 % of the variance
@@ -55,7 +59,9 @@ def test_the_square_root_kernel_makes_noise_of_the_covariance():
 
 def test_a_centre_only_covariance_gives_white_noise_of_its_variance():
     kernel = square_root_kernel(np.array([[0.04]]))
-    np.testing.assert_allclose(kernel, [[0.2]])
+    centre = kernel.shape[0] // 2
+    assert kernel[centre, centre] == pytest.approx(0.2)
+    np.testing.assert_allclose(np.delete(kernel.ravel(), kernel.size // 2), 0, atol=1e-9)
 
 
 def test_draws_have_each_channels_covariance_in_normalised_units():
@@ -148,6 +154,44 @@ def test_the_unbiased_covariance_is_used_on_a_plain_background_and_not_on_textur
     texture = ndimage.gaussian_filter(np.random.default_rng(5).standard_normal((256, 256)), 3)  # std 0.1
     textured = estimate_struct_mask((ramp + texture + noise).astype(np.float32))
     assert textured.recorruption is not None and textured.recorruption.textured  # texture is not noise
+
+
+def test_diagonal_noise_on_a_plain_background_gets_its_diagonal_covariance():
+    """A diagonal line's lags touch only at their corners: the flat-window covariance must follow them there."""
+    kernel = np.eye(3) / np.sqrt(3)
+    noise = 0.1 * ndimage.convolve(np.random.default_rng(4).standard_normal((256, 256)), kernel, mode="wrap")
+    clean = make_sample((256, 256))[0]
+    recorruption = estimate_struct_mask((clean + noise).astype(np.float32)).recorruption
+    assert recorruption is not None and not recorruption.textured
+    covariance = recorruption.covariance
+    half = covariance.shape[0] // 2
+    assert covariance[half, half] == pytest.approx(0.01, rel=0.06)
+    assert covariance[half + 1, half + 1] == pytest.approx(0.01 * 2 / 3, rel=0.15)  # the noise's (1, 1) lag
+    assert abs(covariance[half + 1, half - 1]) < 0.001  # and not the other diagonal
+
+
+def test_on_a_plain_background_the_noise_variance_is_not_the_part_that_happened_to_be_low():
+    """Windows ranked by the residual that is measured would be those where the noise is lowest (0.92x here); ranked
+    by the signal band they give the noise's variance."""
+    noise = 0.1 * ndimage.convolve(np.random.default_rng(6).standard_normal((512, 512)), np.ones((1, 5)) / np.sqrt(5),
+                                   mode="wrap")
+    clean = make_sample((512, 512))[0]
+    recorruption = estimate_struct_mask((clean + noise).astype(np.float32)).recorruption
+    assert recorruption is not None and not recorruption.textured
+    half = recorruption.covariance.shape[0] // 2
+    assert recorruption.covariance[half, half] == pytest.approx(0.01, rel=0.03)
+    assert recorruption.covariance[half, half + 2] == pytest.approx(0.006, rel=0.1)  # box 5: 3/5 at lag 2
+
+
+def test_the_flat_window_support_follows_a_diagonal_line():
+    from napari_autostructn2v.core.mask import _raw_support
+
+    raw = np.zeros((29, 29))
+    for step, value in enumerate((1.0, 0.6, 0.3)):
+        raw[14 + step, 14 + step] = raw[14 - step, 14 - step] = value
+    support = _raw_support(raw, 12)
+    assert support[12 + 2, 12 + 2] and support[12 - 2, 12 - 2]  # lags that touch only at their corners
+    assert not support[12 + 2, 12 - 2]
 
 
 def test_through_texture_the_covariance_keeps_the_noise_s_line_and_variance():
