@@ -306,6 +306,18 @@ def test_blind_spot_ablation_masks_what_ours_recorrupts(no_careamics, trained_co
     assert "recorrupted" not in rows["ours, blind spots"]["mask_text"]
 
 
+def test_stage_ablations_run_on_request(no_careamics, trained_configs):
+    """'ours, stage 1 skipped' gives stage 2 all the steps; 'ours, stage 2 from scratch' does not start it from stage 1."""
+    budget = quality.Budget(steps=4, steps_per_epoch=2, batch_size=2, patch_size=32)
+    methods = ["ours", "ours, stage 1 skipped", "ours, stage 2 from scratch"]
+    rows = quality_real.run_case("sparse", real_set.Noise("banding", 0.1), 0, methods, budget, None)
+    assert [r["method"] for r in rows] == methods and all("psnr" in r for r in rows)
+    ours, skipped, scratch = trained_configs
+    assert (skipped.stage1.epochs, skipped.stage2.epochs) == (0, ours.stage1.epochs + ours.stage2.epochs)
+    assert ours.stage2_from_stage1 and not scratch.stage2_from_stage1
+    assert not set(methods[1:]) & set(quality_real.ALL_METHODS)
+
+
 def test_first_seed_moves_the_seeds(no_careamics, monkeypatch, tmp_path):
     seeds = []
     monkeypatch.setattr(quality_real, "run_case", lambda image, noise, seed, *args, **kwargs: seeds.append(seed) or [])
