@@ -222,7 +222,9 @@ def _offer_recorruption(estimate: MaskEstimate, plane, config: MaskConfig, sigma
     (`_unbiased_covariance`) where the mask is full and the image plain, else the one over the mask's lags
     (`_covariance_over_mask`)."""
     radius = config.max_radius
-    variance_ratio, brightness_ratio = _bright_over_dark(plane, radius + 2, sigma, fraction)
+    tile = _central_tile(plane.shape)
+    residual = _detrended(plane, tile, sigma)  # read by both the rule's measurement and the covariance's ranking
+    variance_ratio, brightness_ratio = _bright_over_dark(plane, tile, residual, radius + 2, fraction)
     refusal = recorruption_rule(estimate.mask, radius, variance_ratio, brightness_ratio)
     if refusal is not None:
         estimate.reason += f"; blind spots, not recorrupted pairs: {refusal}"
@@ -230,7 +232,7 @@ def _offer_recorruption(estimate: MaskEstimate, plane, config: MaskConfig, sigma
     covariance = _unbiased_covariance(plane, radius, fraction)
     textured = covariance is None
     if textured or estimate.mask.sum() < config.max_pixels:
-        covariance = _covariance_over_mask(plane, estimate.mask, radius, sigma, fraction, textured)
+        covariance = _covariance_over_mask(plane, tile, residual, estimate.mask, radius, fraction, textured)
     estimate.recorruption = Recorruption(covariance, variance_ratio, brightness_ratio, textured)
     estimate.reason = estimate.recorruption.describe()
 
@@ -256,19 +258,17 @@ def _unbiased_covariance(plane, radius: int, fraction: float) -> np.ndarray | No
     return None if half == radius else wide[radius - half : radius + half + 1, radius - half : radius + half + 1]
 
 
-def _covariance_over_mask(plane, mask: np.ndarray, radius: int, sigma: float, fraction: float,
+def _covariance_over_mask(plane, tile, residual: np.ndarray, mask: np.ndarray, radius: int, fraction: float,
                           textured: bool) -> np.ndarray:
-    """The noise covariance over the lags of `mask`, measured on a central tile of `plane` after a detrending of
+    """The noise covariance over the lags of `mask`, measured on the central `tile` of `plane` after a detrending of
     MASK_LAG_SIGMA, whose bias is undone over those lags (`_undo_detrending`), on the windows least structured in
-    what that detrending leaves out: the flattest `fraction` of the band between Gaussians of SIGNAL_SIGMA and
-    `sigma` on a plain image, the flattest TEXTURE_FRACTION of the residual after the estimate's detrending
-    (`sigma`) on a `textured` one. Ranked by the residual, a plain image's windows are those where the noise
+    what that detrending leaves out: the flattest `fraction` of the band between a Gaussian of SIGNAL_SIGMA and the
+    estimate's detrending on a plain image, the flattest TEXTURE_FRACTION of the `residual` after the estimate's
+    detrending on a `textured` one. Ranked by the residual, a plain image's windows are those where the noise
     happened to be low (variance found 0.89-0.92x on sparse and cell frames). On a photograph of coins under
     horizontal Gaussian noise this gives 1.14x the noise's variance, where the correlation over the mask times the
     isotropic floor's variance read 1.24x in a 5-row blob; on hubble, whose faint stars pass the flat windows'
     covariance alike at both widths (1.10x), 1.05x."""
-    tile = _central_tile(plane.shape)
-    residual = _detrended(plane, tile, sigma)
     if not textured:
         residual = residual - _detrended(plane, tile, SIGNAL_SIGMA)  # Gaussian(SIGNAL_SIGMA) - Gaussian(sigma)
     patch = _window_size(residual.shape)
@@ -323,13 +323,12 @@ def _detrending_response(sigma: float) -> np.ndarray:
     return signal.fftconvolve(kernel, kernel[::-1, ::-1])
 
 
-def _bright_over_dark(plane, window: int, sigma: float, fraction: float) -> tuple[float, float]:
-    """The noise variance in the brightest third of the analysis windows of a central tile of `plane` over that
-    in the darkest third, each measured as the mask's is (flattest `fraction` of those windows, isotropic floor
-    removed): about 1 for additive noise, the ratio of the intensities (plus read noise) for shot noise. And
-    the ratio of the two thirds' mean intensities (nan where the dark third's is not positive)."""
-    box = _central_tile(plane.shape)
-    residual = _detrended(plane, box, sigma)
+def _bright_over_dark(plane, box, residual: np.ndarray, window: int, fraction: float) -> tuple[float, float]:
+    """The noise variance in the brightest third of the analysis windows of the central tile `box` of `plane`
+    (`residual`: that tile after the estimate's detrending) over that in the darkest third, each measured as the
+    mask's is (flattest `fraction` of those windows, isotropic floor removed): about 1 for additive noise, the
+    ratio of the intensities (plus read noise) for shot noise. And the ratio of the two thirds' mean intensities
+    (nan where the dark third's is not positive)."""
     patch = _window_size(residual.shape)
     power, ys, xs = _window_power(residual, patch)
     crop = np.asarray(plane[box[0] : box[1], box[2] : box[3]], np.float64)
