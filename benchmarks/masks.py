@@ -56,11 +56,8 @@ def covariance_accuracy(covariance: np.ndarray, noise: Noise) -> dict:
     """The recorruption covariance against the noise's (its analytic correlation times sigma squared, additive
     families): the variance found over the true one, and the relative L2 error over lags within radius 12."""
     truth = noise.acf(12) * noise.sigma**2
-    found = np.zeros_like(truth)
-    half = min(covariance.shape[0] // 2, 12)
-    centre = covariance.shape[0] // 2
-    found[12 - half : 13 + half, 12 - half : 13 + half] = covariance[centre - half : centre + half + 1,
-                                                                     centre - half : centre + half + 1]
+    half, centre = min(covariance.shape[0] // 2, 12), covariance.shape[0] // 2
+    found = embed_mask(covariance[centre - half : centre + half + 1, centre - half : centre + half + 1], 12)
     return {"variance_found": float(found[12, 12] / truth[12, 12]),
             "covariance_error": float(np.linalg.norm(found - truth) / np.linalg.norm(truth))}
 
