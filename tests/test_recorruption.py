@@ -9,6 +9,7 @@ from scipy.signal import lfilter
 from skimage import data
 
 from napari_autostructn2v import denoise, make_sample
+from napari_autostructn2v.core import mask as mask_module
 from napari_autostructn2v.core import training
 from napari_autostructn2v.core.config import MaskConfig
 from napari_autostructn2v.core.mask import estimate_struct_mask, preset_mask
@@ -48,9 +49,7 @@ def test_the_square_root_kernel_makes_noise_of_the_covariance():
     covariance = box_covariance()
     kernel = square_root_kernel(covariance)
     own = signal.correlate2d(kernel, kernel)  # the covariance of white noise filtered by the kernel, at every lag
-    centre, half = own.shape[0] // 2, covariance.shape[0] // 2
-    expected = np.zeros_like(own)
-    expected[centre - half : centre + half + 1, centre - half : centre + half + 1] = covariance
+    expected = mask_module.embed_mask(covariance, own.shape[0] // 2)
     assert np.linalg.norm(own - expected) < 0.01 * np.linalg.norm(covariance)  # cut to 13 x 13: 12 % off
     white = np.random.default_rng(0).standard_normal((512, 512))
     noise = ndimage.convolve(white, kernel, mode="wrap")
@@ -128,8 +127,6 @@ def anisotropic_noise(shape=(256, 256), sigma=0.1, seed=0):
 
 
 def test_undoing_the_detrending_recovers_a_slowly_decaying_covariance():
-    from napari_autostructn2v.core import mask as mask_module
-
     noise, kernel = anisotropic_noise((512, 512))
     truth = ndimage.correlate(kernel, kernel, mode="constant")  # unit variance at the centre, 7 x 13
     window, radius = 14, 12
@@ -185,12 +182,10 @@ def test_on_a_plain_background_the_noise_variance_is_not_the_part_that_happened_
 
 
 def test_the_flat_window_support_follows_a_diagonal_line():
-    from napari_autostructn2v.core.mask import _raw_support
-
     raw = np.zeros((29, 29))
     for step, value in enumerate((1.0, 0.6, 0.3)):
         raw[14 + step, 14 + step] = raw[14 - step, 14 - step] = value
-    support = _raw_support(raw, 12)
+    support = mask_module._raw_support(raw, 12)
     assert support[12 + 2, 12 + 2] and support[12 - 2, 12 - 2]  # lags that touch only at their corners
     assert not support[12 + 2, 12 - 2]
 
