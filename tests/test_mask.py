@@ -38,10 +38,15 @@ def test_mask_from_the_raw_image(kind, expected):
     assert ("plain N2V" in blind_spots.reason) == (kind == "white")
 
 
-def test_row_offsets_give_a_long_line():
-    """A random offset per row correlates whole rows: the mask spans the whole search window."""
+def test_row_offsets_give_a_long_line_unless_they_are_removed():
+    """A random offset per row correlates whole rows: kept, the mask spans the whole search window; removed (the
+    default, core.banding), what is left of this noise is white."""
     _, noisy = make_sample((256, 256), "row_offsets", sigma=0.1, seed=1)
-    assert offsets(estimate_struct_mask(noisy).mask) == {(0, dx) for dx in range(-12, 13)}
+    kept = estimate_struct_mask(noisy, config=MaskConfig(remove_banding=False))
+    assert offsets(kept.mask) == {(0, dx) for dx in range(-12, 13)} and kept.banding == ()
+    removed = estimate_struct_mask(noisy)
+    assert removed.banding == ("rows",) and removed.reason.startswith("row offsets removed")
+    assert offsets(removed.mask) == {(0, 0)}
 
 
 def test_long_correlation_is_found_and_symmetric():

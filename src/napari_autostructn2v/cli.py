@@ -402,6 +402,8 @@ def cmd_mask(args) -> None:
                 record["z_correlation"] = round(e.z_correlation, 4)
             if e.whitening is not None:
                 record["whitening"] = {"axis": e.whitening.axis, "rho": e.whitening.rho}
+            if e.banding:
+                record["banding"] = list(e.banding)
             if e.recorruption is not None:
                 record["recorruption"] = {"pixels": e.recorruption.pixels,
                                           "variance_ratio": round(e.recorruption.variance_ratio, 4),
@@ -695,7 +697,8 @@ def build_parser() -> argparse.ArgumentParser:
     mask.add_argument("--json", action="store_true",
                       help='print {"mask": [[0, 1, ...], ...], "reason": ...} ("whitening": {"axis", "rho"} when the '
                            'noise is decorrelated, "recorruption": {"pixels", "variance_ratio", "brightness_ratio"} '
-                           'when it trains on recorrupted pairs), or {"channels": [{"mask": ...}, ...]} with a C axis')
+                           'when it trains on recorrupted pairs, "banding": ["rows"] when line offsets are removed), '
+                           'or {"channels": [{"mask": ...}, ...]} with a C axis')
     mask.add_argument("--axes", help=AXES_HELP + "; with C, one mask per channel; with Z, the correlation along Z too")
 
     def training_options(sub) -> None:

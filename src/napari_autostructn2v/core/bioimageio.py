@@ -102,6 +102,12 @@ def export_bioimageio(
             "filtered noise) and colours its output back; a bioimage.io package runs the network alone, so other "
             "tools would get wrong output. Retrain with mask.whiten=False to export it, or share the .pt file."
         )
+    if model.banding is not None:
+        raise InputError(
+            "This model removes each image's row or column offsets (banding) before the network; a bioimage.io "
+            "package runs the network alone, so other tools would get striped output. Retrain with "
+            "mask.remove_banding=False to export it, or share the .pt file."
+        )
     path = Path(path)
     if path.suffix.lower() != ".zip":
         raise InputError(f"A bioimage.io package name must end in .zip; got {path.name}.")
@@ -397,7 +403,7 @@ def _payload(model: DenoisingModel) -> dict:
     payload = model_payload(model)
     payload["config"] = json.loads(json.dumps(payload["config"]))
     payload["margin"] = MARGIN
-    del payload["whitening"]  # whitened models are not exported
+    del payload["whitening"], payload["banding"]  # whitened and banded models are not exported
     if model.channels == 1 and model.net.dims == 2:
         del payload["channel_masks"], payload["axes"]
     return payload

@@ -2,9 +2,11 @@
 
 Each chunk is denoised with a margin of its neighbours (`dask.array.map_overlap`) at least as wide
 as the tiled denoiser's own margin (wider for a model that whitens its input), so chunk borders
-never show: the result equals `denoise` on the whole array. Chunk origins are kept on multiples of
-the network's pooling factor, which the equality also needs. Memory holds a few chunks and their
-margins, whatever the size of the array.
+never show: the result equals `denoise` on the whole array. A model that removes line offsets
+(core.banding) has each plane's offsets measured as `denoise` measures them (on a central band of
+the whole plane, read when the plane is first computed) and removed before the chunks are cut.
+Chunk origins are kept on multiples of the network's pooling factor, which the equality also needs.
+Memory holds a few chunks and their margins, whatever the size of the array.
 Y and X are chunked, and Z too for a 3D network; channels (C) are never split, since every channel
 of a pixel goes through the network together; other axes are taken slice by slice.
 
@@ -25,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .axes import Layout, layout
+from .banding import LINES, lines_band, row_offsets
 from .errors import InputError
 from .images import check_image
 from .inference import check_model_fits, check_tiling, denoise, model_axes
@@ -95,7 +98,8 @@ def _denoise_block(block: np.ndarray, model: DenoisingModel, tile_size: int, ove
     starts = [sum(sizes[:i]) - (margins[axis] if i else 0)
               for axis, (sizes, i) in enumerate(zip(input_chunks, index))]
     origin = tuple(starts[axes.index(letter)] for letter in _chunked_letters(model))
-    return denoise(model, block, tile_size, overlap, batch_size, axes=axes, blind_spot=blind_spot, origin=origin)
+    return denoise(model, block, tile_size, overlap, batch_size, axes=axes, blind_spot=blind_spot, origin=origin,
+                   remove_banding=False)
 
 
 def _check_array_like(image, name: str = "image", axes: str | None = None) -> Layout:
@@ -137,12 +141,39 @@ def denoise_lazy(model: DenoisingModel, image, tile_size: int | None = None, ove
                    else (size,) if letter == "C" else sizes
                    for letter, size, sizes in zip(found.axes, array.shape, array.chunks))
     array = array.rechunk(chunks)
+    if model.banding is not None:
+        array = _offsets_removed(array, model.banding, found.axes)
     depth = {axis: margin if letter in chunked and len(chunks[axis]) > 1 else 0
              for axis, letter in enumerate(found.axes)}
     return da.map_overlap(_denoise_block, array, depth=depth, boundary="none", trim=True, dtype=np.float32,
                           meta=np.empty((0,) * array.ndim, np.float32), model=model, tile_size=tile_size,
                           overlap=overlap, batch_size=batch_size, axes=found.axes, blind_spot=blind_spot,
                           input_chunks=array.chunks, margins=depth)
+
+
+def _offsets_removed(array, banding: list[tuple[str, ...]], axes: str):
+    """The dask `array` (axes ending in YX) in float32 less each plane's line offsets, as `denoise` removes them:
+    per plane, each offset vector is computed from its central band when first needed."""
+    import dask
+    import dask.array as da
+
+    result = source = array.astype(np.float32)  # measured in float32, as `denoise` measures them
+    channel_axis = axes.find("C")
+    height, width = array.shape[-2:]
+    for name, shape in zip(LINES, ((height, 1), (1, width))):
+        if not any(name in lines for lines in banding):
+            continue
+        vectors = []
+        for index in np.ndindex(array.shape[:-2]):
+            if name in banding[index[channel_axis] if channel_axis >= 0 else 0]:
+                offsets = dask.delayed(row_offsets)(lines_band(source[index], name))
+                vectors.append(da.from_delayed(offsets, (max(shape),), np.float64).astype(np.float32))
+            else:
+                vectors.append(da.zeros(max(shape), np.float32))
+        offsets = da.stack(vectors).reshape(*array.shape[:-2], *shape)
+        result = result - offsets.rechunk(tuple(sizes if size > 1 else (1,) for sizes, size in
+                                                zip(result.chunks, offsets.shape)))
+    return result
 
 
 # ---------------------------------------------------------------- OME-Zarr stores

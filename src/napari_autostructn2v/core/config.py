@@ -47,6 +47,7 @@ MASK_RULES = {
     "extend_correlation": Rule("float", 0, 1, low_open=True, high_open=True),
     "whiten": _BOOL,
     "recorrupt": _BOOL,
+    "remove_banding": _BOOL,
 }
 CONFIG_RULES = {
     "base_channels": Rule("int", 4, 256),
@@ -136,6 +137,10 @@ class MaskConfig:
     correlation ends within `max_radius`, both stages train on recorrupted pairs with the
     measured noise covariance instead of blind spots: the network sees every pixel
     (core.recorruption); source "image" and the 2D network only.
+    remove_banding: when each row (or column) of the image carries an offset of its own (sCMOS
+    read-out banding, found where the offsets measured on the two halves of the lines agree), the
+    offsets are removed before the mask is estimated, before both stages train and before each
+    image is denoised (core.banding); source "image", images in memory, no mask given.
     """
 
     source: str = "image"
@@ -147,6 +152,7 @@ class MaskConfig:
     extend_correlation: float = 0.05
     whiten: bool = True
     recorrupt: bool = True
+    remove_banding: bool = True
 
     def validate(self) -> None:
         """Raise ConfigError naming the first field of the wrong type or out of range (`mask.field`)."""

@@ -16,6 +16,9 @@ cannot leak into the output. A tile then costs 8 passes of the network.
 A model that whitens its input (core.whitening) has the whole normalised image whitened before tiling
 and the stitched prediction coloured back, so the tiles meet as they would without whitening; each line's
 colouring starts where its first noisy pixels and the model's `start_weight` put it (Whitening.colour).
+
+A model trained with line offsets removed (core.banding) removes each plane's own offsets, measured on the
+whole plane, before tiling; the output keeps them removed.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 import torch
 
 from .axes import Layout, canonical_image
+from .banding import remove_offsets_channels
 from .blind_spot import blind_spot_forward, line_plan
 from .config import DEFAULT_TILES
 from .checks import check_int
@@ -79,6 +83,7 @@ def denoise_steps(
     blind_spot: bool = True,
     *,
     origin: tuple[int, ...] | None = None,
+    remove_banding: bool = True,
 ) -> Generator[tuple[int, int], None, np.ndarray]:
     """Denoise `image`, yielding (tiles done, tiles total) after each batch.
 
@@ -88,9 +93,10 @@ def denoise_steps(
     `blind_spot` (models with a one-line mask only; see the module docstring): False predicts in one pass
     on the unmasked image, faster but open to the mask's correlated noise. `origin` is the image's first pixel
     (Y, X; Z, Y, X for a 3D network) in a larger image it was cut from: blind-spot inference of the part
-    then equals that part of the whole's. Inputs are checked at the call, before any tile runs. The
-    generator returns a float32 array of the input's shape and axis order, in the input's units (each
-    channel in its own).
+    then equals that part of the whole's. `remove_banding` False leaves a banded model's line offsets in the
+    image (core.chunked removes those of the whole image before cutting it). Inputs are checked at the call,
+    before any tile runs. The generator returns a float32 array of the input's shape and axis order, in the
+    input's units (each channel in its own).
     """
     check_model(model)
     tile_size = network_default(tile_size, model.config.network)
@@ -101,6 +107,8 @@ def denoise_steps(
         names = "Z, Y, X" if model.net.dims == 3 else "Y, X"
         raise InputError(f"origin must be {model.net.dims} whole numbers, the image's first pixel ({names}) in the "
                          f"larger image it was cut from; got {origin!r}.")
+    if model.banding is not None and remove_banding:
+        array = remove_offsets_channels(array, model.banding, channel_axis=1)
     return _denoise_tiles(model, array, found, tile_size, overlap, batch_size, blind_spot, origin)
 
 
@@ -194,9 +202,10 @@ def _denoise_tiles(model: DenoisingModel, array: np.ndarray, found: Layout, tile
 
 def denoise(model: DenoisingModel, image, tile_size: int | None = None, overlap: int = 32,
             batch_size: int = DEFAULT_BATCH, axes: str | None = None, blind_spot: bool = True, *,
-            origin: tuple[int, ...] | None = None) -> np.ndarray:
+            origin: tuple[int, ...] | None = None, remove_banding: bool = True) -> np.ndarray:
     """Denoised float32 copy of `image` in the input's shape, axis order and units (see `denoise_steps`)."""
-    steps = denoise_steps(model, image, tile_size, overlap, batch_size, axes, blind_spot, origin=origin)
+    steps = denoise_steps(model, image, tile_size, overlap, batch_size, axes, blind_spot, origin=origin,
+                          remove_banding=remove_banding)
     while True:
         try:
             next(steps)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage, signal
 
+from . import banding
 from .axes import canonical_image
 from .config import MaskConfig
 from .images import InputError, MappedPlane
@@ -28,6 +29,8 @@ class MaskEstimate:
     `recorruption` is set when the noise is additive with a covariance known in full and
     `MaskConfig.recorrupt` asks to train on recorrupted pairs instead of blind spots (core.recorruption);
     `mask` then shows where the noise is correlated, and no pixel is masked in training.
+    `banding` names the lines ("rows", "columns") whose offsets were removed before the estimate
+    (`MaskConfig.remove_banding`, core.banding); training and denoising remove them too.
     """
 
     mask: np.ndarray
@@ -39,6 +42,7 @@ class MaskEstimate:
     mask_3d: np.ndarray | None = None
     whitening: Whitening | None = None
     recorruption: Recorruption | None = None
+    banding: tuple[str, ...] = ()
 
     def as_text(self) -> str:
         """The mask as rows of '#' (masked) and '.'."""
@@ -154,7 +158,24 @@ def estimate_struct_mask(
 
 def _estimate_channel(volumes: list, is_noise: bool, config: MaskConfig, detrend_sigma: float,
                       flat_fraction: float) -> MaskEstimate:
-    """The estimate for one channel from (N, Z, Y, X) arrays; Z correlation when a volume has several planes."""
+    """The estimate for one channel from (N, Z, Y, X) arrays, their line offsets removed first where the first plane
+    is banded (core.banding); Z correlation when a volume has several planes."""
+    first = volumes[0][0][0]
+    y0, y1, x0, x1 = _central_tile(first.shape)
+    lines = () if is_noise or not config.remove_banding or isinstance(first, MappedPlane) else \
+        banding.detect_banding(first[y0:y1, x0:x1])
+    if lines:
+        volumes = [banding.remove_offsets(volume, lines) for volume in volumes]
+    estimate = _correlation_estimate(volumes, is_noise, config, detrend_sigma, flat_fraction)
+    if lines:
+        estimate.banding = lines
+        estimate.reason = f"{banding.describe(lines)}, then: {estimate.reason}"
+    return estimate
+
+
+def _correlation_estimate(volumes: list, is_noise: bool, config: MaskConfig, detrend_sigma: float,
+                          flat_fraction: float) -> MaskEstimate:
+    """The mask, whitening or recorruption from the autocorrelation of the (N, Z, Y, X) arrays of one channel."""
     radius = config.max_radius
     window = radius + 2
     numerator = np.zeros((acf_side(radius),) * 2)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .banding import LINES
 from .config import Config, ConfigError
 from .errors import InputError, ModelFileError
 from .files import atomic_write
@@ -24,8 +25,9 @@ from .whitening import Whitening, whitening_from_values
 
 FORMAT = "napari-autostructn2v model"
 # 2 adds channels, per-channel masks and normalisation, axes; 3 adds whitening, written only by whitened models
-# (a reader of version 2 would ignore the filter and return garbage: it refuses the file instead); all still load
-FORMAT_VERSION = 3
+# (a reader of version 2 would ignore the filter and return garbage: it refuses the file instead); 4 adds banding,
+# written only by models that remove line offsets (likewise); all still load
+FORMAT_VERSION = 4
 # configuration values of files written before these fields existed (their networks had batch norms)
 OLDER_CONFIG = {"batch_norm": True}
 
@@ -37,7 +39,9 @@ class DenoisingModel:
     With several channels, `normalisation` holds one mean and std per channel and `struct_mask` is a
     list with one mask per channel. `axes` are those of the training images (None: not recorded).
     `whitening` holds, per channel, the filter that decorrelates its noise before the network and whose
-    inverse colours the prediction (core.whitening; None: no channel is whitened).
+    inverse colours the prediction (core.whitening; None: no channel is whitened). `banding` names, per
+    channel, the lines ("rows", "columns") whose offsets are removed from each image before the network
+    (core.banding; None: no channel's).
     """
 
     net: UNet
@@ -47,6 +51,7 @@ class DenoisingModel:
     history: list[dict] = field(default_factory=list)
     axes: str | None = None
     whitening: list[Whitening | None] | None = None
+    banding: list[tuple[str, ...]] | None = None
 
     @classmethod
     def create(cls, config: Config, normalisation: Normalisation, n2v2: bool = False) -> DenoisingModel:
@@ -148,7 +153,7 @@ def model_payload(model: DenoisingModel) -> dict:
     """Everything a model file holds besides the weights and the history, as plain values."""
     return {
         "format": FORMAT,
-        "version": FORMAT_VERSION if model.whitening is not None else 2,
+        "version": 4 if model.banding is not None else 3 if model.whitening is not None else 2,
         "config": model.config.to_dict(),
         "n2v2": model.net.n2v2,
         "normalisation": _normalisation_values(model.normalisation),
@@ -156,6 +161,7 @@ def model_payload(model: DenoisingModel) -> dict:
         "channel_masks": [_mask_values(mask) for mask in model.channel_masks()],
         "axes": model.axes,
         "whitening": None if model.whitening is None else [w and w.to_values() for w in model.whitening],
+        "banding": None if model.banding is None else [list(lines) for lines in model.banding],
     }
 
 
@@ -264,11 +270,13 @@ def _model_from_payload(payload: dict) -> DenoisingModel:
     if axes is not None and not (isinstance(axes, str) and axes and set(axes) <= set("STCZYX")):
         raise ModelFileError(f"its axes must be letters from STCZYX, got {axes!r}.")
     whitening = _whitening_from(payload.get("whitening"), normalisation.channels)
+    banding = _banding_from(payload.get("banding"), normalisation.channels)
     history = payload.get("history", [])
     if not isinstance(history, list) or not all(isinstance(entry, dict) for entry in history):
         raise ModelFileError("its training history is not a list of records.")
     model = DenoisingModel.create(config, normalisation, n2v2=payload["n2v2"])
-    model.struct_mask, model.history, model.axes, model.whitening = mask, list(history), axes, whitening
+    model.struct_mask, model.history, model.axes = mask, list(history), axes
+    model.whitening, model.banding = whitening, banding
     model.net.load_state_dict(state)
     return model
 
@@ -296,6 +304,17 @@ def _whitening_from(values, channels: int) -> list[Whitening | None] | None:
         return [None if entry is None else whitening_from_values(entry) for entry in values]
     except ValueError as err:
         raise ModelFileError(f"its whitening is invalid ({err}).") from None
+
+
+def _banding_from(values, channels: int) -> list[tuple[str, ...]] | None:
+    """Per channel, the lines whose offsets are removed ([] for none), checked; None when the file has none."""
+    if values is None:
+        return None
+    if (not isinstance(values, list) or len(values) != channels
+            or not all(isinstance(lines, list) and set(lines) <= set(LINES) for lines in values)):
+        raise ModelFileError(f"its banding must list, per channel ({channels}), lines from {list(LINES)}, "
+                             f"got {values!r:.80}.")
+    return [tuple(name for name in LINES if name in lines) for lines in values]
 
 
 def _mask_from(values, dims: int) -> np.ndarray | None:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .axes import canonical_image
+from .banding import remove_offsets_channels
 from .config import Config, StageConfig
 from .images import ChannelPlane, InputError, MappedPlane, Normalisation, check_image
 from .inference import denoise
@@ -440,10 +441,16 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
     previews = _PreviewBudget(preview_every)
     val_patches = None
     estimates = kernels = None
-    if struct_mask is None and (config.mask.whiten or config.mask.recorrupt) and config.mask.source == "image":
-        # measured on the raw image, the estimate needs no stage 1: made first, a whitening filter or the noise's
-        # covariance serves both stages
+    mask_config = config.mask
+    if struct_mask is None and (mask_config.whiten or mask_config.recorrupt or mask_config.remove_banding) \
+            and mask_config.source == "image":
+        # measured on the raw image, the estimate needs no stage 1: made first, line offsets removed, a whitening
+        # filter or the noise's covariance serve both stages
         estimates = _estimate_masks(model, slices, config)
+        if any(estimate.banding for estimate in estimates):
+            model.banding = [estimate.banding for estimate in estimates]
+            slices = [remove_offsets_channels(sample, model.banding, channel_axis=0) for sample in slices]
+            model.normalisation = normalisation = Normalisation.fit_channels(slices)
         if any(estimate.whitening is not None for estimate in estimates):
             model.whitening = [estimate.whitening for estimate in estimates]
         kernels = _recorruption_kernels(estimates, model, device)

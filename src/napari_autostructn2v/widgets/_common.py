@@ -45,6 +45,8 @@ GUI_PHRASES = (
     ("2**network depth", "2^(network depth)"),
     ("Retrain with mask.whiten=False to export it", "Untick 'decorrelate filtered noise' in the advanced settings "
      "and train again to export it"),
+    ("Retrain with mask.remove_banding=False to export it", "Untick 'remove line offsets (banding)' in the advanced "
+     "settings and train again to export it"),
 )
 GUI_NAMES = {
     "roi_threshold": "threshold", "scale_factor": "scale factor", "roi_overlap": "overlap",

@@ -33,6 +33,7 @@ ADVANCED_FIELDS = {
     "max_radius": ("mask.max_radius",),
     "whiten": ("mask.whiten",),
     "recorrupt": ("mask.recorrupt",),
+    "remove_banding": ("mask.remove_banding",),
     "base_channels": ("base_channels",),
     "depth": ("depth",),
     "network": ("network",),
@@ -65,6 +66,9 @@ TOOLTIPS = {
                  "contrast to tell) and correlated over a short reach, train on recorrupted pairs made with its "
                  "measured covariance instead of blind spots: the network sees every pixel. Untick to train with "
                  "the structured blind spot.",
+    "remove_banding": "When every row (or column) carries an offset of its own, as an sCMOS camera's read-out can "
+                      "add, remove these offsets from the image before training and denoising: no blind-spot mask "
+                      "reaches along a whole line. Untick to keep them (needed for a bioimage.io export).",
     "base_channels": "Feature channels of the first U-Net level: wider learns more and runs slower.",
     "depth": "Levels of the U-Net: deeper sees larger context; the patch size must be a multiple of 2^depth.",
     "seed": "Seed of the random numbers: the same seed and settings give the same model; -1 picks one at random.",

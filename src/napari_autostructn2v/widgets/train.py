@@ -88,6 +88,7 @@ class TrainWidget(MaskReviewSteps, ModelActions, Container):
         self.max_radius = SpinBox(label="max. mask radius", min=1, max=24)
         self.whiten = CheckBox(text="decorrelate filtered noise")
         self.recorrupt = CheckBox(text="recorrupted pairs (additive noise)")
+        self.remove_banding = CheckBox(text="remove line offsets (banding)")
         self.base_channels = SpinBox(label="network width", min=4, max=256)
         self.depth = SpinBox(label="network depth", min=1, max=4)
         self.network = ComboBox(label="network", choices=NETWORKS)
@@ -124,8 +125,8 @@ class TrainWidget(MaskReviewSteps, ModelActions, Container):
         self.advanced_section, self.advanced = section(
             "Advanced settings",
             [self.n2v2, self.mask_percent, self.mask_source, self.significance, self.min_correlation,
-             self.max_radius, self.whiten, self.recorrupt, self.base_channels, self.depth, self.network,
-             self.patch_depth, self.separate_channels, self.seed,
+             self.max_radius, self.whiten, self.recorrupt, self.remove_banding, self.base_channels, self.depth,
+             self.network, self.patch_depth, self.separate_channels, self.seed,
              self.device, self.preview_every,
              self.tile_size],
             expanded=False,
