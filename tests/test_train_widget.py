@@ -78,6 +78,9 @@ def test_controls_edit_the_viewers_shared_settings(viewer, widget):
     assert widget.recorrupt.value and settings.mask.recorrupt
     widget.recorrupt.value = False
     assert not settings.mask.recorrupt
+    assert widget.remove_banding.value and settings.mask.remove_banding
+    widget.remove_banding.value = False
+    assert not settings.mask.remove_banding
     settings.stage1.patch_size = 48  # as the ROI widget would
     widget.load_settings()
     assert widget._stage_controls[1, "patch_size"].value == 48
@@ -280,6 +283,12 @@ def test_export_writes_a_bioimageio_package_of_the_trained_model(tmp_path, qtbot
     qtbot.waitUntil(lambda: widget.export_worker is None, timeout=TIMEOUT)
     assert "Untick 'decorrelate filtered noise'" in errors[-1] and not (tmp_path / "white.zip").exists()
 
+    widget.model.whitening, widget.model.banding = None, [("rows",)]  # nor one that removes line offsets
+    widget.package_path.value = tmp_path / "banded.zip"
+    widget.export_button.clicked.emit()
+    qtbot.waitUntil(lambda: widget.export_worker is None, timeout=TIMEOUT)
+    assert "Untick 'remove line offsets (banding)'" in errors[-1] and not (tmp_path / "banded.zip").exists()
+
 
 def test_the_tile_size_steps_between_automatic_and_sides_that_denoising_accepts(widget):
     tile = widget.tile_size
@@ -446,3 +455,19 @@ def test_pmt_noise_is_decorrelated_and_the_dock_says_so(qtbot, viewer, widget):
     run_to_end(qtbot, widget)
     assert widget.model.whitening is None and "decorrelated" not in widget.mask_text.value
     assert viewer.layers[MASK_LAYER].data.sum() >= 5
+
+
+def test_banded_rows_are_removed_and_the_dock_says_so(qtbot, viewer, widget):
+    """Row banding in the viewer: the text under the mask says the offsets were removed, the mask is what is left
+    (white noise: the centre), and the user's layer is untouched."""
+    clean = make_sample((128, 128))[0]
+    rng = np.random.default_rng(0)
+    banded = (clean + 0.06 * rng.standard_normal((128, 1)) + 0.05 * rng.standard_normal(clean.shape)).astype(np.float32)
+    viewer.add_image(banded.copy(), name="banded")
+    widget.images.value = [viewer.layers["banded"]]
+    set_budget(widget, epochs=1)
+    run_to_end(qtbot, widget)
+    assert "row offsets removed (banding)" in widget.mask_text.value and widget.model.banding == [("rows",)]
+    assert viewer.layers[MASK_LAYER].data.sum() == 1
+    np.testing.assert_array_equal(viewer.layers["banded"].data, banded)
+    assert "banded denoised" in viewer.layers

@@ -6,7 +6,8 @@ sees the line's offset in its unmasked neighbours and copies it into the output 
 offsets are estimated from the image itself, as the median along each line of the image less its
 mean over the neighbouring lines, kept only at scales of a few lines (slow intensity changes across
 lines are signal), and subtracted. What is left is short-range noise that a short mask removes.
-On the real set's row banding cases this gained 1.9-3.5 dB (docs/benchmarks.md).
+On the real set's six row-banding cases (sigma 0.1) this gained 1.4 dB on average, from -0.4 (moon) to
++3.6 (cell); see docs/benchmarks.md.
 
 A plane is found banded along rows when the offsets estimated from its left and right halves agree
 (correlation at least `AGREEMENT`): an offset is shared by the whole line, noise correlated over a
