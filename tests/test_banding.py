@@ -174,3 +174,17 @@ def test_cli_mask_json_names_the_banded_lines(tmp_path, capsys):
     tifffile.imwrite(path, banded_image((256, 256), ("columns",))[2])
     assert main(["mask", str(path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["banding"] == ["columns"]
+
+
+def test_planes_read_from_disk_keep_their_offsets_and_the_reason_says_how_to_remove_them(tmp_path):
+    """Training on uncompressed files reads planes patch by patch and never holds them whole, so their offsets are
+    not removed; the estimate says that it found them, and how to have them removed."""
+    from napari_autostructn2v.core.folders import open_planes
+
+    noisy = banded_image((256, 256))[2]
+    tifffile.imwrite(tmp_path / "banded.tif", noisy)
+    planes, mapped = open_planes(tmp_path / "banded.tif")
+    assert mapped
+    estimate = estimate_struct_mask(planes)
+    assert estimate.banding == () and "load the images as arrays" in estimate.reason
+    assert estimate_struct_mask(noisy).banding == ("rows",)

@@ -162,12 +162,15 @@ def _estimate_channel(volumes: list, is_noise: bool, config: MaskConfig, detrend
     is banded (core.banding); Z correlation when a volume has several planes."""
     first = volumes[0][0][0]
     y0, y1, x0, x1 = _central_tile(first.shape)
-    lines = () if is_noise or not config.remove_banding or isinstance(first, MappedPlane) else \
-        banding.detect_banding(first[y0:y1, x0:x1])
-    if lines:
+    lines = () if is_noise or not config.remove_banding else banding.detect_banding(first[y0:y1, x0:x1])
+    on_disk = any(isinstance(volume, list) for volume in volumes)  # MappedPlanes: read tile by tile, never whole
+    if lines and not on_disk:
         volumes = [banding.remove_offsets(volume, lines) for volume in volumes]
     estimate = _correlation_estimate(volumes, is_noise, config, detrend_sigma, flat_fraction)
-    if lines:
+    if lines and on_disk:
+        estimate.reason += (f"; the {' and '.join(lines)} carry offsets of their own (banding), which are removed only "
+                            "from images in memory: load the images as arrays to remove them")
+    elif lines:
         estimate.banding = lines
         estimate.reason = f"{banding.describe(lines)}, then: {estimate.reason}"
     return estimate
