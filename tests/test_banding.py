@@ -54,6 +54,18 @@ def test_detect_finds_nothing_in_noise_correlated_along_rows_or_in_signal():
         assert banding.detect_banding(image.astype(np.float32)) == ()
 
 
+def test_detect_leaves_signal_that_spans_the_lines_alone():
+    """A horizontal grating across the whole width agrees between the halves like banding does, but changes smoothly
+    from one row to the next: removing it would remove signal."""
+    clean = clean_image((192, 192), 0)
+    grating = clean + 0.2 * np.sin(2 * np.pi * np.arange(192) / 12)[:, None]
+    noisy = grating + 0.05 * np.random.default_rng(2).standard_normal(clean.shape)
+    assert banding.detect_banding(noisy.astype(np.float32)) == ()
+    # a clean checkerboard's row medians are a tie: offsets of rounding size only, which agree between halves
+    checkerboard = np.kron((np.indices((8, 8)).sum(axis=0) % 2), np.ones((25, 25))).astype(np.float32)
+    assert banding.detect_banding(checkerboard) == ()
+
+
 def test_detect_skips_planes_too_small_to_tell():
     assert banding.detect_banding(banded_image((192, 192))[2][:20]) == ()  # 20 rows of 192: neither tested
     assert banding.detect_banding(np.ones((64, 64), np.float32)) == ()  # constant: no offsets to correlate

@@ -11,7 +11,9 @@ On the real set's six row-banding cases (sigma 0.1) this gained 1.4 dB on averag
 
 A plane is found banded along rows when the offsets estimated from its left and right halves agree
 (correlation at least `AGREEMENT`): an offset is shared by the whole line, noise correlated over a
-few pixels and most signal are not. Columns are tested the same way on the top and bottom halves.
+few pixels and most signal are not. Signal that does span the lines, such as text or a grating, changes
+smoothly from one line to the next, where a camera's offsets do not: offsets whose neighbouring lines
+correlate `SMOOTHNESS` or more are not taken for banding. Columns are tested the same way.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ LINES = ("rows", "columns")
 NEIGHBOURS = 8  # lines on each side whose mean is the reference of a line; also the scale of the kept offsets
 PASSES = 3  # estimates refined against neighbours with the previous offsets removed
 BAND = 1024  # offsets are medians over at most this many central pixels of each line: bounded memory
-AGREEMENT = 0.7  # correlation of the two halves' offsets above which a plane is taken as banded
+AGREEMENT = 0.7  # correlation of the two halves' offsets above which a plane is taken as banded...
+SMOOTHNESS = 0.5  # ...unless neighbouring lines' offsets correlate this much: signal spanning lines (text, gratings)
+NUMERICAL_FLOOR = 1e-6  # offsets below this fraction of the lines' spread are rounding (a clean checkerboard's)
 MIN_LINES = 32  # fewer lines (or fewer than this many pixels per half line) are not tested
 
 
@@ -89,7 +93,8 @@ def lines_band(plane, name: str):
 def detect_banding(plane) -> tuple[str, ...]:
     """The lines ("rows", "columns") of the 2D `plane` that carry offsets of their own: those whose
     offsets, estimated separately from the two halves of the lines of a central square (at most BAND a
-    side), correlate at least AGREEMENT."""
+    side), correlate at least AGREEMENT, and whose neighbouring lines' offsets correlate less than
+    SMOOTHNESS (a camera's offsets change from line to line; text or a grating spans several lines)."""
     height, width = plane.shape[-2:]
     plane = plane[_band(height), _band(width)]  # a central square: enough lines to tell, bounded memory
     found = []
@@ -99,8 +104,10 @@ def detect_banding(plane) -> tuple[str, ...]:
         if count < MIN_LINES or length < 2 * MIN_LINES:
             continue
         half = length // 2
-        first, second = row_offsets(lines[:, :half]), row_offsets(lines[:, half:])
-        if first.std() > 0 and second.std() > 0 and np.corrcoef(first, second)[0, 1] >= AGREEMENT:
+        first, second, whole = row_offsets(lines[:, :half]), row_offsets(lines[:, half:]), row_offsets(lines)
+        floor = NUMERICAL_FLOOR * lines.std()
+        if min(first.std(), second.std(), whole.std()) > floor and np.corrcoef(first, second)[0, 1] >= AGREEMENT \
+                and np.corrcoef(whole[:-1], whole[1:])[0, 1] < SMOOTHNESS:
             found.append(name)
     return tuple(found)
 
