@@ -4,7 +4,7 @@ A camera read out line by line can add one offset to every pixel of a row (or of
 noise is correlated along the whole line, further than any blind-spot mask reaches: the network
 sees the line's offset in its unmasked neighbours and copies it into the output as stripes. The
 offsets are estimated from the image itself, as the median along each line of the image less its
-mean over the neighbouring lines, kept only at scales of a few lines (slow intensity changes across
+mean over the lines around it, kept only at scales of a few lines (slow intensity changes across
 lines are signal), and subtracted. What is left is short-range noise that a short mask removes.
 On the real set's six row-banding cases (sigma 0.1) this gained 1.4 dB on average, from -0.4 (moon) to
 +3.6 (cell); see docs/benchmarks.md.
@@ -22,7 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 LINES = ("rows", "columns")
-NEIGHBOURS = 8  # lines on each side whose mean is the reference of a line; also the scale of the kept offsets
+NEIGHBOURS = 8  # lines on each side averaged (with the line itself) as its reference; also the scale of the offsets
 PASSES = 3  # estimates refined against neighbours with the previous offsets removed
 BAND = 1024  # offsets are medians over at most this many central pixels of each line: bounded memory
 AGREEMENT = 0.7  # correlation of the two halves' offsets above which a plane is taken as banded...
@@ -38,8 +38,8 @@ def _band(length: int) -> slice:
 
 
 def row_offsets(region: np.ndarray) -> np.ndarray:
-    """One offset per row of a 2D `region`: the median along the row of the region less the mean of
-    the NEIGHBOURS rows on each side, refined PASSES times, with its smooth part across rows removed."""
+    """One offset per row of a 2D `region`: the median along the row of the region less its mean over the row
+    and the NEIGHBOURS rows on each side, refined PASSES times, with its smooth part across rows removed."""
     region = np.asarray(region, np.float64)
     offsets = np.zeros(region.shape[0])
     for _ in range(PASSES):
