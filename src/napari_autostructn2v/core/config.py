@@ -138,10 +138,10 @@ class MaskConfig:
     measured noise covariance instead of blind spots: the network sees every pixel
     (core.recorruption); source "image" and the 2D network only.
     remove_banding: when each row (or column) of the image carries an offset of its own (sCMOS
-    read-out banding, found where the offsets measured on the two halves of the lines agree), the
-    offsets are removed before the mask is estimated, before both stages train and before each
-    image is denoised (core.banding); source "image", no mask given, images in memory (planes read
-    from disk keep their offsets, and the estimate's reason says so).
+    read-out banding: offsets measured on the two halves of the lines agree and change from line to
+    line), the offsets are removed before the mask is estimated, before both stages train and before
+    each image is denoised (core.banding); source "image", no mask given, images in memory (planes
+    read from disk keep their offsets, and the estimate's reason says so).
     """
 
     source: str = "image"
