@@ -16,6 +16,8 @@ from napari_autostructn2v.core.errors import InputError, ModelFileError
 from napari_autostructn2v.core.mask import estimate_struct_mask
 from napari_autostructn2v.core.sample import clean_image, noise_kernel
 
+LINE_AXES = {"rows": 0, "columns": 1}
+
 
 def offsets_of(shape, axis, sigma=0.06, seed=0):
     """A random offset per row (axis 0) or column (axis 1), broadcast to `shape`."""
@@ -30,9 +32,6 @@ def banded_image(shape=(192, 192), lines=("rows",), sigma=0.05, seed=0):
                   np.zeros(shape))
     noise = np.random.default_rng(seed + 9).standard_normal(shape) * sigma
     return clean, offsets, (clean + offsets + noise).astype(np.float32)
-
-
-LINE_AXES = {"rows": 0, "columns": 1}
 
 
 def high_pass(vector):
