@@ -59,15 +59,20 @@ def line_offsets(plane, lines: tuple[str, ...]) -> tuple[np.ndarray | None, np.n
     return rows, columns
 
 
+def _subtract_offsets(planes: np.ndarray, lines: tuple[str, ...]) -> None:
+    """Remove each plane's `lines` offsets from the float32 `planes` (..., Y, X) in place."""
+    for index in np.ndindex(planes.shape[:-2]):
+        rows, columns = line_offsets(planes[index], lines)
+        if rows is not None:
+            planes[index] -= rows[:, None].astype(np.float32)
+        if columns is not None:
+            planes[index] -= columns[None, :].astype(np.float32)
+
+
 def remove_offsets(array, lines: tuple[str, ...]) -> np.ndarray:
     """A float32 copy of `array` (..., Y, X) with each plane's `lines` offsets removed."""
     result = np.array(array, np.float32)
-    for index in np.ndindex(result.shape[:-2]):
-        rows, columns = line_offsets(result[index], lines)
-        if rows is not None:
-            result[index] -= rows[:, None].astype(np.float32)
-        if columns is not None:
-            result[index] -= columns[None, :].astype(np.float32)
+    _subtract_offsets(result, lines)
     return result
 
 
@@ -77,7 +82,7 @@ def remove_offsets_channels(array: np.ndarray, banding: list[tuple[str, ...]], c
     by_channel = np.moveaxis(result, channel_axis, 0)  # a view: planes are written into `result`
     for channel, lines in enumerate(banding):
         if lines:
-            by_channel[channel] = remove_offsets(by_channel[channel], lines)
+            _subtract_offsets(by_channel[channel], lines)
     return result
 
 
