@@ -3,6 +3,7 @@ import tracemalloc
 import numpy as np
 import pytest
 from scipy import ndimage
+from skimage import data
 
 from napari_autostructn2v import InputError, MaskConfig, estimate_struct_mask, make_sample, preset_mask
 from napari_autostructn2v.core import mask as mask_module
@@ -124,6 +125,37 @@ def test_white_noise_over_dense_texture_gives_the_centre(seed):
     assert estimate_struct_mask(noisy).mask.shape == (1, 1)
     blob = estimate_struct_mask(noisy, config=MaskConfig(remove_isotropic=False)).mask
     assert blob.sum() == 25  # what the texture gives without the rule
+
+
+def coins_under_line_noise(top: int, left: int, seed: int) -> np.ndarray:
+    """A 256x256 crop of scikit-image's bundled photograph of coins, scaled to [0, 1], under [1, 1, 1] horizontal
+    noise of sigma 0.1."""
+    crop = data.coins()[top : top + 256, left : left + 256].astype(np.float64)
+    low, high = np.percentile(crop, (0.5, 99.5))
+    clean = np.clip((crop - low) / (high - low), 0, 1)
+    white = np.random.default_rng(seed).standard_normal(clean.shape)
+    return clean + 0.1 * ndimage.convolve1d(white, np.ones(3) / np.sqrt(3), axis=1, mode="wrap")
+
+
+@pytest.mark.parametrize(("top", "left", "seed"), [(40, 82, 100), (22, 66, 101)])
+def test_texture_along_the_rows_is_not_taken_for_noise(top, left, seed, monkeypatch):
+    """The coins' rims correlate along the rows far beyond the noise, more than in the weakest direction: read
+    two and three lags beside the line, they are texture, and the mask is the noise's own 1x5."""
+    noisy = coins_under_line_noise(top, left, seed)
+    assert offsets(estimate_struct_mask(noisy).mask) == {(0, dx) for dx in range(-2, 3)}
+    monkeypatch.setattr(mask_module, "_across_line_floor", lambda covariance: np.full_like(covariance, -np.inf))
+    assert estimate_struct_mask(noisy).mask.sum() == 25  # the isotropic floor alone: a full blob
+
+
+def test_the_floor_beside_a_line_leaves_a_one_pixel_line_out():
+    """On a covariance of a one-pixel horizontal line over a texture that is smooth across it, the floor along the
+    line is the texture's value there (extrapolated from two and three lags across), not the line's."""
+    window = 14
+    dy, dx = np.mgrid[-window : window + 1, -window : window + 1]
+    texture = 0.5 * np.exp(-(dy**2) / 50.0 - dx**2 / 200.0)
+    line = np.where(dy == 0, np.exp(-np.abs(dx) / 2.0), 0.0)
+    floor = mask_module._across_line_floor(texture + line)
+    assert np.allclose(floor[window, window + 1 :], texture[window, window + 1 :], atol=0.01)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

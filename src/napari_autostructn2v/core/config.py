@@ -122,8 +122,9 @@ class MaskConfig:
     pixels from it, and at most `max_pixels` pixels in all (the most correlated):
     a line of 25 pixels, but no blob larger than 5x5, which would hide the signal too.
     remove_isotropic: with source "image", the part of the correlation that is the same in
-    every direction is taken for signal texture and removed, so that white noise over a
-    textured, dense image gives plain N2V; turn it off only for noise that is itself
+    every direction, or as strong two lags beside a line as on it, is taken for signal texture
+    and removed, so that white noise over a textured, dense image gives plain N2V and a line of
+    noise over oriented texture keeps its own length; turn it off only for noise that is itself
     correlated alike in all directions.
     extend_correlation: a line found with `min_correlation` is followed further along its own
     direction while the correlation exceeds this lower level (slowly decaying correlations);
