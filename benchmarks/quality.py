@@ -75,6 +75,7 @@ ABLATIONS = {
     "ours, patch 96": lambda c: both_stages(c, patch_size=96),
     "ours, float32": lambda c: dataclasses.replace(c, mixed_precision=False),
     "ours, mean not kept": lambda c: dataclasses.replace(c, keep_mean=False),
+    "ours, contrast not kept": lambda c: dataclasses.replace(c, keep_contrast=False),
     "ours, no batch norm": lambda c: dataclasses.replace(c, batch_norm=False),
     "ours, no whitening": lambda c: dataclasses.replace(c, mask=dataclasses.replace(c.mask, whiten=False)),
     "ours, blind spots": lambda c: dataclasses.replace(c, mask=dataclasses.replace(c.mask, recorrupt=False)),

@@ -52,11 +52,11 @@ DEFAULT_FAMILIES = ["white", "poisson", "box5_h", "gauss2_h", "box5_v", "diagona
 OURS_METHODS = ["noisy", "N2V", "structN2V true mask", "ours", "ours, direct inference"]
 CAREAMICS_METHODS = ["CAREamics N2V", "CAREamics structN2V 5", "CAREamics structN2V best"]
 ALL_METHODS = OURS_METHODS + CAREAMICS_METHODS
-# quality's ablations of ours, by name (float32: Config.mixed_precision off; Config.keep_mean off; Config.batch_norm
-# off; MaskConfig.whiten off; MaskConfig.recorrupt off; all steps in stage 2; stage 2 not initialised from stage 1),
+# quality's ablations of ours, by name (float32: Config.mixed_precision off; Config.keep_mean off; Config.keep_contrast
+# off; Config.batch_norm off; MaskConfig.whiten off; MaskConfig.recorrupt off; all steps in stage 2; stage 2 not initialised from stage 1),
 # and the same UNet trained on clean targets (an upper reference for self-supervised methods): --methods only
-ABLATIONS_ON_REQUEST = ["ours, float32", "ours, mean not kept", "ours, no batch norm", "ours, no whitening",
-                        "ours, blind spots", "ours, stage 1 skipped", "ours, stage 2 from scratch"]
+ABLATIONS_ON_REQUEST = ["ours, float32", "ours, mean not kept", "ours, contrast not kept", "ours, no batch norm",
+                        "ours, no whitening", "ours, blind spots", "ours, stage 1 skipped", "ours, stage 2 from scratch"]
 ON_REQUEST = ABLATIONS_ON_REQUEST + ["supervised"]
 BRIGHT_FRACTION = 0.05
 NOT_RUN = "CAREamics: not run (no --careamics-python)"

@@ -4,6 +4,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from napari_autostructn2v import (
     Done,
@@ -230,7 +231,7 @@ def test_zero_epochs_in_both_stages_is_refused_at_the_call(noisy, tiny_config):
 def test_the_output_keeps_the_inputs_mean_in_each_channel(network, axes):
     from napari_autostructn2v import Config, DenoisingModel
     from napari_autostructn2v.core.images import Normalisation
-    from napari_autostructn2v.core.training import _keep_input_mean
+    from napari_autostructn2v.core.training import _calibrate_output
 
     torch.manual_seed(0)
     config = Config(base_channels=4, depth=1, network=network, mixed_precision=False)
@@ -242,10 +243,79 @@ def test_the_output_keeps_the_inputs_mean_in_each_channel(network, axes):
     shape = (2, 40, 40) if network == "2d" else (2, 8, 24, 24)
     sample = np.random.default_rng(0).normal(0, 1, shape).astype(np.float32) * np.array([2.0, 8.0]).reshape(
         (2,) + (1,) * (len(shape) - 1)) + np.array([11.0, 45.0]).reshape((2,) + (1,) * (len(shape) - 1))
-    _keep_input_mean(model, [sample])
+    _calibrate_output(model, [sample], contrast=False, keep_mean=True)
     output = denoise(model, sample, axes=axes)
     spatial = tuple(range(1, len(shape)))
     np.testing.assert_allclose(output.mean(axis=spatial), sample.mean(axis=spatial), atol=1e-3)
+
+
+def test_contrast_gains_are_the_slope_of_the_noisy_pixels_on_the_predictions():
+    from napari_autostructn2v.core.training import (
+        CONTRAST_RANGE,
+        _calibration_sums,
+        _contrast_gains,
+    )
+
+    def gains(noisy, predicted):
+        return _contrast_gains(_calibration_sums(noisy, predicted, centre))
+
+    rng = np.random.default_rng(0)
+    centre = np.array([10.0, 50.0]).reshape(2, 1, 1)
+    predicted = centre + rng.normal(0, 1, (2, 64, 64)) * np.array([2.0, 8.0]).reshape(2, 1, 1)
+    noisy = centre + np.array([1.3, 0.9]).reshape(2, 1, 1) * (predicted - centre) + rng.normal(0, 1, (2, 64, 64))
+    np.testing.assert_allclose(gains(noisy, predicted), [1.3, 0.9], atol=0.02)
+    np.testing.assert_array_equal(gains(noisy, np.broadcast_to(centre, (2, 64, 64))), [1.0, 1.0])  # nothing to fit
+    np.testing.assert_array_equal(gains(centre + 10 * (predicted - centre), predicted), [CONTRAST_RANGE[1]] * 2)
+
+
+def test_calibrated_output_regresses_the_noisy_pixels_with_slope_one():
+    """A network whose blind-spot output lost contrast gets it back in its last layer: the noisy pixels, whose
+    noise the blind-spot predictions never see, regress on the new predictions with slope 1."""
+    from napari_autostructn2v import Config, DenoisingModel
+    from napari_autostructn2v.core.images import Normalisation
+    from napari_autostructn2v.core.training import (
+        _calibrate_output,
+        _calibration_sums,
+        _contrast_gains,
+    )
+
+    torch.manual_seed(0)
+    model = DenoisingModel.create(Config(base_channels=4, depth=1, mixed_precision=False), Normalisation(0.5, 0.2))
+    model.struct_mask = preset_mask("horizontal", 5)  # denoised with blind spots
+    model.net.eval()
+    rng = np.random.default_rng(1)
+    clean = 0.5 + 0.2 * ndimage.gaussian_filter(rng.normal(0, 1, (64, 64)), 2) * 5
+    sample = (clean + rng.normal(0, 0.05, clean.shape)).astype(np.float32)[None]
+    centre = np.full((1, 1, 1), 0.5)
+    slope = np.polyfit(denoise(model, sample[0]).ravel() - 0.5, sample.ravel() - 0.5, 1)[0]
+    with torch.no_grad():  # an untrained network's output, scaled about the mean to lose a third of the contrast
+        scale = slope / 1.5
+        model.net.head.weight *= scale
+        model.net.head.bias *= scale
+    before = denoise(model, sample[0])
+    gain = float(_contrast_gains(_calibration_sums(sample, before[None], centre))[0])
+    assert gain == pytest.approx(1.5, abs=0.01)
+    _calibrate_output(model, [sample], contrast=True, keep_mean=False)
+    after = denoise(model, sample[0])
+    np.testing.assert_allclose(after, 0.5 + gain * (before - 0.5), atol=1e-4)
+    assert float(_contrast_gains(_calibration_sums(sample, after[None], centre))[0]) == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.mark.parametrize(("mask", "scaled"), [(("horizontal", 3), True), (("centre", 1), False)])
+def test_training_scales_the_last_layer_only_for_blind_spot_models(noisy, tiny_config, mask, scaled):
+    """keep_contrast scales the head's weights and bias by one gain; a centre-only (N2V) model, denoised in one
+    pass, whose predictions read their own pixel's noise, keeps its head."""
+    tiny_config.keep_mean = tiny_config.keep_contrast = False
+    plain = fit(noisy, tiny_config, struct_mask=preset_mask(*mask))
+    tiny_config.keep_contrast = True
+    calibrated = fit(noisy, tiny_config, struct_mask=preset_mask(*mask))
+    before, after = plain.net.state_dict(), calibrated.net.state_dict()
+    changed = [name for name in before if not torch.equal(before[name], after[name])]
+    assert changed == (["head.weight", "head.bias"] if scaled else [])
+    if scaled:
+        ratio = (after["head.weight"] / before["head.weight"]).flatten()
+        assert torch.allclose(ratio, ratio[0]) and abs(float(ratio[0]) - 1) > 1e-4
+        assert torch.allclose(after["head.bias"], before["head.bias"] * ratio[0])
 
 
 def test_training_shifts_only_the_last_bias_to_keep_the_mean_unless_told_not_to(noisy, tiny_config):

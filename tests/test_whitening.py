@@ -294,7 +294,7 @@ def test_chunks_of_a_whitened_model_equal_the_whole_image(axis):
 def test_the_mean_shift_of_a_whitened_channel_passes_through_the_colouring():
     """A constant added in the whitened domain comes out 1 / (1 - rho) times larger: the shift must allow for it."""
     from napari_autostructn2v import Config, DenoisingModel
-    from napari_autostructn2v.core.training import _keep_input_mean
+    from napari_autostructn2v.core.training import _calibrate_output
 
     torch.manual_seed(0)
     model = DenoisingModel.create(Config(base_channels=4, depth=1, mixed_precision=False),
@@ -305,7 +305,7 @@ def test_the_mean_shift_of_a_whitened_channel_passes_through_the_colouring():
         model.net.head.bias += torch.tensor([0.7, -0.4])
     sample = (np.random.default_rng(0).normal(0, 1, (2, 40, 40)) * np.array([2.0, 8.0])[:, None, None]
               + np.array([11.0, 45.0])[:, None, None]).astype(np.float32)
-    _keep_input_mean(model, [sample])
+    _calibrate_output(model, [sample], contrast=False, keep_mean=True)
     output = denoise(model, sample, axes="CYX")
     np.testing.assert_allclose(output.mean(axis=(1, 2)), sample.mean(axis=(1, 2)), atol=1e-3)
 

@@ -27,6 +27,7 @@ import torch
 
 from .axes import canonical_image
 from .banding import remove_offsets_channels
+from .blind_spot import line_plan
 from .config import Config, StageConfig
 from .images import ChannelPlane, InputError, MappedPlane, Normalisation, check_image
 from .inference import denoise
@@ -46,10 +47,12 @@ PREVIEW_TILE_3D, PREVIEW_MARGIN_3D = 128, 16
 # previews may take this share of the training time, plus an allowance (blind-spot previews of a 512² crop
 # cost about 10 training steps each on a CPU: one every 20 steps would add about 40 % to the training time)
 PREVIEW_SHARE, PREVIEW_ALLOWANCE_S = 0.15, 1.0
-# keep_mean: the output keeps the mean of central crops of up to MEAN_SAMPLES samples, evenly spread
+# keep_mean (and keep_contrast): the output keeps the mean (and contrast) of central crops of up to MEAN_SAMPLES
+# samples, evenly spread
 # a whitened model's start weights are measured on the first START_STRIP pixels of lines of as many samples
 START_STRIP = 128
 MEAN_SIDE, MEAN_SIDE_3D, MEAN_PLANES, MEAN_SAMPLES = 256, 96, 16, 8
+CONTRAST_RANGE = (0.5, 2.0)  # keep_contrast's gains are kept within this: beyond it the fit is not to be trusted
 
 
 class TooFewPatchesError(InputError):
@@ -524,8 +527,10 @@ def _run(slices, config: Config, struct_mask, stop: threading.Event, preview_eve
     spread_samples = slices[:: -(-len(slices) // MEAN_SAMPLES)]
     if model.whitening is not None and val_patches is not None:
         _fit_start_weights(model, spread_samples)
-    if config.keep_mean and val_patches is not None:  # None: stopped before any stage sampled patches
-        _keep_input_mean(model, spread_samples)
+    contrast = config.keep_contrast and model.whitening is None \
+        and line_plan(model.channel_masks(), model.net.dims) is not None
+    if (config.keep_mean or contrast) and val_patches is not None:  # None: stopped before any stage sampled patches
+        _calibrate_output(model, spread_samples, contrast, config.keep_mean)
     model.net.to(memory_format=torch.contiguous_format).eval()
     yield Done(model, stopped)
 
@@ -540,28 +545,61 @@ def _keep_best(net, val_patches, seed: int, stage: StageConfig, mask, best_loss:
     return current
 
 
-def _keep_input_mean(model: DenoisingModel, samples: list) -> None:
-    """Shift the output (the last layer's bias) so that central crops of the samples, denoised as `denoise`
-    does it by default, keep their mean in each channel. An unbiased denoiser keeps the mean of an image under
+def _calibrate_output(model: DenoisingModel, samples: list, contrast: bool, keep_mean: bool) -> None:
+    """Set each channel's output gain (`contrast`) and offset (`keep_mean`) in the last layer, from central crops of
+    the samples denoised as `denoise` does it by default.
+
+    Gain: with blind spots, a pixel's prediction never sees the pixel's own noise, so the noisy pixels regressed on
+    the predictions measure what the clean ones would: a slope over 1 is contrast the network lost (cell under row
+    banding, seed 1: 1.079 from the noisy pixels, 1.066 from the clean ones; `_contrast_gains`). The head's weights
+    and bias are scaled by it. Only for models that `denoise` runs with blind spots (one-line masks, not whitened):
+    in one pass a prediction reads its own pixel's noise, which the slope would take for signal.
+
+    Offset: the crops keep their mean in each channel. An unbiased denoiser keeps the mean of an image under
     zero-mean noise; batch norm's running statistics, and a 3D network trained on patches thinner than its reach
     in Z, can darken or brighten the whole output instead. Measured another way the shift would be wrong: on
     training patches it is theirs, not the whole image's; in one pass, a structN2V network reads its mask's
     noise and comes out brighter (0.013 on the sparse frame) than with its blind spots. A whitened channel's
     bias passes through the colouring, which changes its effect (Whitening.bias_gain)."""
     axes = sample_axes(samples[0])
-    difference = np.zeros(samples[0].shape[0])
-    response = np.zeros_like(difference)  # how much the crops' output sums move per unit of bias
-    filters = model.whitening or [None] * len(difference)
-    for sample in samples:
-        crop = np.asarray(central_crop(sample, MEAN_SIDE_3D if "Z" in axes else MEAN_SIDE, MEAN_PLANES), np.float32)
-        output = denoise(model, crop, axes=axes)
-        spatial = tuple(range(1, crop.ndim))
-        difference += crop.sum(axis=spatial, dtype=np.float64) - output.sum(axis=spatial, dtype=np.float64)
+    side = MEAN_SIDE_3D if "Z" in axes else MEAN_SIDE
+    channels = samples[0].shape[0]
+    centre = np.asarray(model.normalisation.mean, np.float64).reshape(-1, *[1] * (samples[0].ndim - 1))
+    sums = np.zeros((5, channels))
+    response = np.zeros(channels)  # how much the crops' output sums move per unit of bias
+    filters = model.whitening or [None] * channels
+    for sample in samples:  # one crop at a time: planes read from disk stay there
+        crop = np.asarray(central_crop(sample, side, MEAN_PLANES), np.float32)
+        sums += _calibration_sums(crop, denoise(model, crop, axes=axes), centre)
         response += [crop[0].size * (1.0 if w is None else w.bias_gain(crop.shape[AXES[w.axis]])) for w in filters]
-    shift = difference / response / np.asarray(model.normalisation.std, np.float64)  # in the network's units
-    with torch.no_grad():
-        model.net.head.bias += torch.as_tensor(shift, dtype=model.net.head.bias.dtype,
-                                               device=model.net.head.bias.device)
+    head = model.net.head
+    gains = _contrast_gains(sums) if contrast else np.ones(channels)
+    with torch.no_grad():  # (output - mean) / std scales by the gain with the head's weights and bias
+        scale = torch.as_tensor(gains, dtype=head.weight.dtype, device=head.weight.device)
+        head.weight *= scale.reshape(-1, *[1] * (head.weight.ndim - 1))
+        head.bias *= scale
+        if keep_mean:  # the crops' sums less their outputs', the gain applied
+            _, predicted, noisy, _, _ = sums
+            shift = (noisy - gains * predicted) / response / np.asarray(model.normalisation.std, np.float64)
+            head.bias += torch.as_tensor(shift, dtype=head.bias.dtype, device=head.bias.device)
+
+
+def _calibration_sums(crop: np.ndarray, output: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """Per channel of (C, ...) arrays: pixels, sums of the predictions and of the noisy values (both about `centre`,
+    for precision), of their products and of the predictions' squares."""
+    spatial = tuple(range(1, crop.ndim))
+    predicted, noisy = output.astype(np.float64) - centre, crop.astype(np.float64) - centre
+    return np.array([np.full(len(crop), crop[0].size), predicted.sum(axis=spatial), noisy.sum(axis=spatial),
+                     np.sum(predicted * noisy, axis=spatial), np.sum(predicted**2, axis=spatial)])
+
+
+def _contrast_gains(sums: np.ndarray) -> np.ndarray:
+    """Per channel, the least-squares slope of the noisy values on the predictions from their `_calibration_sums`,
+    within CONTRAST_RANGE; 1 where the predictions are constant."""
+    count, predicted, noisy, products, squares = sums
+    covariance, variance = products - predicted * noisy / count, squares - predicted**2 / count
+    slopes = np.divide(covariance, variance, out=np.ones_like(variance), where=variance > 1e-12 * count)
+    return np.clip(slopes, *CONTRAST_RANGE)
 
 
 def _fit_start_weights(model: DenoisingModel, samples: list) -> None:
