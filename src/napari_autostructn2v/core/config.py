@@ -194,7 +194,7 @@ class Config:
     `keep_contrast`: for models that denoise with blind spots (a one-line mask, not whitened), the output is also
     scaled (the last layer's weights and bias) by the slope of the noisy pixels on their blind-spot predictions,
     which do not see those pixels' noise: the contrast the network lost comes back (cell under row banding,
-    seed 1: +0.81 dB). One-pass inference (`denoise(..., blind_spot=False)`, bioimage.io) gets the same scale.
+    seed 1: +0.80 dB). One-pass inference (`denoise(..., blind_spot=False)`, bioimage.io) gets the same scale.
     """
 
     stage1: StageConfig = field(default_factory=_stage1_defaults)
